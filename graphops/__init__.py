@@ -1,0 +1,11 @@
+"""graphops: relational layers, faithful pooling and an out-of-core SIGN pipeline for PyG.
+
+Importing graphops never imports torch_sparse or torch_scatter: they are optional and looked up
+lazily (see :mod:`graphops.ops.optional`).
+"""
+
+__version__ = '0.1.0'
+
+from graphops import datasets, nn, ops, precompute, transforms  # noqa: E402
+
+__all__ = ['__version__', 'datasets', 'nn', 'ops', 'precompute', 'transforms']

@@ -1,0 +1,3 @@
+"""graphops.nn.conv"""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""graphops.nn.dense"""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""graphops.nn.models"""
+
+__all__: list[str] = []

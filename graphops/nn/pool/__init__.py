@@ -1,0 +1,3 @@
+"""graphops.nn.pool"""
+
+__all__: list[str] = []

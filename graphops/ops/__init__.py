@@ -1,0 +1,28 @@
+"""The engine room: device-agnostic sparse kernels and input validation. No nn.Module here."""
+
+from graphops.ops.csr import (
+    CSR,
+    from_edge_index,
+    in_degree,
+    normalize,
+    orient,
+    out_degree,
+    symmetrize,
+    to_csr,
+)
+from graphops.ops.optional import has_torch_sparse, is_sparse_tensor
+from graphops.ops.spmm import spmm
+
+__all__ = [
+    'CSR',
+    'from_edge_index',
+    'has_torch_sparse',
+    'in_degree',
+    'is_sparse_tensor',
+    'normalize',
+    'orient',
+    'out_degree',
+    'spmm',
+    'symmetrize',
+    'to_csr',
+]

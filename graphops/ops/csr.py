@@ -1,0 +1,501 @@
+r"""One CSR representation for every adjacency form PyG accepts, with degrees and normalisations.
+
+Convention (PyG's ``adj_t``): a :class:`CSR` ``M`` of shape ``[num_dst, num_src]`` holds
+``M[i, j] = w`` for each edge ``j -> i``, so ``M @ X`` aggregates source features into targets.
+An ``edge_index`` is ``[2, E]`` with row 0 the source and row 1 the target; a
+``torch_sparse.SparseTensor``, a ``torch.sparse`` COO/CSR tensor or a scipy matrix is already in
+``adj_t`` form (rows are targets), exactly as :class:`torch_geometric.nn.MessagePassing` reads them.
+
+Entries are kept sorted by ``(row, col)``. Duplicate edges are kept (they count twice, as in message
+passing) unless :meth:`CSR.coalesce` is called. Indices are ``int32`` when every index and the
+number of stored entries fit, else ``int64``; ``rowptr`` and ``col`` always share one dtype
+(``torch.sparse_csr_tensor`` requires it).
+
+Every conversion validates its input through :mod:`graphops.ops.validate`: no later layer
+re-implements these checks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from graphops.ops.optional import is_sparse_tensor, torch_sparse
+from graphops.ops.validate import (
+    check_edge_index,
+    check_edge_weight,
+    check_float,
+    check_index,
+    check_num_nodes,
+    check_same_device,
+)
+
+_INT32_MAX = 2**31 - 1
+NORMS = ('sym', 'rw', 'col', None)
+DIRECTIONS = ('directed', 'transposed', 'symmetric')
+
+
+def index_dtype_for(num_rows: int, num_cols: int, nnz: int) -> torch.dtype:
+    """``int32`` when every index and offset fits in it, else ``int64``."""
+    return torch.int32 if max(num_rows, num_cols, nnz) <= _INT32_MAX else torch.int64
+
+
+@dataclass(frozen=True)
+class CSR:
+    r"""A compressed-sparse-row matrix ``M`` of shape ``[num_rows, num_cols]`` (``adj_t`` form).
+
+    Args:
+        rowptr (Tensor): ``[num_rows + 1]`` offsets into ``col``/``value``.
+        col (Tensor): ``[nnz]`` column (source node) of each entry, same dtype as ``rowptr``.
+        value (Tensor, optional): ``[nnz]`` float weights; ``None`` means every weight is 1.
+        num_rows (int): number of target nodes.
+        num_cols (int): number of source nodes.
+
+    Build one with :func:`to_csr`; the constructor trusts its arguments.
+    """
+
+    rowptr: Tensor
+    col: Tensor
+    value: Tensor | None
+    num_rows: int
+    num_cols: int
+
+    # --- basic properties -------------------------------------------------------------------
+    @property
+    def nnz(self) -> int:
+        return self.col.numel()
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.num_rows, self.num_cols)
+
+    @property
+    def device(self) -> torch.device:
+        return self.col.device
+
+    @property
+    def index_dtype(self) -> torch.dtype:
+        return self.col.dtype
+
+    def row(self) -> Tensor:
+        """``[nnz]`` row (target node) of each entry, expanded from ``rowptr``."""
+        counts = self.rowptr[1:] - self.rowptr[:-1]
+        rows = torch.arange(self.num_rows, device=self.device, dtype=self.col.dtype)
+        return torch.repeat_interleave(rows, counts.long(), output_size=self.nnz)
+
+    def values(self, dtype: torch.dtype | None = None) -> Tensor:
+        """The weights (in ``dtype``, default: their own, or float32 for ones)."""
+        if self.value is None:
+            return torch.ones(self.nnz, dtype=dtype or torch.float32, device=self.device)
+        return self.value if dtype is None else self.value.to(dtype)
+
+    def row_counts(self) -> Tensor:
+        """Number of stored entries per row (unweighted in-degree), ``int64``."""
+        return (self.rowptr[1:] - self.rowptr[:-1]).long()
+
+    def __repr__(self) -> str:
+        weighted = 'weighted' if self.value is not None else 'unweighted'
+        return (
+            f'CSR(shape=({self.num_rows}, {self.num_cols}), nnz={self.nnz}, {weighted}, '
+            f'index_dtype={self.index_dtype}, device={self.device})'
+        )
+
+    # --- conversions out ----------------------------------------------------------------------
+    def with_value(self, value: Tensor | None) -> CSR:
+        return CSR(self.rowptr, self.col, value, self.num_rows, self.num_cols)
+
+    def to(self, device=None, index_dtype: torch.dtype | None = None) -> CSR:
+        index_dtype = index_dtype or self.index_dtype
+        if index_dtype == torch.int32 and index_dtype_for(*self.shape, self.nnz) != torch.int32:
+            raise ValueError('index_dtype=torch.int32 cannot hold this matrix; use torch.int64')
+        value = None if self.value is None else self.value.to(device)
+        return CSR(
+            self.rowptr.to(device=device, dtype=index_dtype),
+            self.col.to(device=device, dtype=index_dtype),
+            value,
+            self.num_rows,
+            self.num_cols,
+        )
+
+    def to_torch_csr(self, dtype: torch.dtype = torch.float32) -> Tensor:
+        return torch.sparse_csr_tensor(
+            self.rowptr, self.col, self.values(dtype), size=self.shape, dtype=dtype
+        )
+
+    def to_dense(self, dtype: torch.dtype = torch.float32) -> Tensor:
+        out = torch.zeros(self.shape, dtype=dtype, device=self.device)
+        out.index_put_((self.row().long(), self.col.long()), self.values(dtype), accumulate=True)
+        return out
+
+    def to_edge_index(self) -> tuple[Tensor, Tensor | None]:
+        """``(edge_index, edge_weight)`` with row 0 = source (``col``), row 1 = target (``row``)."""
+        edge_index = torch.stack([self.col.long(), self.row().long()], dim=0)
+        return edge_index, self.value
+
+    def to_scipy(self):
+        import scipy.sparse as sp
+
+        value = self.values(torch.float64 if self.value is None else self.value.dtype)
+        return sp.csr_matrix(
+            (value.cpu().numpy(), self.col.cpu().numpy(), self.rowptr.cpu().numpy()),
+            shape=self.shape,
+        )
+
+    def to_sparse_tensor(self):
+        """A ``torch_sparse.SparseTensor`` in ``adj_t`` form (needs the ``sparse`` extra)."""
+        return torch_sparse().SparseTensor(
+            rowptr=self.rowptr.long(),
+            col=self.col.long(),
+            value=self.value,
+            sparse_sizes=self.shape,
+            is_sorted=True,
+            trust_data=True,
+        )
+
+    # --- structural operations -----------------------------------------------------------------
+    def t(self) -> CSR:
+        """The transpose: reverses every edge."""
+        row = self.row()
+        return _from_coo(self.col, row, self.value, self.num_cols, self.num_rows)
+
+    def coalesce(self, reduce: str = 'sum') -> CSR:
+        """Merges duplicate entries, summing (or taking the max of) their weights."""
+        if reduce not in ('sum', 'max'):
+            raise ValueError(f"reduce must be 'sum' or 'max', got {reduce!r}")
+        if self.nnz == 0:
+            return self
+        row = self.row().long()
+        col = self.col.long()
+        new_entry = torch.ones(self.nnz, dtype=torch.bool, device=self.device)
+        new_entry[1:] = (row[1:] != row[:-1]) | (col[1:] != col[:-1])
+        if bool(new_entry.all()):
+            return self
+        group = torch.cumsum(new_entry.long(), 0) - 1
+        num_groups = int(group[-1]) + 1
+        value = self.values()
+        merged = torch.zeros(num_groups, dtype=value.dtype, device=self.device)
+        if reduce == 'sum':
+            merged.index_add_(0, group, value)
+        else:
+            merged.fill_(float('-inf')).scatter_reduce_(0, group, value, reduce='amax')
+        keep_value = None if (self.value is None and reduce == 'max') else merged
+        return _from_sorted(
+            row[new_entry], col[new_entry], keep_value, self.num_rows, self.num_cols
+        )
+
+    def binarize(self) -> CSR:
+        """Drops weights and duplicates: every stored edge becomes a 1."""
+        return self.with_value(None).coalesce(reduce='max')
+
+    def remove_self_loops(self) -> CSR:
+        row = self.row()
+        keep = row != self.col
+        if bool(keep.all()):
+            return self
+        value = None if self.value is None else self.value[keep]
+        return _from_sorted(row[keep], self.col[keep], value, self.num_rows, self.num_cols)
+
+    def add_self_loops(self, fill_value: float = 1.0) -> CSR:
+        """Adds one loop ``(i, i)`` of weight ``fill_value`` per node (square matrices only)."""
+        self._require_square('add_self_loops')
+        n = self.num_rows
+        loops = torch.arange(n, device=self.device, dtype=self.col.dtype)
+        row = torch.cat([self.row(), loops])
+        col = torch.cat([self.col, loops])
+        if self.value is None and fill_value == 1.0:
+            value = None
+        else:
+            fill = torch.full(
+                (n,), float(fill_value), dtype=self.values().dtype, device=self.device
+            )
+            value = torch.cat([self.values(), fill])
+        return _from_coo(row, col, value, n, n)
+
+    def select_rows(self, rows: Tensor) -> CSR:
+        """The sub-matrix ``M[rows, :]`` (rows in the given order)."""
+        check_index(rows, 'rows', upper=self.num_rows, upper_name='num_rows')
+        rows = rows.to(self.device).long()
+        start, end = self.rowptr[rows].long(), self.rowptr[rows + 1].long()
+        counts = end - start
+        new_rowptr = torch.zeros(rows.numel() + 1, dtype=torch.long, device=self.device)
+        torch.cumsum(counts, 0, out=new_rowptr[1:])
+        nnz = int(new_rowptr[-1])
+        offsets = torch.arange(nnz, device=self.device) - torch.repeat_interleave(
+            new_rowptr[:-1] - start, counts, output_size=nnz
+        )
+        dtype = index_dtype_for(rows.numel(), self.num_cols, nnz)
+        value = None if self.value is None else self.value[offsets]
+        return CSR(
+            new_rowptr.to(dtype), self.col[offsets].to(dtype), value, rows.numel(), self.num_cols
+        )
+
+    def _require_square(self, what: str) -> None:
+        if self.num_rows != self.num_cols:
+            raise ValueError(
+                f'{what} needs a square adjacency, got shape {self.shape}; '
+                'bipartite graphs have no self-loops'
+            )
+
+    def fingerprint(self) -> str:
+        """A SHA-256 of shape, entries and weights: the same multiset of weighted edges gives the
+        same fingerprint, whatever the input order."""
+        rowptr, col, value = self.rowptr.long(), self.col.long(), self.value
+        if value is not None and self.nnz:
+            # Entries are sorted by (row, col); order duplicates by weight too, to be canonical.
+            by_value = torch.sort(value.detach(), stable=True).indices
+            key = self.row().long()[by_value] * max(self.num_cols, 1) + col[by_value]
+            perm = by_value[torch.sort(key, stable=True).indices]
+            col, value = col[perm], value[perm]
+        digest = hashlib.sha256()
+        digest.update(np.asarray(self.shape, dtype=np.int64).tobytes())
+        for tensor in (rowptr, col):
+            digest.update(tensor.cpu().numpy().tobytes())
+        if value is not None:
+            digest.update(value.detach().double().cpu().numpy().tobytes())
+        return digest.hexdigest()
+
+
+# --- construction ---------------------------------------------------------------------------
+
+
+def _from_sorted(row: Tensor, col: Tensor, value, num_rows: int, num_cols: int) -> CSR:
+    nnz = col.numel()
+    dtype = index_dtype_for(num_rows, num_cols, nnz)
+    counts = torch.bincount(row.long(), minlength=num_rows) if nnz else None
+    rowptr = torch.zeros(num_rows + 1, dtype=torch.long, device=col.device)
+    if counts is not None:
+        torch.cumsum(counts, 0, out=rowptr[1:])
+    return CSR(rowptr.to(dtype), col.to(dtype), value, num_rows, num_cols)
+
+
+def _from_coo(row: Tensor, col: Tensor, value, num_rows: int, num_cols: int) -> CSR:
+    """Sorts ``(row, col)`` lexicographically (stably, so duplicates keep their order)."""
+    if col.numel():
+        key = row.long() * max(num_cols, 1) + col.long()
+        if not bool((key[1:] >= key[:-1]).all()):
+            perm = torch.sort(key, stable=True).indices
+            row, col = row[perm], col[perm]
+            value = None if value is None else value[perm]
+    return _from_sorted(row, col, value, num_rows, num_cols)
+
+
+def _resolve_size(num_nodes, edge_index: Tensor) -> tuple[int, int]:
+    if num_nodes is None:
+        n = int(edge_index.max()) + 1 if edge_index.numel() else 0
+        return n, n
+    if isinstance(num_nodes, tuple | list):
+        if len(num_nodes) != 2:
+            raise ValueError(f'num_nodes as a tuple must be (num_src, num_dst), got {num_nodes}')
+        return check_num_nodes(num_nodes[0], 'num_nodes[0]'), check_num_nodes(
+            num_nodes[1], 'num_nodes[1]'
+        )
+    n = check_num_nodes(num_nodes)
+    return n, n
+
+
+def from_edge_index(
+    edge_index: Tensor,
+    edge_weight: Tensor | None = None,
+    num_nodes: int | tuple[int, int] | None = None,
+) -> CSR:
+    """CSR of ``adj_t`` from a ``[2, E]`` edge list (row 0 = source, row 1 = target).
+
+    ``num_nodes`` is an int, a ``(num_src, num_dst)`` pair for bipartite graphs, or ``None`` to
+    infer ``max(edge_index) + 1``.
+    """
+    check_edge_index(edge_index)
+    check_same_device([('edge_index', edge_index), ('edge_weight', edge_weight)])
+    num_src, num_dst = _resolve_size(num_nodes, edge_index)
+    check_index(edge_index[0], 'edge_index[0] (sources)', upper=num_src, upper_name='num_src_nodes')
+    check_index(edge_index[1], 'edge_index[1] (targets)', upper=num_dst, upper_name='num_dst_nodes')
+    edge_weight = check_edge_weight(edge_weight, edge_index.size(1))
+    return _from_coo(edge_index[1], edge_index[0], edge_weight, num_dst, num_src)
+
+
+def _from_torch_sparse(adj: Tensor, edge_weight) -> CSR:
+    if edge_weight is not None:
+        raise ValueError(
+            'edge_weight must be None when the adjacency is a sparse tensor: '
+            'its values are the weights'
+        )
+    if adj.dim() != 2:
+        raise ValueError(f'a sparse adjacency must be 2-dimensional, got {adj.dim()} dimensions')
+    num_rows, num_cols = adj.shape
+    if adj.layout == torch.sparse_coo:
+        adj = adj.coalesce()
+        index, value = adj.indices(), adj.values()
+        row, col = index[0], index[1]
+    elif adj.layout == torch.sparse_csr:
+        rowptr, col, value = adj.crow_indices(), adj.col_indices(), adj.values()
+        counts = (rowptr[1:] - rowptr[:-1]).long()
+        row = torch.repeat_interleave(torch.arange(num_rows, device=adj.device), counts)
+    elif adj.layout == torch.sparse_csc:
+        return _from_torch_sparse(adj.to_sparse_coo(), None)
+    else:
+        raise TypeError(f'unsupported sparse layout {adj.layout}; use COO, CSR or CSC')
+    if value.dim() != 1:
+        raise ValueError('hybrid sparse tensors (values with extra dimensions) are not supported')
+    check_float(value, 'adjacency values')
+    return _from_coo(row, col, value, num_rows, num_cols)
+
+
+def _from_sparse_tensor(adj, edge_weight) -> CSR:
+    if edge_weight is not None:
+        raise ValueError(
+            'edge_weight must be None when the adjacency is a SparseTensor: '
+            'its values are the weights'
+        )
+    rowptr, col, value = adj.csr()
+    num_rows, num_cols = adj.sparse_sizes()
+    if value is not None:
+        if value.dim() != 1:
+            raise ValueError('SparseTensor values must be 1-dimensional edge weights')
+        if not value.is_floating_point():
+            raise TypeError(
+                f'SparseTensor values must be float edge weights, got {value.dtype}; a relational '
+                'layer reads integer values as edge types itself'
+            )
+        check_float(value, 'SparseTensor values')
+    dtype = index_dtype_for(num_rows, num_cols, col.numel())
+    csr = CSR(rowptr.to(dtype), col.to(dtype), value, num_rows, num_cols)
+    return (
+        csr
+        if adj.is_coalesced() or csr.nnz == 0
+        else _from_coo(csr.row(), csr.col, value, *csr.shape)
+    )
+
+
+def to_csr(
+    adj,
+    edge_weight: Tensor | None = None,
+    num_nodes: int | tuple[int, int] | None = None,
+) -> CSR:
+    """Converts any adjacency PyG accepts into a validated :class:`CSR` (``adj_t`` form).
+
+    Args:
+        adj: a ``[2, E]`` ``edge_index``, a ``torch_sparse.SparseTensor``, a ``torch.sparse``
+            COO/CSR/CSC tensor, a scipy sparse matrix, or a :class:`CSR` (returned as is).
+        edge_weight (Tensor, optional): ``[E]`` weights, only with an ``edge_index``.
+        num_nodes (int or (int, int), optional): node count, or ``(num_src, num_dst)`` for a
+            bipartite ``edge_index``; inferred when ``None``.
+
+    Raises:
+        TypeError: wrong type or dtype.
+        ValueError: out-of-range or negative indices, shape/length mismatch, NaN/Inf weights,
+            tensors on different devices.
+    """
+    if isinstance(adj, CSR):
+        if edge_weight is not None:
+            raise ValueError('edge_weight must be None when adj is already a CSR')
+        return adj
+    if is_sparse_tensor(adj):
+        return _from_sparse_tensor(adj, edge_weight)
+    if isinstance(adj, Tensor):
+        if adj.is_sparse or adj.layout in (torch.sparse_csr, torch.sparse_csc):
+            return _from_torch_sparse(adj, edge_weight)
+        return from_edge_index(adj, edge_weight, num_nodes)
+    if hasattr(adj, 'tocsr') and hasattr(adj, 'shape'):  # scipy.sparse
+        if edge_weight is not None:
+            raise ValueError('edge_weight must be None when adj is a scipy matrix')
+        mat = adj.tocsr()
+        mat.sort_indices()
+        value = torch.from_numpy(np.asarray(mat.data, dtype=np.float64)).to(torch.float32)
+        check_float(value, 'adjacency values')
+        rowptr = torch.from_numpy(mat.indptr.astype(np.int64))
+        col = torch.from_numpy(mat.indices.astype(np.int64))
+        dtype = index_dtype_for(*mat.shape, col.numel())
+        return CSR(rowptr.to(dtype), col.to(dtype), value, *mat.shape)
+    raise TypeError(
+        'adj must be an edge_index Tensor [2, E], a torch_sparse.SparseTensor, a torch.sparse '
+        f'tensor, a scipy sparse matrix or a graphops CSR; got {type(adj).__name__}'
+    )
+
+
+# --- degrees and normalisation ----------------------------------------------------------------
+
+
+def in_degree(csr: CSR, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Weighted row sums: the (weighted) in-degree of each target node, ``[num_rows]``."""
+    if csr.value is None:
+        return csr.row_counts().to(dtype)
+    out = torch.zeros(csr.num_rows, dtype=dtype, device=csr.device)
+    return out.index_add_(0, csr.row().long(), csr.value.to(dtype))
+
+
+def out_degree(csr: CSR, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Weighted column sums: the (weighted) out-degree of each source node, ``[num_cols]``."""
+    out = torch.zeros(csr.num_cols, dtype=dtype, device=csr.device)
+    return out.index_add_(0, csr.col.long(), csr.values(dtype))
+
+
+def _inverse_power(degree: Tensor, power: float) -> Tensor:
+    out = degree.pow(power)
+    return out.masked_fill_(degree == 0, 0.0)  # isolated nodes stay zero rows, never Inf
+
+
+def normalize(
+    csr: CSR,
+    norm: str | None = 'sym',
+    add_self_loops: bool = False,
+    fill_value: float = 1.0,
+    dtype: torch.dtype = torch.float32,
+) -> CSR:
+    r"""Normalises ``M`` (``adj_t`` form). With :math:`d^{in}_i = \sum_j M_{ij}` and
+    :math:`d^{out}_j = \sum_i M_{ij}`:
+
+    * ``'sym'``: :math:`D_{in}^{-1/2} M D_{in}^{-1/2}` (PyG's ``gcn_norm``; for a symmetric graph
+      the usual :math:`D^{-1/2} A D^{-1/2}`);
+    * ``'rw'``: :math:`D_{in}^{-1} M`, the mean over incoming neighbours (rows sum to 1);
+    * ``'col'``: :math:`M D_{out}^{-1}`, column-stochastic (each source spreads unit mass);
+    * ``None``: ``M`` unchanged.
+
+    Zero degrees give zero rows or columns, never NaN or Inf. ``add_self_loops`` adds ``fill_value``
+    on the diagonal first (square matrices only).
+    """
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of 'sym', 'rw', 'col' or None, got {norm!r}")
+    if add_self_loops:
+        csr = csr.add_self_loops(fill_value)
+    if norm is None:
+        return csr.with_value(csr.values(dtype))
+    value = csr.values(dtype)
+    if norm == 'sym':
+        csr._require_square("norm='sym'")
+        inv_sqrt = _inverse_power(in_degree(csr, dtype), -0.5)
+        value = inv_sqrt[csr.row().long()] * value * inv_sqrt[csr.col.long()]
+    elif norm == 'rw':
+        value = _inverse_power(in_degree(csr, dtype), -1.0)[csr.row().long()] * value
+    else:
+        value = value * _inverse_power(out_degree(csr, dtype), -1.0)[csr.col.long()]
+    return csr.with_value(value)
+
+
+def symmetrize(csr: CSR, binarize: bool = True) -> CSR:
+    """``M + M^T`` as a graph: every edge in both directions.
+
+    With ``binarize`` (default) the union is unweighted and duplicate-free (what SIGN and the
+    triangle operator use); otherwise weights of both directions are summed.
+    """
+    csr._require_square('symmetrize')
+    row = csr.row()
+    both_row = torch.cat([row, csr.col])
+    both_col = torch.cat([csr.col, row])
+    value = None if binarize else torch.cat([csr.values(), csr.values()])
+    merged = _from_coo(both_row, both_col, value, csr.num_rows, csr.num_cols)
+    return merged.binarize() if binarize else merged.coalesce()
+
+
+def orient(csr: CSR, direction: str = 'directed') -> CSR:
+    """``'directed'``: edges as given (messages flow source -> target); ``'transposed'``: every
+    edge reversed; ``'symmetric'``: both directions (binarised union)."""
+    if direction == 'directed':
+        return csr
+    if direction == 'transposed':
+        return csr.t()
+    if direction == 'symmetric':
+        return symmetrize(csr)
+    raise ValueError(f'direction must be one of {DIRECTIONS}, got {direction!r}')

@@ -1,0 +1,39 @@
+"""Lazy access to the optional torch_sparse / torch_scatter extras.
+
+Nothing here imports them at module import time: ``import graphops`` must stay free of them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+
+def has_torch_sparse() -> bool:
+    """True when torch_sparse can be imported (the ``sparse`` extra is installed)."""
+    if 'torch_sparse' in sys.modules:
+        return True
+    return importlib.util.find_spec('torch_sparse') is not None
+
+
+def is_sparse_tensor(obj: Any) -> bool:
+    """True for a ``torch_sparse.SparseTensor`` without importing torch_sparse.
+
+    If the user holds a SparseTensor, torch_sparse is already in ``sys.modules``.
+    """
+    module = sys.modules.get('torch_sparse')
+    if module is None:
+        return False
+    return isinstance(obj, module.SparseTensor)
+
+
+def torch_sparse():
+    """Import and return torch_sparse, or raise an ImportError that says how to get it."""
+    try:
+        return importlib.import_module('torch_sparse')
+    except ImportError as err:  # pragma: no cover - depends on the install
+        raise ImportError(
+            "torch_sparse is not installed. Install graphops' 'sparse' extra: "
+            'pip install --no-build-isolation torch_scatter torch_sparse'
+        ) from err

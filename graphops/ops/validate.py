@@ -1,0 +1,150 @@
+"""Input checks shared by every public entry point.
+
+Each check raises ``TypeError`` (wrong type / dtype) or ``ValueError`` (wrong value / shape /
+device) with a message that names the argument and says how to fix it. Checks on values cost one
+reduction over the tensor; they never copy it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+INDEX_DTYPES = (torch.int32, torch.int64)
+
+
+def check_tensor(value, name: str) -> Tensor:
+    if not isinstance(value, Tensor):
+        raise TypeError(f'{name} must be a torch.Tensor, got {type(value).__name__}')
+    return value
+
+
+def check_index(
+    index,
+    name: str,
+    *,
+    upper: int | None = None,
+    dim: int | None = 1,
+    upper_name: str | None = None,
+) -> Tensor:
+    """An integer index tensor with entries in ``[0, upper)``."""
+    check_tensor(index, name)
+    if index.dtype not in INDEX_DTYPES:
+        raise TypeError(
+            f'{name} must hold integer indices (torch.long or torch.int32), got {index.dtype}; '
+            f'convert it with {name}.long()'
+        )
+    if dim is not None and index.dim() != dim:
+        raise ValueError(f'{name} must be {dim}-dimensional, got shape {tuple(index.shape)}')
+    if index.numel() == 0:
+        return index
+    low = int(index.min())
+    if low < 0:
+        raise ValueError(f'{name} contains a negative index ({low}); indices must be >= 0')
+    if upper is not None:
+        high = int(index.max())
+        if high >= upper:
+            bound = upper_name or str(upper)
+            raise ValueError(
+                f'{name} contains index {high}, out of range for {bound} = {upper}; '
+                f'indices must lie in [0, {upper})'
+            )
+    return index
+
+
+def check_edge_index(edge_index, name: str = 'edge_index') -> Tensor:
+    """A ``[2, E]`` integer tensor (range is checked once the node counts are known)."""
+    check_tensor(edge_index, name)
+    if edge_index.dtype not in INDEX_DTYPES:
+        raise TypeError(
+            f'{name} must be torch.long (or torch.int32), got {edge_index.dtype}; '
+            f'convert it with {name}.long()'
+        )
+    if edge_index.dim() != 2 or edge_index.size(0) != 2:
+        raise ValueError(
+            f'{name} must have shape [2, num_edges] (row 0 = source, row 1 = target), '
+            f'got {tuple(edge_index.shape)}; transpose it if it is [num_edges, 2]'
+        )
+    return edge_index
+
+
+def check_finite(value: Tensor, name: str) -> Tensor:
+    floating = value.is_floating_point() or value.is_complex()
+    if floating and value.numel() and not bool(torch.isfinite(value).all()):
+        raise ValueError(f'{name} contains NaN or Inf; clean it (e.g. torch.nan_to_num) first')
+    return value
+
+
+def check_float(value, name: str, *, finite: bool = True) -> Tensor:
+    check_tensor(value, name)
+    if not value.is_floating_point():
+        raise TypeError(
+            f'{name} must be a floating-point tensor, got {value.dtype}; convert it with {name}.float()'
+        )
+    if finite:
+        check_finite(value, name)
+    return value
+
+
+def check_length(value: Tensor, expected: int, name: str, expected_name: str) -> Tensor:
+    if value.size(0) != expected:
+        raise ValueError(
+            f'{name} has {value.size(0)} entries along dim 0 but {expected_name} = {expected}; '
+            'they must match'
+        )
+    return value
+
+
+def check_edge_weight(edge_weight, num_edges: int, name: str = 'edge_weight') -> Tensor | None:
+    if edge_weight is None:
+        return None
+    check_float(edge_weight, name)
+    if edge_weight.dim() != 1:
+        raise ValueError(
+            f'{name} must be 1-dimensional [num_edges], got {tuple(edge_weight.shape)}'
+        )
+    return check_length(edge_weight, num_edges, name, 'the number of edges')
+
+
+def check_same_device(tensors: Sequence[tuple[str, Tensor | None]]) -> torch.device | None:
+    """All named tensors live on one device; returns it."""
+    device = None
+    first = None
+    for name, tensor in tensors:
+        if not isinstance(tensor, Tensor):
+            continue  # None or a wrong type, which the type checks report
+        if device is None:
+            device, first = tensor.device, name
+        elif tensor.device != device:
+            raise ValueError(
+                f'{name} is on {tensor.device} but {first} is on {device}; move them to one device '
+                f'(e.g. {name}.to({first}.device))'
+            )
+    return device
+
+
+def check_num_nodes(num_nodes, name: str = 'num_nodes') -> int:
+    if isinstance(num_nodes, Tensor) and num_nodes.numel() == 1:
+        num_nodes = int(num_nodes)
+    if isinstance(num_nodes, bool) or not isinstance(num_nodes, int):
+        raise TypeError(f'{name} must be an int, got {type(num_nodes).__name__}')
+    if num_nodes < 0:
+        raise ValueError(f'{name} must be >= 0, got {num_nodes}')
+    return num_nodes
+
+
+def check_node_features(x, num_nodes: int, name: str = 'x') -> Tensor:
+    """A ``[num_nodes, F]`` float feature matrix with no NaN/Inf."""
+    check_float(x, name)
+    if x.dim() != 2:
+        raise ValueError(
+            f'{name} must be 2-dimensional [num_nodes, num_features], got {tuple(x.shape)}'
+        )
+    return check_length(x, num_nodes, name, 'num_nodes')
+
+
+def check_nonempty_graph(num_nodes: int, name: str = 'the graph') -> None:
+    if num_nodes == 0:
+        raise ValueError(f'{name} has no nodes; pass a graph with at least one node')

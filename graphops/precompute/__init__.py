@@ -1,0 +1,3 @@
+"""graphops.precompute"""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""graphops.transforms"""
+
+__all__: list[str] = []
