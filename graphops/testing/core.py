@@ -1,4 +1,4 @@
-"""Shared test helpers: devices, dtypes, random graphs with the awkward cases, dense references.
+"""Graph makers with the awkward cases, devices, dtypes and adjacency references.
 
 Tests and benchmarks import from here; nothing here is copied into a script. Dense references are
 written straight from the equations, for small graphs only.
