@@ -1,6 +1,7 @@
 """Dataset loaders: PyG's own through :func:`load`, plus formats PyG lacks."""
 
+from graphops.datasets.hgb_dataset import HGBDataset
 from graphops.datasets.load import available, load
 from graphops.datasets.paths import cache_root, data_root
 
-__all__ = ['available', 'cache_root', 'data_root', 'load']
+__all__ = ['HGBDataset', 'available', 'cache_root', 'data_root', 'load']

@@ -1,3 +1,5 @@
-"""graphops.transforms"""
+"""Transforms (``BaseTransform`` subclasses): SIGN operators, edge-type stacks."""
 
-__all__: list[str] = []
+from graphops.transforms.to_edge_type_stack import ToEdgeTypeStack, to_edge_type_stack
+
+__all__ = ['ToEdgeTypeStack', 'to_edge_type_stack']
