@@ -10,10 +10,16 @@ from graphops.ops.csr import (
     symmetrize,
     to_csr,
 )
+from graphops.ops.induced import augmented_subgraph, induced_edge_index, induced_subgraph
 from graphops.ops.optional import has_torch_sparse, is_sparse_tensor
 from graphops.ops.spmm import spmm
+from graphops.ops.topk import topk
 
 __all__ = [
+    'augmented_subgraph',
+    'induced_edge_index',
+    'induced_subgraph',
+    'topk',
     'CSR',
     'from_edge_index',
     'has_torch_sparse',

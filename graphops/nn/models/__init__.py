@@ -1,3 +1,6 @@
-"""graphops.nn.models"""
+"""Models built from graphops layers."""
 
-__all__: list[str] = []
+from graphops.nn.models.graph_unet import GraphUNet
+from graphops.nn.models.graph_unet_classifier import GraphUNetClassifier
+
+__all__ = ['GraphUNet', 'GraphUNetClassifier']

@@ -1,3 +1,6 @@
-"""graphops.nn.pool"""
+"""Pooling layers."""
 
-__all__: list[str] = []
+from graphops.nn.pool.gpool import GPool
+from graphops.nn.pool.gunpool import GUnpool
+
+__all__ = ['GPool', 'GUnpool']
