@@ -13,8 +13,11 @@ from typing import Any
 def has_torch_sparse() -> bool:
     """True when torch_sparse can be imported (the ``sparse`` extra is installed)."""
     if 'torch_sparse' in sys.modules:
-        return True
-    return importlib.util.find_spec('torch_sparse') is not None
+        return sys.modules['torch_sparse'] is not None
+    try:
+        return importlib.util.find_spec('torch_sparse') is not None
+    except ValueError:  # a module entry without a spec
+        return False
 
 
 def is_sparse_tensor(obj: Any) -> bool:
