@@ -1,0 +1,1 @@
+"""ogbn-papers100M with SIGN: precompute.py, train.py and run.py (see README.md)."""

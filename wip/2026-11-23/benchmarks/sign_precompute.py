@@ -1,0 +1,356 @@
+"""SIGN precompute: graphops vs PyG ``T.SIGN``, torch CSR matmul and scipy, per hop, same process.
+
+    python -m benchmarks.sign_precompute [--quick] [--device cuda] [--plot PATH]
+
+Cases:
+
+* (a) a random directed graph, 1M nodes / 20M edges / 128 float32 features (``--quick``: 20k /
+  400k / 32). First the correctness check (graphops ``SIGN(3)`` against PyG ``T.SIGN(3)``), then
+  per-hop seconds of: the whole transform (graphops ``SIGN(3)`` vs PyG ``T.SIGN(3)``, divided by
+  3); one propagation product on the prepared matrix (graphops ``spmm`` vs PyG's
+  ``EdgeIndex.matmul`` as ``T.SIGN`` calls it, ``torch.sparse.mm`` on a CSR tensor, and
+  ``scipy.sparse.csr_matrix @ X``, the SIGN authors' and OGB's path). The triangle operator's
+  masked product and one PPR hop are timed separately.
+* (b) a ``SyntheticPapers`` graph (``--papers-nodes``, 2M by default), symmetrised, precomputed by
+  :func:`graphops.precompute.engine.precompute` into a FeatureStore (labelled rows only, float16)
+  under ``--budget-mb`` of column-slice memory: per-hop seconds, the peak RSS above the
+  process's resident size before the call, and the peak of the column-slice phase alone (after
+  the operator's matrix is built) minus the matrix: the working memory the budget bounds.
+
+One JSON line per measurement (``benchmarks.common.emit``); ratios are baseline / graphops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import shutil
+import statistics
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from benchmarks.common import PeakMemory, emit, plot_bars, process_peak_rss_bytes, ratio, time_fn
+
+
+def random_case(num_nodes: int, num_edges: int, num_features: int, seed: int = 0):
+    from torch_geometric.data import Data
+
+    gen = torch.Generator().manual_seed(seed)
+    edge_index = torch.randint(0, num_nodes, (2, num_edges), generator=gen)
+    x = torch.randn(num_nodes, num_features, generator=gen)
+    return Data(x=x, edge_index=edge_index, num_nodes=num_nodes)
+
+
+def check_against_pyg(data, device) -> dict:
+    import torch_geometric.transforms as T
+
+    from graphops.transforms.sign import SIGN
+
+    ours = SIGN(3)(data.clone().to(device))
+    theirs = T.SIGN(3)(data.clone().to(device))
+    diff = max(float((ours[k] - theirs[k]).abs().max()) for k in ('x1', 'x2', 'x3'))
+    scale = max(float(theirs[k].abs().max()) for k in ('x1', 'x2', 'x3'))
+    ok = all(torch.allclose(ours[k], theirs[k], atol=1e-5, rtol=1e-4) for k in ('x1', 'x2', 'x3'))
+    if not ok:
+        raise SystemExit(f'graphops SIGN(3) differs from PyG T.SIGN(3): max abs diff {diff}')
+    return {'max_abs_diff_vs_pyg': diff, 'max_abs_value': scale}
+
+
+def measure(fn, device, repeat: int) -> tuple[float, float, int]:
+    """Median wall seconds (``time_fn``), median process CPU seconds of the same runs (all
+    threads; steadier than wall time on a shared machine) and peak memory of a first run."""
+    cpu: list[float] = []
+
+    def timed():
+        started = time.process_time()
+        fn()
+        cpu.append(time.process_time() - started)
+
+    gc.collect()
+    with PeakMemory(device) as meter:
+        timed()
+    timing = time_fn(timed, repeat=repeat, warmup=0, device=device)
+    return timing['median_s'], statistics.median(cpu[1:]), meter.peak_bytes
+
+
+def case_a(args, device) -> list[dict]:
+    import torch_geometric.transforms as T
+    from torch_geometric import EdgeIndex
+    from torch_geometric.utils import scatter
+
+    from graphops.ops import to_csr
+    from graphops.ops.spmm import spmm
+    from graphops.ops.triangle import triangle_adjacency
+    from graphops.transforms.adjacency import Adjacency
+    from graphops.transforms.ppr import PPR
+    from graphops.transforms.sign import SIGN
+
+    n, e, f = (20_000, 400_000, 32) if args.quick else (args.nodes, args.edges, args.features)
+    data = random_case(n, e, f)
+    shape = {'case': 'a', 'nodes': n, 'edges': e, 'features': f, 'device': str(device)}
+    records = [emit({**shape, 'check': 'SIGN(3) vs T.SIGN(3)', **check_against_pyg(data, device)})]
+    data = data.to(device)
+
+    # whole transforms, per hop
+    ours_s, ours_cpu, ours_mem = measure(lambda: SIGN(3)(data.clone()), device, args.repeat)
+    pyg_s, pyg_cpu, pyg_mem = measure(lambda: T.SIGN(3)(data.clone()), device, args.repeat)
+    records.append(
+        emit(
+            {
+                **shape,
+                'op': 'transform SIGN(3) per hop',
+                'graphops_s': ours_s / 3,
+                'pyg_s': pyg_s / 3,
+                'ratio_vs_pyg': ratio(pyg_s, ours_s),
+                'graphops_cpu_s': ours_cpu / 3,
+                'pyg_cpu_s': pyg_cpu / 3,
+                'cpu_ratio_vs_pyg': ratio(pyg_cpu, ours_cpu),
+                'graphops_peak_bytes': ours_mem,
+                'pyg_peak_bytes': pyg_mem,
+            }
+        )
+    )
+
+    # one product on the prepared matrix
+    matrix = Adjacency(1).matrix(to_csr(data.edge_index, num_nodes=n).to(device))
+    x = data.x
+    out = torch.empty_like(x)
+    ours_s, ours_cpu, ours_mem = measure(lambda: spmm(matrix, x, out=out), device, args.repeat)
+    row, col = data.edge_index
+    deg = scatter(torch.ones(e, device=device), col, dim_size=n, reduce='sum')
+    inv = deg.pow(-0.5).masked_fill_(deg == 0, 0)
+    weight = inv[row] * inv[col]
+    index, perm = EdgeIndex(data.edge_index, sparse_size=(n, n)).sort_by('col')
+    weight = weight[perm]
+    pyg_s, pyg_cpu, pyg_mem = measure(
+        lambda: index.matmul(x, weight, transpose=True), device, args.repeat
+    )
+    torch_csr = matrix.to_torch_csr()
+    torch_s, torch_cpu, torch_mem = measure(
+        lambda: torch.sparse.mm(torch_csr, x), device, args.repeat
+    )
+    record = {
+        **shape,
+        'op': 'adjacency hop (prepared matrix)',
+        'nnz': matrix.nnz,
+        'graphops_s': ours_s,
+        'pyg_s': pyg_s,
+        'torch_csr_s': torch_s,
+        'ratio_vs_pyg': ratio(pyg_s, ours_s),
+        'ratio_vs_torch_csr': ratio(torch_s, ours_s),
+        'graphops_cpu_s': ours_cpu,
+        'pyg_cpu_s': pyg_cpu,
+        'torch_csr_cpu_s': torch_cpu,
+        'cpu_ratio_vs_pyg': ratio(pyg_cpu, ours_cpu),
+        'cpu_ratio_vs_torch_csr': ratio(torch_cpu, ours_cpu),
+        'graphops_gather_GBps': matrix.nnz * f * 4 / ours_s / 1e9,
+        'graphops_peak_bytes': ours_mem,
+        'pyg_peak_bytes': pyg_mem,
+        'torch_csr_peak_bytes': torch_mem,
+    }
+    if device.type == 'cpu':
+        sp = matrix.to_scipy().astype(np.float32)
+        x_np = x.numpy()
+        scipy_s, scipy_cpu, scipy_mem = measure(lambda: sp @ x_np, device, max(1, args.repeat - 1))
+        record.update(
+            scipy_s=scipy_s,
+            ratio_vs_scipy=ratio(scipy_s, ours_s),
+            scipy_cpu_s=scipy_cpu,
+            cpu_ratio_vs_scipy=ratio(scipy_cpu, ours_cpu),
+            scipy_peak_bytes=scipy_mem,
+        )
+    records.append(emit(record))
+
+    # triangle operator: the masked product alone
+    adj = to_csr(data.edge_index, num_nodes=n).to(device)
+    started = time.perf_counter()
+    tri = triangle_adjacency(adj)
+    tri_s = time.perf_counter() - started
+    records.append(
+        emit(
+            {
+                **shape,
+                'op': 'triangle A o (A A) (masked product)',
+                'graphops_s': tri_s,
+                'triangle_nnz': tri.nnz,
+                'triangles': int(tri.values().double().sum()) // 6,
+            }
+        )
+    )
+    # PPR: one hop is T products (on 16 columns, to keep the run short)
+    ppr = PPR(1, tol=args.ppr_tol)
+    ppr_matrix = ppr.matrix(adj)
+    x16 = x[:, :16].contiguous()
+    ppr_s, _, _ = measure(lambda: ppr.step(ppr_matrix, [x16]), device, 1)
+    records.append(
+        emit(
+            {
+                **shape,
+                'op': 'PPR hop (16 columns)',
+                'alpha': ppr.alpha,
+                'tol': ppr.tol,
+                'products_per_hop': ppr.products_per_hop,
+                'graphops_s': ppr_s,
+                'seconds_per_product': ppr_s / max(ppr.products_per_hop, 1),
+            }
+        )
+    )
+    return records
+
+
+def case_b(args, device) -> list[dict]:
+    from graphops.datasets.synthetic_papers import SyntheticPapers
+    from graphops.ops import orient, to_csr
+    from graphops.precompute.engine import precompute
+    from graphops.transforms.adjacency import Adjacency
+
+    n = 50_000 if args.quick else args.papers_nodes
+    started = time.perf_counter()
+    papers = SyntheticPapers(n, seed=0)
+    generate_s = time.perf_counter() - started
+    split = papers.get_idx_split()
+    rows = torch.cat([split['train'], split['valid'], split['test']])
+    adj = orient(to_csr(papers.edge_index, num_nodes=n), 'symmetric')
+    x = papers.x
+    budget = (2 << 20) if args.quick else args.budget_mb << 20
+    operator = Adjacency(3, remove_self_loops=True, add_self_loops=True, prefix='sym')
+    # split the run in two phases: building the operator's matrix (outside the column budget),
+    # then the column slices (what the budget bounds)
+    phase = {}
+    build = operator.matrix
+
+    def timed_matrix(adj, dtype=torch.float32):
+        matrix = build(adj, dtype)
+        phase['matrix_bytes'] = sum(
+            t.numel() * t.element_size() for t in (matrix.rowptr, matrix.col, matrix.value)
+        )
+        phase['slices_start'] = time.perf_counter()
+        return matrix
+
+    operator.matrix = timed_matrix
+    folder = tempfile.mkdtemp(prefix='sign_b_')
+    gc.collect()
+    sampler = RssSampler()
+    try:
+        with sampler:
+            started = time.perf_counter()
+            store = precompute(
+                adj,
+                x,
+                [operator],
+                folder,
+                rows=rows,
+                device=device,
+                column_budget_bytes=budget,
+                storage_dtype=torch.float16,
+                include_input=False,
+                progress=not args.no_progress,
+            )
+            total_s = time.perf_counter() - started
+        slices_s = time.perf_counter() - phase['slices_start']
+        slice_peak = sampler.peak_after(phase['slices_start']) - sampler.start
+        record = {
+            'case': 'b',
+            'graph': f'SyntheticPapers({n}, seed=0) symmetrised',
+            'nodes': n,
+            'nnz': adj.nnz,
+            'features': x.shape[1],
+            'labelled_rows': rows.numel(),
+            'device': str(device),
+            'generate_s': generate_s,
+            'column_budget_bytes': budget,
+            'slices': len(store.slices),
+            'slice_width': store.slices[0][1] - store.slices[0][0],
+            'precompute_s': total_s,
+            'per_hop_s': slices_s / 3,
+            'matrix_bytes': phase['matrix_bytes'],
+            'peak_rss_above_start_bytes': sampler.peak - sampler.start,
+            'slice_phase_peak_rss_above_start_bytes': slice_peak,
+            'slice_phase_working_bytes': slice_peak - phase['matrix_bytes'],
+            'working_under_budget': slice_peak - phase['matrix_bytes'] <= budget,
+            'process_peak_rss_bytes': process_peak_rss_bytes(),
+        }
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return [emit(record)]
+
+
+class RssSampler:
+    """Resident set size sampled every 2 ms, with timestamps (to split a run into phases)."""
+
+    def __enter__(self):
+        import threading
+
+        self.samples = []
+        self.start = _rss()
+        self._stop = threading.Event()
+
+        def sample():
+            while not self._stop.is_set():
+                self.samples.append((time.perf_counter(), _rss()))
+                time.sleep(0.002)
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.samples.append((time.perf_counter(), _rss()))
+
+    @property
+    def peak(self) -> int:
+        return max(rss for _, rss in self.samples)
+
+    def peak_after(self, moment: float) -> int:
+        return max(rss for when, rss in self.samples if when >= moment)
+
+
+def _rss() -> int:
+    import os
+
+    with open('/proc/self/statm') as f:
+        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--quick', action='store_true', help='tiny smoke run')
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--plot', default=None, help='write a PNG bar chart here')
+    parser.add_argument('--nodes', type=int, default=1_000_000)
+    parser.add_argument('--edges', type=int, default=20_000_000)
+    parser.add_argument('--features', type=int, default=128)
+    parser.add_argument('--papers-nodes', type=int, default=2_000_000)
+    parser.add_argument('--budget-mb', type=int, default=512)
+    parser.add_argument('--ppr-tol', type=float, default=1e-2)
+    parser.add_argument('--repeat', type=int, default=3)
+    parser.add_argument('--cases', default='ab', help="which cases to run: 'a', 'b' or 'ab'")
+    parser.add_argument('--no-progress', action='store_true')
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise SystemExit('--device cuda but CUDA is not available')
+    records = []
+    if 'a' in args.cases:
+        records += case_a(args, device)
+    if 'b' in args.cases:
+        records += case_b(args, device)
+    if args.plot:
+        bars = [r for r in records if 'pyg_s' in r]
+        keys = ['graphops_s', 'pyg_s', 'torch_csr_s', 'scipy_s']
+        plot_bars(
+            bars,
+            args.plot,
+            label_key='op',
+            value_keys=[k for k in keys if any(k in r for r in bars)],
+            title=f'SIGN precompute per hop, case (a), {device}',
+        )
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,219 @@
+"""The 1x1 convolution over a stack of edge-type adjacencies of Graph Transformer Networks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.nn import Module, Parameter
+
+from graphops.ops.csr import CSR, index_dtype_for
+from graphops.ops.validate import (
+    check_edge_index,
+    check_edge_weight,
+    check_index,
+    check_length,
+    check_num_nodes,
+    check_same_device,
+)
+
+
+def _check_positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f'{name} must be an int, got {type(value).__name__}')
+    if value < 1:
+        raise ValueError(f'{name} must be >= 1, got {value}')
+    return value
+
+
+@dataclass(frozen=True)
+class _EdgeTypeStack:
+    """The union pattern of all edge types (plus the identity "type"), shared by every
+    :class:`GTConv` that reads the same graph.
+
+    ``rowptr``/``col`` are the coalesced union in ``adj_t`` form (row = target). Input edge ``e``
+    (then, with ``identity``, the ``num_nodes`` self-loops) lands on union entry ``position[e]``
+    with type ``edge_type[e]`` and weight ``weight[e]`` (``None``: all ones).
+    """
+
+    rowptr: Tensor
+    col: Tensor
+    position: Tensor
+    edge_type: Tensor
+    weight: Tensor | None
+    num_nodes: int
+    num_types: int
+
+    @property
+    def nnz(self) -> int:
+        return self.col.numel()
+
+    def csr(self, value: Tensor) -> CSR:
+        return CSR(self.rowptr, self.col, value, self.num_nodes, self.num_nodes)
+
+    def edge_index(self) -> Tensor:
+        """``[2, nnz]`` (source, target) of the union entries."""
+        counts = (self.rowptr[1:] - self.rowptr[:-1]).long()
+        target = torch.repeat_interleave(
+            torch.arange(self.num_nodes, device=self.col.device), counts, output_size=self.nnz
+        )
+        return torch.stack([self.col.long(), target], dim=0)
+
+
+def _check_stacked_graph(
+    edge_index: Tensor,
+    edge_type: Tensor,
+    num_nodes: int,
+    edge_weight: Tensor | None,
+    num_edge_types: int,
+) -> int:
+    """Validates GTN's input form; returns ``num_nodes`` as an int."""
+    check_edge_index(edge_index)
+    num_nodes = check_num_nodes(num_nodes)
+    num_edges = edge_index.size(1)
+    check_index(edge_type, 'edge_type', upper=num_edge_types, upper_name='num_edge_types')
+    check_length(edge_type, num_edges, 'edge_type', 'the number of edges (edge_index.size(1))')
+    check_index(edge_index[0], 'edge_index[0] (sources)', upper=num_nodes, upper_name='num_nodes')
+    check_index(edge_index[1], 'edge_index[1] (targets)', upper=num_nodes, upper_name='num_nodes')
+    check_edge_weight(edge_weight, num_edges)
+    check_same_device(
+        [('edge_index', edge_index), ('edge_type', edge_type), ('edge_weight', edge_weight)]
+    )
+    return num_nodes
+
+
+def _build_edge_type_stack(
+    edge_index: Tensor,
+    edge_type: Tensor,
+    num_nodes: int,
+    edge_weight: Tensor | None,
+    num_edge_types: int,
+    identity: bool,
+) -> _EdgeTypeStack:
+    """Coalesces all edge types (and the identity) into one pattern; inputs must be validated."""
+    device = edge_index.device
+    source, target = edge_index[0].long(), edge_index[1].long()
+    edge_type = edge_type.long()
+    if identity:
+        loops = torch.arange(num_nodes, device=device)
+        source, target = torch.cat([source, loops]), torch.cat([target, loops])
+        edge_type = torch.cat(
+            [edge_type, torch.full((num_nodes,), num_edge_types, dtype=torch.long, device=device)]
+        )
+        if edge_weight is not None:
+            edge_weight = torch.cat([edge_weight, edge_weight.new_ones(num_nodes)])
+    key = target * max(num_nodes, 1) + source
+    unique, position = torch.unique(key, sorted=True, return_inverse=True)
+    rows = torch.div(unique, max(num_nodes, 1), rounding_mode='floor')
+    rowptr = torch.zeros(num_nodes + 1, dtype=torch.long, device=device)
+    if unique.numel():
+        torch.cumsum(torch.bincount(rows, minlength=num_nodes), 0, out=rowptr[1:])
+    dtype = index_dtype_for(num_nodes, num_nodes, unique.numel())
+    return _EdgeTypeStack(
+        rowptr=rowptr.to(dtype),
+        col=(unique - rows * max(num_nodes, 1)).to(dtype),
+        position=position,
+        edge_type=edge_type,
+        weight=edge_weight,
+        num_nodes=num_nodes,
+        num_types=num_edge_types + int(identity),
+    )
+
+
+class GTConv(Module):
+    r"""The graph transformer convolution from the `"Graph Transformer Networks"
+    <https://arxiv.org/abs/1911.06455>`_ paper: a 1x1 convolution over the stack of edge-type
+    adjacencies :math:`\mathbb{A} = [\mathbf{A}_1, \ldots, \mathbf{A}_K]` with softmax-normalised
+    weights, one soft selection of edge types per output channel:
+
+    .. math::
+        \mathbf{Q}_c = \sum_{k=1}^{K} \mathrm{softmax}(\mathbf{W}_{c})_k \, \mathbf{A}_k,
+        \qquad c = 1, \ldots, C.
+
+    With ``identity=True`` (the authors' setting) the identity matrix is appended as an extra
+    edge type :math:`\mathbf{A}_{K+1} = \mathbf{I}`, so a product of :math:`\mathbf{Q}` s can
+    learn shorter meta-paths too. :math:`\mathbf{A}_k` is the weighted ``adj_t`` of edge type
+    :math:`k`: :math:`(\mathbf{A}_k)_{ij}` sums the weights of the type-:math:`k` edges
+    :math:`j \to i` (duplicates add up).
+
+    The input is the homogeneous "edge-type stack" (:func:`graphops.transforms.to_edge_type_stack`):
+    one ``edge_index`` with an ``edge_type`` per edge. All channels share one pattern, the union
+    of the edge types, so the output is one coalesced ``edge_index`` with a weight row per
+    channel; gradients flow to :attr:`weight` (and to ``edge_weight`` if it requires them).
+
+    An edge type with no edges is allowed: its :math:`\mathbf{A}_k` is zero, so the share of the
+    softmax it receives adds nothing to :math:`\mathbf{Q}_c` (as in the authors' code, the
+    weights are not renormalised over the present types); :meth:`attention` still reports it.
+
+    Weights start from :math:`\mathcal{N}(0, 0.01^2)` as in the authors' sparse GTN, i.e. a
+    nearly uniform selection.
+
+    Args:
+        num_edge_types (int): number of edge types :math:`K` in the input (``edge_type`` values
+            lie in :math:`[0, K)`).
+        num_channels (int): number of output channels :math:`C`.
+        identity (bool, optional): append the identity as edge type :math:`K`.
+            (default: :obj:`True`)
+
+    Shapes:
+        - **input:** ``edge_index`` :math:`(2, E)` (row 0 source, row 1 target), ``edge_type``
+          :math:`(E)`, ``num_nodes`` :math:`N`, ``edge_weight`` :math:`(E)` or :obj:`None`
+        - **output:** ``(edge_index, edge_weight)``: :math:`(2, E')` coalesced union of the edge
+          types (plus :math:`N` self-loops with ``identity``), sorted by (target, source), and
+          :math:`(C, E')`, row :math:`c` the weights of :math:`\mathbf{Q}_c`
+    """
+
+    def __init__(self, num_edge_types: int, num_channels: int, identity: bool = True) -> None:
+        super().__init__()
+        self.num_edge_types = _check_positive_int(num_edge_types, 'num_edge_types')
+        self.num_channels = _check_positive_int(num_channels, 'num_channels')
+        if not isinstance(identity, bool):
+            raise TypeError(f'identity must be a bool, got {type(identity).__name__}')
+        self.identity = identity
+        self.weight = Parameter(torch.empty(num_channels, num_edge_types + int(identity)))
+        self.reset_parameters()
+
+    def reset_parameters(self, std: float = 0.01) -> None:
+        torch.nn.init.normal_(self.weight, std=std)
+
+    def attention(self) -> Tensor:
+        """``[C, K (+1)]`` softmax weight of each edge type (the identity last), detached."""
+        return torch.softmax(self.weight.detach(), dim=1)
+
+    def combine(self, stack: _EdgeTypeStack) -> Tensor:
+        r"""``[C, nnz]`` values of every :math:`\mathbf{Q}_c` on the pattern of ``stack``."""
+        if stack.num_types != self.weight.size(1):
+            raise ValueError(
+                f'the edge-type stack has {stack.num_types} types (identity included) but this '
+                f'GTConv weighs {self.weight.size(1)}; build it with the same num_edge_types and '
+                'identity'
+            )
+        filt = torch.softmax(self.weight, dim=1)
+        per_edge = filt[:, stack.edge_type]
+        if stack.weight is not None:
+            per_edge = per_edge * stack.weight.to(per_edge.dtype)
+        out = per_edge.new_zeros(self.num_channels, stack.nnz)
+        return out.index_add_(1, stack.position, per_edge)
+
+    def forward(
+        self,
+        edge_index: Tensor,
+        edge_type: Tensor,
+        num_nodes: int,
+        edge_weight: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        num_nodes = _check_stacked_graph(
+            edge_index, edge_type, num_nodes, edge_weight, self.num_edge_types
+        )
+        stack = _build_edge_type_stack(
+            edge_index, edge_type, num_nodes, edge_weight, self.num_edge_types, self.identity
+        )
+        value = self.combine(stack)
+        return stack.edge_index(), value
+
+    def __repr__(self) -> str:
+        return (
+            f'{self.__class__.__name__}({self.num_edge_types}, {self.num_channels}, '
+            f'identity={self.identity})'
+        )

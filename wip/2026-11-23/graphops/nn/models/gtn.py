@@ -1,0 +1,451 @@
+"""Graph Transformer Networks (GTN) and FastGTN for node classification."""
+
+from __future__ import annotations
+
+import itertools
+import weakref
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.nn import Linear, Module, ModuleList, Parameter
+
+from graphops.nn.conv.gt_conv import (
+    GTConv,
+    _build_edge_type_stack,
+    _check_positive_int,
+    _check_stacked_graph,
+)
+from graphops.nn.conv.gt_layer import GTLayer, _check_node_index
+from graphops.ops.csr import CSR
+from graphops.ops.spgemm import _check_topk, spmm_with_value_grad
+from graphops.ops.validate import check_node_features, check_same_device
+
+CHANNEL_AGGREGATIONS = ('concat', 'mean')
+# Meta-path enumeration is exhaustive below this many edge-type chains, a beam search above.
+_MAX_ENUMERATED_PATHS = 1 << 20
+
+
+class GTN(Module):
+    r"""The Graph Transformer Network from the `"Graph Transformer Networks"
+    <https://arxiv.org/abs/1911.06455>`_ paper, and with ``fast=True`` FastGTN from
+    `"Graph Transformer Networks: Learning Meta-path Graphs to Improve GNNs"
+    <https://arxiv.org/abs/2106.06218>`_, for node classification on an edge-type stack
+    (:func:`graphops.transforms.to_edge_type_stack`).
+
+    **GTN** (``fast=False``) learns :math:`C` meta-path adjacencies with ``num_layers``
+    :class:`~graphops.nn.conv.GTLayer` s (meta-paths of up to ``num_layers + 1`` hops; fewer
+    through the identity edge type), each a sparse product normalised by its row sums, then runs
+    one GCN per channel with a *shared* weight and classifies the concatenation:
+
+    .. math::
+        \mathbf{H}^{(1)}_c &= \mathbf{D}^{-1} \mathbf{Q}^{(1)}_c \mathbf{Q}^{(2)}_c, \qquad
+            \mathbf{H}^{(l)}_c = \mathbf{D}^{-1} \mathbf{H}^{(l-1)}_c \mathbf{Q}^{(l+1)}_c,
+            \qquad \mathbf{H}_c = \mathbf{H}^{(L)}_c
+
+        \mathbf{Z}_c &= \mathrm{ReLU}\big(\tilde{\mathbf{D}}_c^{-1} \tilde{\mathbf{H}}_c
+            \mathbf{X} \mathbf{W} + \mathbf{b}\big), \qquad
+            \tilde{\mathbf{H}}_c = \mathbf{H}_c - \mathrm{diag}(\mathbf{H}_c) + \mathbf{I}
+
+        \mathbf{Y} &= [\mathbf{Z}_1 \Vert \cdots \Vert \mathbf{Z}_C] \, \mathbf{W}_{out}
+            + \mathbf{b}_{out}
+
+    with :math:`\tilde{\mathbf{D}}_c` the row sums of :math:`\tilde{\mathbf{H}}_c`: the
+    authors' GCN removes the self-loops of :math:`\mathbf{H}_c`, adds unit ones and divides by
+    the aggregating node's degree (:math:`\mathbf{D}^{-1}\mathbf{A}`, not the symmetric norm).
+
+    **FastGTN** (``fast=True``) never forms a product. Each edge type is first row-normalised
+    (a node with no in-edges of that type keeps itself: a unit self-loop, the authors' tiny
+    :math:`10^{-20}` loop), then the selections are applied to per-channel features, one
+    :class:`~graphops.nn.conv.GTConv` per layer:
+
+    .. math::
+        \mathbf{H}^{(0)}_c = \mathbf{X}\mathbf{W}_c, \qquad
+        \mathbf{H}^{(l)}_c = \mathbf{Q}^{(l)}_c \mathbf{H}^{(l-1)}_c, \qquad
+        \mathbf{Z}_c = \mathrm{ReLU}\big(\beta\,\mathbf{X}\mathbf{W}_c
+            + (1-\beta)\,\mathbf{H}^{(L)}_c\big)
+
+    and the channels are aggregated by ``channel_agg``: ``'concat'``
+    (:math:`\mathrm{ReLU}([\mathbf{Z}_1 \Vert \cdots] \mathbf{W}_1)`) or ``'mean'``, followed by
+    the output linear layer. The first hop of the meta-path is :math:`\mathbf{Q}^{(1)}`. The
+    authors' non-local edge type and stacked FastGTN blocks are not included.
+
+    ``node_index`` computes only the outputs of those nodes. For GTN this is exact and is what
+    keeps it lean: every step (products, normalisations, the GCN) is row-local, so only the
+    rows of the requested nodes are ever formed. ``topk`` prunes each product row to its
+    ``topk`` largest entries (an approximation, off by default; see
+    :func:`graphops.ops.spgemm.spgemm`).
+
+    The edge-type stack (a sort of all edges) and the input checks are done once per graph: the
+    model remembers the last inputs it saw (weakly, by identity and version), so a training loop
+    passing the same tensors every epoch pays for them once; an in-place edit is seen.
+    :meth:`metapath_adjacencies` returns GTN's :math:`\mathbf{H}_c` themselves.
+
+    :meth:`metapath_attention` reads the learned selections: the softmax weight of every edge
+    type per layer and channel, and the top meta-paths per channel ranked by the product of
+    their weights, named with the dataset's edge-type names.
+
+    Args:
+        in_channels (int): size of each input node feature.
+        hidden_channels (int): size of the GCN output (GTN) or per-channel embedding (FastGTN).
+        out_channels (int): number of classes.
+        num_edge_types (int): number of edge types :math:`K` in the input.
+        num_channels (int, optional): number of meta-path channels :math:`C`. (default: ``2``)
+        num_layers (int, optional): number of GT layers :math:`L`. (default: ``1``)
+        identity (bool, optional): offer the identity as an extra edge type.
+            (default: :obj:`True`)
+        fast (bool, optional): FastGTN instead of GTN. (default: :obj:`False`)
+        channel_agg (str, optional): FastGTN's channel aggregation, ``'concat'`` or ``'mean'``.
+            (default: ``'concat'``)
+        beta (float, optional): FastGTN's weight of the untransformed :math:`\mathbf{XW}_c`.
+            (default: ``0.0``)
+        topk (int, optional): GTN's per-row pruning of every product. (default: :obj:`None`)
+
+    Shapes:
+        - **input:** ``x`` :math:`(N, F_{in})`, ``edge_index`` :math:`(2, E)`, ``edge_type``
+          :math:`(E)`, ``edge_weight`` :math:`(E)` or :obj:`None`, ``node_index`` :math:`(R)` or
+          :obj:`None` (:math:`R = N`)
+        - **output:** logits :math:`(R, F_{out})`
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int,
+        out_channels: int,
+        num_edge_types: int,
+        num_channels: int = 2,
+        num_layers: int = 1,
+        identity: bool = True,
+        fast: bool = False,
+        channel_agg: str = 'concat',
+        beta: float = 0.0,
+        topk: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.in_channels = _check_positive_int(in_channels, 'in_channels')
+        self.hidden_channels = _check_positive_int(hidden_channels, 'hidden_channels')
+        self.out_channels = _check_positive_int(out_channels, 'out_channels')
+        self.num_edge_types = _check_positive_int(num_edge_types, 'num_edge_types')
+        self.num_channels = _check_positive_int(num_channels, 'num_channels')
+        self.num_layers = _check_positive_int(num_layers, 'num_layers')
+        for name, flag in (('identity', identity), ('fast', fast)):
+            if not isinstance(flag, bool):
+                raise TypeError(f'{name} must be a bool, got {type(flag).__name__}')
+        if channel_agg not in CHANNEL_AGGREGATIONS:
+            raise ValueError(
+                f'channel_agg must be one of {CHANNEL_AGGREGATIONS}, got {channel_agg!r}'
+            )
+        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 <= beta <= 1:
+            raise ValueError(f'beta must be a float in [0, 1], got {beta!r}')
+        self.identity = identity
+        self.fast = fast
+        self.channel_agg = channel_agg
+        self.beta = float(beta)
+        self.topk = _check_topk(topk)
+        if fast and topk is not None:
+            raise ValueError('topk prunes adjacency products, which FastGTN never forms; drop it')
+
+        C, hidden = num_channels, hidden_channels
+        if fast:
+            self.layers = ModuleList(
+                GTConv(num_edge_types, num_channels, identity) for _ in range(num_layers)
+            )
+            self.weight = Parameter(torch.empty(C, in_channels, hidden))
+            self.register_parameter('bias', None)
+            concat = channel_agg == 'concat'
+            self.lin_channels = Linear(C * hidden, hidden) if concat else None
+            self.lin = Linear(hidden, out_channels)
+        else:
+            self.layers = ModuleList(
+                GTLayer(num_edge_types, num_channels, i == 0, identity, topk)
+                for i in range(num_layers)
+            )
+            self.weight = Parameter(torch.empty(in_channels, hidden))
+            self.bias = Parameter(torch.empty(hidden))
+            self.lin_channels = None
+            self.lin = Linear(C * hidden, out_channels)
+        self._memo = None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for module in self.layers:
+            # The authors start FastGTN's selections wider (std 0.1) than GTN's (0.01).
+            if isinstance(module, GTConv):
+                module.reset_parameters(std=0.1)
+            else:
+                module.reset_parameters()
+        for weight in self.weight if self.fast else [self.weight]:
+            torch.nn.init.xavier_uniform_(weight)
+        if self.bias is not None:
+            torch.nn.init.zeros_(self.bias)
+        if self.lin_channels is not None:
+            self.lin_channels.reset_parameters()
+        self.lin.reset_parameters()
+
+    # --- forward -----------------------------------------------------------------------------
+
+    def forward(
+        self,
+        x: Tensor,
+        edge_index: Tensor,
+        edge_type: Tensor,
+        edge_weight: Tensor | None = None,
+        node_index: Tensor | None = None,
+    ) -> Tensor:
+        stack = self._prepare(x, edge_index, edge_type, edge_weight)
+        node_index = _check_node_index(node_index, x.size(0))
+        check_same_device([('x', x), ('node_index', node_index)])
+        if self.fast:
+            return self._forward_fast(x, stack, node_index)
+        return self._forward_gtn(x, stack, node_index)
+
+    def metapath_adjacencies(
+        self,
+        edge_index: Tensor,
+        edge_type: Tensor,
+        num_nodes: int,
+        edge_weight: Tensor | None = None,
+        node_index: Tensor | None = None,
+    ) -> list[CSR]:
+        """GTN's learned meta-path adjacencies :math:`\\mathbf{H}_c` (``adj_t`` CSR, rows of
+        ``node_index``), before the GCN's self-loop replacement."""
+        if self.fast:
+            raise ValueError(
+                'FastGTN never forms meta-path adjacencies; build the model with fast=False'
+            )
+        num_nodes = _check_stacked_graph(
+            edge_index, edge_type, num_nodes, edge_weight, self.num_edge_types
+        )
+        node_index = _check_node_index(node_index, num_nodes)
+        stack = _build_edge_type_stack(
+            edge_index, edge_type, num_nodes, edge_weight, self.num_edge_types, self.identity
+        )
+        return self._propagate(stack, node_index)
+
+    def _propagate(self, stack, node_index):
+        hs = None
+        for i, layer in enumerate(self.layers):
+            hs = layer.propagate(stack, hs, node_index if i == 0 else None)
+        return hs
+
+    def _prepare(self, x, edge_index, edge_type, edge_weight):
+        """Validates the inputs and builds the edge-type stack, once per graph: a transductive
+        loop passes the same tensors every epoch, so the stack (a sort of all edges) and the
+        checks (a pass over ``x``) are kept for the last inputs seen, matched by identity and
+        version (weak references: nothing is kept alive). Weights that require a gradient are
+        never memoised (the stack would hold a freed autograd graph)."""
+        inputs = (x, edge_index, edge_type, edge_weight)
+        key = tuple(t._version if isinstance(t, Tensor) else None for t in inputs)
+        memo = self._memo
+        if memo is not None and memo[1] == key:
+            alive = [ref() if ref is not None else None for ref in memo[0]]
+            if all(a is b for a, b in zip(alive, inputs)):
+                return memo[2]
+        # x defines num_nodes: an edge_index reaching past its rows is a num_nodes mismatch.
+        check_node_features(x, x.size(0) if isinstance(x, Tensor) and x.dim() == 2 else 0)
+        if x.size(1) != self.in_channels:
+            raise ValueError(
+                f'x has {x.size(1)} features but the model was built with in_channels = '
+                f'{self.in_channels}'
+            )
+        num_nodes = _check_stacked_graph(
+            edge_index, edge_type, x.size(0), edge_weight, self.num_edge_types
+        )
+        check_same_device([('x', x), ('edge_index', edge_index)])
+        if self.fast:
+            edge_index, edge_type, edge_weight = _normalize_edge_types(
+                edge_index, edge_type, edge_weight, num_nodes, self.num_edge_types, x.dtype
+            )
+        stack = _build_edge_type_stack(
+            edge_index, edge_type, num_nodes, edge_weight, self.num_edge_types, self.identity
+        )
+        if stack.weight is None or not stack.weight.requires_grad:
+            refs = tuple(None if t is None else weakref.ref(t) for t in inputs)
+            self._memo = (refs, key, stack)
+        return stack
+
+    def _forward_gtn(self, x, stack, node_index):
+        hs = self._propagate(stack, node_index)
+        xw = x @ self.weight
+        rows = node_index if node_index is not None else torch.arange(x.size(0), device=x.device)
+        xw_self = xw[rows]
+        outs = []
+        for h in hs:
+            h_value = h.values(xw.dtype)
+            # Index dtype kept (int32 for most graphs): H can hold tens of millions of entries.
+            entry_row = h.row()
+            on_diagonal = h.col == rows.to(h.col.dtype)[entry_row]
+            diagonal = xw.new_zeros(h.num_rows).index_add(0, entry_row, h_value * on_diagonal)
+            row_sum = xw.new_zeros(h.num_rows).index_add(0, entry_row, h_value)
+            aggregated = spmm_with_value_grad(h, xw) - diagonal[:, None] * xw_self + xw_self
+            # Row sum of H - diag(H) + I is at least 1: no zero division.
+            out = aggregated / (row_sum - diagonal + 1.0)[:, None] + self.bias
+            outs.append(F.relu(out))
+        return self.lin(torch.cat(outs, dim=1))
+
+    def _forward_fast(self, x, stack, node_index):
+        xw = torch.einsum('nf,cfh->cnh', x, self.weight)
+        hs = list(xw.unbind(0))
+        for i, conv in enumerate(self.layers):
+            value = conv.combine(stack)
+            last = i == len(self.layers) - 1
+            for c in range(self.num_channels):
+                q = stack.csr(value[c])
+                if last and node_index is not None:
+                    q = q.select_rows(node_index)
+                hs[c] = spmm_with_value_grad(q, hs[c])
+        outs = []
+        for c in range(self.num_channels):
+            base = xw[c] if node_index is None else xw[c][node_index]
+            outs.append(F.relu(self.beta * base + (1.0 - self.beta) * hs[c]))
+        if self.channel_agg == 'concat':
+            z = F.relu(self.lin_channels(torch.cat(outs, dim=1)))
+        else:
+            z = torch.stack(outs).mean(0)
+        return self.lin(z)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state['_memo'] = None  # weak references do not pickle; the memo is rebuilt on use
+        return state
+
+    # --- the learned meta-paths ----------------------------------------------------------------
+
+    def hops(self) -> list[tuple[int, int, GTConv]]:
+        """``(layer, conv, GTConv)`` for every edge-type selection, in meta-path order: the first
+        entry selects the first hop (from the source node) of the learned meta-paths."""
+        if self.fast:
+            return [(i, 0, conv) for i, conv in enumerate(self.layers)]
+        product_order = [
+            (i, j, conv)
+            for i, layer in enumerate(self.layers)
+            for j, conv in enumerate(layer.convs())
+        ]
+        # H = Q1 Q2 ... : the right-most selection acts first on the source.
+        return product_order[::-1]
+
+    def metapath_attention(
+        self, edge_type_names: Sequence[str] | None = None, top: int = 5
+    ) -> dict:
+        """The learned edge-type attention and the top meta-paths of every channel.
+
+        Args:
+            edge_type_names (list of str, optional): a name per edge type (e.g.
+                ``data.edge_type_names`` of :func:`graphops.transforms.to_edge_type_stack`);
+                default ``'type0'``, ``'type1'``, ... The identity is named ``'identity'``.
+            top (int, optional): meta-paths to list per channel. (default: ``5``)
+
+        Returns:
+            dict: ``'edge_type_names'`` (with ``'identity'`` last when used); ``'weights'``, one
+            record per selection in meta-path (hop) order, ``{'hop', 'layer', 'conv',
+            'channels'}`` with ``channels[c]`` mapping each edge-type name to its softmax weight;
+            ``'metapaths'``, per channel the ``top`` meta-paths as ``{'path', 'score'}``, where
+            ``path`` lists edge-type names in hop order (source first) with identity hops
+            dropped (a chain of identities alone is ``('identity',)``) and ``score`` sums the
+            weight products of every chain that reduces to that path. Chains are enumerated
+            exhaustively up to 2**20 of them, else by a beam search (then scores are lower
+            bounds).
+        """
+        names = self._edge_type_names(edge_type_names)
+        if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+            raise ValueError(f'top must be a positive int, got {top!r}')
+        hops = self.hops()
+        weights = [torch.softmax(conv.weight.detach().double(), dim=1) for _, _, conv in hops]
+        records = [
+            {
+                'hop': h,
+                'layer': layer,
+                'conv': j,
+                'channels': [
+                    {name: float(w) for name, w in zip(names, weights[h][c])}
+                    for c in range(self.num_channels)
+                ],
+            }
+            for h, (layer, j, _) in enumerate(hops)
+        ]
+        metapaths = [
+            self._top_paths([w[c] for w in weights], names, top) for c in range(self.num_channels)
+        ]
+        return {'edge_type_names': names, 'weights': records, 'metapaths': metapaths}
+
+    def _edge_type_names(self, edge_type_names) -> list[str]:
+        if edge_type_names is None:
+            names = [f'type{k}' for k in range(self.num_edge_types)]
+        else:
+            names = [str(n) for n in edge_type_names]
+            if len(names) != self.num_edge_types:
+                raise ValueError(
+                    f'edge_type_names has {len(names)} names but the model has num_edge_types = '
+                    f'{self.num_edge_types}'
+                )
+        return [*names, 'identity'] if self.identity else names
+
+    def _top_paths(self, per_hop: list[Tensor], names: list[str], top: int) -> list[dict]:
+        num_types = len(names)
+        identity = num_types - 1 if self.identity else -1
+        if num_types ** len(per_hop) <= _MAX_ENUMERATED_PATHS:
+            chains = list(itertools.product(range(num_types), repeat=len(per_hop)))
+            scores = per_hop[0]
+            for w in per_hop[1:]:
+                scores = (scores[:, None] * w[None, :]).reshape(-1)
+            scored = zip(chains, scores.tolist())
+        else:
+            beam = [((), 1.0)]
+            width = max(top * 64, 256)
+            for w in per_hop:
+                grown = [
+                    (chain + (k,), s * float(w[k])) for chain, s in beam for k in range(num_types)
+                ]
+                beam = sorted(grown, key=lambda item: -item[1])[:width]
+            scored = beam
+        merged: dict[tuple[str, ...], float] = {}
+        for chain, score in scored:
+            path = tuple(names[k] for k in chain if k != identity) or ('identity',)
+            merged[path] = merged.get(path, 0.0) + score
+        ranked = sorted(merged.items(), key=lambda item: (-item[1], item[0]))[:top]
+        return [{'path': path, 'score': score} for path, score in ranked]
+
+    def __repr__(self) -> str:
+        args = (
+            f'{self.in_channels}, {self.hidden_channels}, {self.out_channels}, '
+            f'num_edge_types={self.num_edge_types}, num_channels={self.num_channels}, '
+            f'num_layers={self.num_layers}, identity={self.identity}, fast={self.fast}'
+        )
+        if self.fast:
+            args += f', channel_agg={self.channel_agg!r}, beta={self.beta}'
+        else:
+            args += f', topk={self.topk}'
+        return f'{self.__class__.__name__}({args})'
+
+
+def _normalize_edge_types(
+    edge_index: Tensor,
+    edge_type: Tensor,
+    edge_weight: Tensor | None,
+    num_nodes: int,
+    num_edge_types: int,
+    dtype: torch.dtype,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """FastGTN's input: each edge type row-normalised (by the target's in-degree of that type);
+    nodes without in-edges of a type get a unit self-loop of that type."""
+    device = edge_index.device
+    weight = (
+        torch.ones(edge_index.size(1), dtype=dtype, device=device)
+        if edge_weight is None
+        else edge_weight.to(dtype)
+    )
+    slot = edge_type.long() * num_nodes + edge_index[1].long()
+    degree = torch.zeros(num_edge_types * num_nodes, dtype=dtype, device=device)
+    degree.index_add_(0, slot, weight)
+    inverse = torch.where(degree != 0, 1.0 / degree, torch.zeros_like(degree))
+    weight = weight * inverse[slot]
+    empty = (degree == 0).nonzero().view(-1)
+    node = empty % num_nodes
+    loops = torch.stack([node, node], dim=0)
+    return (
+        torch.cat([edge_index.long(), loops], dim=1),
+        torch.cat([edge_type.long(), torch.div(empty, num_nodes, rounding_mode='floor')]),
+        torch.cat([weight, torch.ones(empty.numel(), dtype=dtype, device=device)]),
+    )

@@ -1,0 +1,767 @@
+r"""Sparse x sparse products :math:`C = A B` of weighted adjacencies, differentiable in the weights.
+
+:func:`spgemm` multiplies two :class:`~graphops.ops.csr.CSR` matrices (``adj_t`` form or any
+other: it is plain matrix algebra) and returns a coalesced CSR whose values carry autograd to the
+values of *both* inputs; :func:`spspmm` is the same product on COO ``(index, value)`` pairs with
+``torch_sparse.spspmm``'s signature. The structure (which entries exist) is never differentiated:
+an entry of ``C`` exists when some path ``i -> m -> k`` exists, even if its weight sums to zero.
+
+Why a hand-written :class:`torch.autograd.Function` and not composed torch ops: a product of
+meta-path adjacencies expands to far more intermediate terms than it has outputs (ACM's
+paper-term-paper block: 187M terms for 10M outputs). Composed ops (gather, multiply,
+``index_add``) make autograd keep every intermediate index tensor alive until backward, tens of
+bytes per term; ``torch.sparse.mm`` on two sparse tensors forms an unmasked gradient product. The
+Function here saves only the two inputs and the output's structure, and recomputes the
+expansion block by block in backward, so memory stays at the size of inputs + output. Its
+gradients are checked with :func:`torch.autograd.gradcheck` in float64 in the tests.
+
+The gradient is the product's adjoint restricted to the input patterns (a masked product):
+
+.. math::
+    \frac{\partial L}{\partial A_{im}} = \sum_k \frac{\partial L}{\partial C_{ik}} B_{mk},
+    \qquad
+    \frac{\partial L}{\partial B_{mk}} = \sum_i A_{im} \frac{\partial L}{\partial C_{ik}},
+
+summed over the same ``(i, m, k)`` terms the forward pass visits, so it costs what the forward
+costs and never forms :math:`\partial L / \partial C \cdot B^\top`.
+
+**Top-k pruning** (``topk=k``, off by default) keeps, in each output row, the ``k`` entries of
+largest magnitude (ties: smaller column first) and drops the rest *before* the result is stored.
+It is an approximation: the dropped weights are lost (a following row normalisation rescales the
+kept ones to sum to one) and receive no gradient; the choice of kept entries is treated as a
+constant by autograd. It bounds the output at ``k`` entries per row, which is what makes long
+meta-path products on hub-heavy graphs fit in memory.
+
+Backends (``backend='auto'`` picks the first that applies):
+
+* ``'numba'``: CPU only, needs the optional ``numba`` package. Gustavson's row-by-row algorithm
+  with a dense accumulator per thread, rows split into chunks of equal work; a symbolic pass
+  sizes the output exactly, a numeric pass fills it.
+* ``'torch'``: any device (the CUDA path). Expand-sort-compress in blocks of at most
+  ``chunk_size`` terms: each block's ``(row, col)`` keys are made unique with ``torch.unique`` and
+  their products summed with ``index_add_``.
+
+Both give the same structure and, on CPU, the same values (terms are summed in the same order).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from graphops.ops.csr import CSR, index_dtype_for, to_csr
+from graphops.ops.spmm import has_numba, row_chunks, spmm
+from graphops.ops.validate import (
+    check_float,
+    check_length,
+    check_num_nodes,
+    check_same_device,
+)
+
+BACKENDS = ('auto', 'numba', 'torch')
+DEFAULT_CHUNK_SIZE = 1 << 21
+# Per-thread partial gradient buffers above this size are merged into fewer threads.
+_PARTIAL_BUDGET_BYTES = 256 << 20
+# Numba kernels with less work than this run on the calling thread alone.
+_SERIAL_WORK = 1 << 16
+_kernels = None
+
+
+# --- public API ---------------------------------------------------------------------------------
+
+
+def spgemm(
+    a,
+    b,
+    *,
+    topk: int | None = None,
+    backend: str = 'auto',
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> CSR:
+    r"""Returns :math:`C = A B` as a coalesced :class:`~graphops.ops.csr.CSR`.
+
+    Gradients flow to ``a.value`` and ``b.value`` when they require them (``None`` values mean
+    unit weights, which get no gradient).
+
+    Args:
+        a (CSR): ``[n, m]`` left matrix, or anything :func:`~graphops.ops.csr.to_csr` accepts
+            (``torch.sparse`` tensor, ``torch_sparse.SparseTensor``, scipy matrix). For an
+            ``edge_index`` with weights, build it with ``to_csr(edge_index, edge_weight,
+            num_nodes)`` first.
+        b (CSR): ``[m, p]`` right matrix, same forms.
+        topk (int, optional): keep only the ``topk`` largest-magnitude entries of each output
+            row (an approximation, see the module docstring). (default: :obj:`None`, exact)
+        backend (str): ``'auto'`` (default), ``'numba'`` (CPU) or ``'torch'``.
+        chunk_size (int): most intermediate terms the ``'torch'`` backend expands at once; bounds
+            its working memory (about 80 bytes per term). (default: ``2**21``)
+
+    Returns:
+        CSR: ``[n, p]``, entries sorted by ``(row, col)``, no duplicates; values in the promoted
+        dtype of the inputs (``float32`` when both are unweighted).
+
+    Shapes:
+        ``a``: :math:`(n, m)`, ``b``: :math:`(m, p)` -> :math:`(n, p)`.
+    """
+    a = to_csr(a)
+    b = to_csr(b)
+    if a.num_cols != b.num_rows:
+        raise ValueError(
+            f'cannot multiply a of shape {a.shape} by b of shape {b.shape}: a has {a.num_cols} '
+            f'columns but b has {b.num_rows} rows; they must match'
+        )
+    check_same_device([('a', a.col), ('b', b.col)])
+    topk = _check_topk(topk)
+    if backend not in BACKENDS:
+        raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f'chunk_size must be a positive int, got {chunk_size!r}')
+    dtype = _result_dtype(a, b)
+    chosen = _choose_backend(a.device, backend)
+    a_value = a.values(dtype)
+    b_value = b.values(dtype)
+    rowptr, col, value = _SpGEMM.apply(
+        a_value,
+        b_value,
+        (a.rowptr, a.col, b.rowptr, b.col, a.num_rows, b.num_cols),
+        topk or 0,
+        chosen,
+        chunk_size,
+    )
+    index_dtype = index_dtype_for(a.num_rows, b.num_cols, col.numel())
+    return CSR(rowptr.to(index_dtype), col.to(index_dtype), value, a.num_rows, b.num_cols)
+
+
+def spspmm(
+    index_a: Tensor,
+    value_a: Tensor | None,
+    index_b: Tensor,
+    value_b: Tensor | None,
+    m: int,
+    k: int,
+    n: int,
+    *,
+    topk: int | None = None,
+    backend: str = 'auto',
+) -> tuple[Tensor, Tensor]:
+    r"""``torch_sparse.spspmm``'s signature on :func:`spgemm`: :math:`C = A B` for COO inputs.
+
+    Unlike an ``edge_index``, ``index`` here holds *matrix* coordinates: row 0 the row, row 1 the
+    column (what ``torch_sparse`` and the GTN authors' code pass).
+
+    Args:
+        index_a (LongTensor): ``[2, nnz_a]`` coordinates of ``A`` (``m x k``).
+        value_a (Tensor, optional): ``[nnz_a]`` values of ``A`` (``None``: ones).
+        index_b (LongTensor): ``[2, nnz_b]`` coordinates of ``B`` (``k x n``).
+        value_b (Tensor, optional): ``[nnz_b]`` values of ``B``.
+        m, k, n (int): the matrix sizes.
+        topk (int, optional): per-row pruning, see :func:`spgemm`. (default: :obj:`None`)
+        backend (str): see :func:`spgemm`. (default: ``'auto'``)
+
+    Returns:
+        (LongTensor, Tensor): ``[2, nnz_c]`` coordinates (sorted, coalesced) and ``[nnz_c]``
+        values of ``C`` (``m x n``), differentiable in ``value_a`` and ``value_b``.
+    """
+    m, k, n = (check_num_nodes(v, name) for v, name in ((m, 'm'), (k, 'k'), (n, 'n')))
+    # to_csr reads [2, E] as (source, target) = (column, row) of adj_t: flip the coordinates.
+    a = to_csr(_coo_index(index_a, 'index_a').flip(0), value_a, (k, m))
+    b = to_csr(_coo_index(index_b, 'index_b').flip(0), value_b, (n, k))
+    c = spgemm(a, b, topk=topk, backend=backend)
+    index = torch.stack([c.row().long(), c.col.long()], dim=0)
+    return index, c.values()
+
+
+def spmm_with_value_grad(csr: CSR, x: Tensor) -> Tensor:
+    r""":math:`Y = M X` whose backward reaches ``csr.value`` through a masked product.
+
+    :func:`graphops.ops.spmm` differentiates the weights through ``torch.sparse.mm``, whose
+    weight gradient is formed at dense size (``num_rows x num_cols``) and which rejects duplicate
+    entries. Here the weight gradient is the sampled product
+    :math:`\partial L/\partial M_{ij} = \langle \partial L/\partial Y_i, X_j\rangle`, computed only at
+    the stored entries, and :math:`\partial L/\partial X = M^\top \partial L/\partial Y` is a
+    transposed SpMM; neither forms anything larger than ``nnz`` or ``X``.
+
+    Args:
+        csr (CSR): ``[N_dst, N_src]`` matrix; ``csr.value`` may require a gradient.
+        x (Tensor): ``[N_src, F]`` features; may require a gradient.
+
+    Shapes:
+        ``x``: :math:`(N_{src}, F)` -> output :math:`(N_{dst}, F)`.
+    """
+    check_float(x, 'x', finite=False)
+    if x.dim() != 2:
+        raise ValueError(f'x must be 2-dimensional [num_src_nodes, F], got {tuple(x.shape)}')
+    check_length(x, csr.num_cols, 'x', 'the number of source nodes (adjacency columns)')
+    check_same_device([('adjacency', csr.col), ('x', x)])
+    value = csr.values(x.dtype)
+    return _ValueSpMM.apply(value, x, csr.rowptr, csr.col, csr.num_rows, csr.num_cols)
+
+
+# --- validation helpers -------------------------------------------------------------------------
+
+
+def _check_topk(topk) -> int | None:
+    if topk is None:
+        return None
+    if isinstance(topk, bool) or not isinstance(topk, int):
+        raise TypeError(f'topk must be an int or None, got {type(topk).__name__}')
+    if topk < 1:
+        raise ValueError(f'topk must be >= 1 (or None for the exact product), got {topk}')
+    return topk
+
+
+def _coo_index(index, name: str) -> Tensor:
+    if not isinstance(index, Tensor):
+        raise TypeError(f'{name} must be a torch.Tensor, got {type(index).__name__}')
+    if index.dim() != 2 or index.size(0) != 2:
+        raise ValueError(f'{name} must have shape [2, nnz] (row, col), got {tuple(index.shape)}')
+    return index
+
+
+def _result_dtype(a: CSR, b: CSR) -> torch.dtype:
+    dtypes = [c.value.dtype for c in (a, b) if c.value is not None]
+    if not dtypes:
+        return torch.float32
+    return torch.promote_types(dtypes[0], dtypes[-1])
+
+
+def _choose_backend(device: torch.device, backend: str) -> str:
+    if backend == 'numba':
+        if device.type != 'cpu':
+            raise ValueError(f"backend='numba' runs on CPU tensors only, got {device}; use 'torch'")
+        if not has_numba():
+            raise ImportError("backend='numba' needs the numba package: pip install numba")
+        return 'numba'
+    if backend == 'torch':
+        return 'torch'
+    return 'numba' if device.type == 'cpu' and has_numba() else 'torch'
+
+
+# --- the autograd Functions ---------------------------------------------------------------------
+
+
+class _SpGEMM(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a_value, b_value, structure, topk, backend, chunk_size):
+        a_rowptr, a_col, b_rowptr, b_col, num_rows, num_cols = structure
+        run = _numba_forward if backend == 'numba' else _torch_forward
+        rowptr, col, value = run(
+            a_rowptr.long(),
+            a_col.long(),
+            a_value.detach(),
+            b_rowptr.long(),
+            b_col.long(),
+            b_value.detach(),
+            num_rows,
+            num_cols,
+            topk,
+            chunk_size,
+        )
+        ctx.save_for_backward(a_value, b_value)
+        ctx.structure = (a_rowptr, a_col, b_rowptr, b_col, rowptr, col, num_rows, num_cols)
+        ctx.backend, ctx.chunk_size = backend, chunk_size
+        ctx.mark_non_differentiable(rowptr, col)
+        return rowptr, col, value
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, _grad_rowptr, _grad_col, grad_value):
+        a_value, b_value = ctx.saved_tensors
+        need_a, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if grad_value is None or not (need_a or need_b):
+            return None, None, None, None, None, None
+        a_rowptr, a_col, b_rowptr, b_col, c_rowptr, c_col, num_rows, num_cols = ctx.structure
+        run = _numba_backward if ctx.backend == 'numba' else _torch_backward
+        grad_a, grad_b = run(
+            a_rowptr.long(),
+            a_col.long(),
+            a_value.detach(),
+            b_rowptr.long(),
+            b_col.long(),
+            b_value.detach(),
+            c_rowptr,
+            c_col,
+            grad_value.contiguous(),
+            num_rows,
+            num_cols,
+            need_a,
+            need_b,
+            ctx.chunk_size,
+        )
+        return grad_a, grad_b, None, None, None, None
+
+
+class _ValueSpMM(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, value, x, rowptr, col, num_rows, num_cols):
+        csr = CSR(rowptr, col, value.detach(), num_rows, num_cols)
+        ctx.save_for_backward(value, x)
+        ctx.structure = (rowptr, col, num_rows, num_cols)
+        return spmm(csr, x.detach())
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        value, x = ctx.saved_tensors
+        rowptr, col, num_rows, num_cols = ctx.structure
+        grad_out = grad_out.contiguous()
+        grad_value = grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_value = _sddmm(rowptr, col, grad_out, x.detach(), num_rows)
+        if ctx.needs_input_grad[1]:
+            grad_x = _spmm_transposed(rowptr, col, value.detach(), grad_out, num_rows, num_cols)
+        return grad_value, grad_x, None, None, None, None
+
+
+# --- helpers shared by both backends ------------------------------------------------------------
+
+
+def _segment_arange(starts: Tensor, counts: Tensor, total: int) -> tuple[Tensor, Tensor]:
+    """For segments ``[starts[s], starts[s] + counts[s])``: every index, and its segment id."""
+    segment = torch.repeat_interleave(
+        torch.arange(counts.numel(), device=counts.device), counts, output_size=total
+    )
+    first = torch.cumsum(counts, 0) - counts
+    index = starts[segment] + torch.arange(total, device=counts.device) - first[segment]
+    return index, segment
+
+
+def _row_work(a_rowptr: Tensor, a_col: Tensor, b_rowptr: Tensor) -> Tensor:
+    """``[num_rows + 1]`` cumulative count of ``(i, m, k)`` terms up to each row of ``A``."""
+    per_entry = (b_rowptr[1:] - b_rowptr[:-1])[a_col]
+    cumulative = torch.zeros(a_col.numel() + 1, dtype=torch.long, device=a_col.device)
+    torch.cumsum(per_entry, 0, out=cumulative[1:])
+    return cumulative[a_rowptr]
+
+
+def _row_blocks(work: Tensor, chunk_size: int) -> list[tuple[int, int]]:
+    """Consecutive row ranges with at most ``chunk_size`` terms each (a heavier single row gets
+    a block of its own)."""
+    work_np = work.cpu().numpy()
+    num_rows = work_np.size - 1
+    blocks, start = [], 0
+    while start < num_rows:
+        end = int(np.searchsorted(work_np, work_np[start] + chunk_size, side='right')) - 1
+        end = min(max(end, start + 1), num_rows)
+        blocks.append((start, end))
+        start = end
+    return blocks
+
+
+def _expand(a_rowptr, a_col, b_rowptr, b_col, start: int, end: int, total: int):
+    """All ``(i, m, k)`` terms of rows ``start:end``: the A entry, the B entry, the row ``i``."""
+    device = a_col.device
+    a_begin, a_end = int(a_rowptr[start]), int(a_rowptr[end])
+    a_index = torch.arange(a_begin, a_end, device=device)
+    mid = a_col[a_index]
+    b_start = b_rowptr[mid]
+    counts = b_rowptr[mid + 1] - b_start
+    b_index, segment = _segment_arange(b_start, counts, total)
+    a_entry = a_index[segment]
+    a_rows = torch.repeat_interleave(
+        torch.arange(start, end, device=device),
+        a_rowptr[start + 1 : end + 1] - a_rowptr[start:end],
+        output_size=a_end - a_begin,
+    )
+    return a_entry, b_index, a_rows[segment]
+
+
+def _top_k_mask(local_row: Tensor, value: Tensor, topk: int) -> Tensor:
+    """Keeps the ``topk`` largest ``|value|`` of each row; ties go to the earlier (smaller-col)
+    entry. Entries are sorted by ``(row, col)``."""
+    by_value = torch.sort(-value.abs(), stable=True).indices
+    order = by_value[torch.sort(local_row[by_value], stable=True).indices]
+    counts = torch.bincount(local_row)
+    first = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(order.numel(), device=value.device) - first[local_row[order]]
+    keep = torch.zeros(value.numel(), dtype=torch.bool, device=value.device)
+    keep[order[rank < topk]] = True
+    return keep
+
+
+# --- the torch backend (any device) -------------------------------------------------------------
+
+
+def _torch_forward(
+    a_rowptr, a_col, a_value, b_rowptr, b_col, b_value, num_rows, num_cols, topk, chunk_size
+):
+    device, dtype = a_col.device, a_value.dtype
+    work = _row_work(a_rowptr, a_col, b_rowptr)
+    rows, cols, values = [], [], []
+    width = max(num_cols, 1)
+    for start, end in _row_blocks(work, chunk_size):
+        total = int(work[end] - work[start])
+        if total == 0:
+            continue
+        a_entry, b_index, row = _expand(a_rowptr, a_col, b_rowptr, b_col, start, end, total)
+        key = (row - start) * width + b_col[b_index]
+        product = a_value[a_entry] * b_value[b_index]
+        del a_entry, b_index, row
+        unique, inverse = torch.unique(key, sorted=True, return_inverse=True)
+        del key
+        summed = torch.zeros(unique.numel(), dtype=dtype, device=device)
+        summed.index_add_(0, inverse, product)
+        del inverse, product
+        local_row = torch.div(unique, width, rounding_mode='floor')
+        col = unique - local_row * width
+        if topk:
+            keep = _top_k_mask(local_row, summed, topk)
+            local_row, col, summed = local_row[keep], col[keep], summed[keep]
+        rows.append(local_row + start)
+        cols.append(col)
+        values.append(summed)
+    if rows:
+        row, col, value = torch.cat(rows), torch.cat(cols), torch.cat(values)
+    else:
+        row = col = torch.zeros(0, dtype=torch.long, device=device)
+        value = torch.zeros(0, dtype=dtype, device=device)
+    rowptr = torch.zeros(num_rows + 1, dtype=torch.long, device=device)
+    if row.numel():
+        torch.cumsum(torch.bincount(row, minlength=num_rows), 0, out=rowptr[1:])
+    return rowptr, col, value
+
+
+def _torch_backward(
+    a_rowptr,
+    a_col,
+    a_value,
+    b_rowptr,
+    b_col,
+    b_value,
+    c_rowptr,
+    c_col,
+    grad_c,
+    num_rows,
+    num_cols,
+    need_a,
+    need_b,
+    chunk_size,
+):
+    device = a_col.device
+    grad_a = torch.zeros_like(a_value) if need_a else None
+    grad_b = torch.zeros_like(b_value) if need_b else None
+    c_rowptr, c_col = c_rowptr.long(), c_col.long()
+    work = _row_work(a_rowptr, a_col, b_rowptr)
+    width = max(num_cols, 1)
+    for start, end in _row_blocks(work, chunk_size):
+        total = int(work[end] - work[start])
+        c_begin, c_end = int(c_rowptr[start]), int(c_rowptr[end])
+        if total == 0 or c_end == c_begin:
+            continue
+        a_entry, b_index, row = _expand(a_rowptr, a_col, b_rowptr, b_col, start, end, total)
+        key = (row - start) * width + b_col[b_index]
+        del row
+        c_row = torch.repeat_interleave(
+            torch.arange(start, end, device=device),
+            c_rowptr[start + 1 : end + 1] - c_rowptr[start:end],
+            output_size=c_end - c_begin,
+        )
+        c_key = (c_row - start) * width + c_col[c_begin:c_end]
+        position = torch.searchsorted(c_key, key).clamp_(max=c_key.numel() - 1)
+        # A term whose output entry was pruned away (top-k) gets no gradient.
+        grad_term = torch.where(
+            c_key[position] == key, grad_c[c_begin + position], grad_c.new_zeros(())
+        )
+        del key, position, c_key, c_row
+        if need_a:
+            grad_a.index_add_(0, a_entry, grad_term * b_value[b_index])
+        if need_b:
+            grad_b.index_add_(0, b_index, grad_term * a_value[a_entry])
+    return grad_a, grad_b
+
+
+def _sddmm(rowptr, col, left: Tensor, right: Tensor, num_rows: int) -> Tensor:
+    """``out[e] = <left[row_e], right[col_e]>`` for every stored entry ``e``."""
+    nnz = col.numel()
+    if left.device.type == 'cpu' and has_numba() and left.dtype in (torch.float32, torch.float64):
+        kernels = _kernels_loaded()
+        out = torch.empty(nnz, dtype=left.dtype)
+        left, right = left.contiguous(), right.contiguous()
+        with _numba_threads(kernels, nnz * left.size(1)) as threads:
+            bounds = row_chunks(rowptr.numpy(), 8 * threads)
+            kernels.sddmm(
+                rowptr.numpy(), col.numpy(), left.numpy(), right.numpy(), bounds, out.numpy()
+            )
+        return out
+    row = torch.repeat_interleave(
+        torch.arange(num_rows, device=col.device),
+        (rowptr[1:] - rowptr[:-1]).long(),
+        output_size=nnz,
+    )
+    out = torch.empty(nnz, dtype=left.dtype, device=left.device)
+    step = max(1, (1 << 24) // max(left.size(1), 1))
+    for begin in range(0, nnz, step):
+        r, c = row[begin : begin + step], col[begin : begin + step].long()
+        out[begin : begin + step] = (left[r] * right[c]).sum(1)
+    return out
+
+
+def _spmm_transposed(rowptr, col, value, grad_out: Tensor, num_rows: int, num_cols: int) -> Tensor:
+    """``M^T @ grad_out`` without transposing (re-sorting) ``M``."""
+    features = grad_out.size(1)
+    nnz = col.numel()
+    if grad_out.device.type == 'cpu' and has_numba() and grad_out.dtype == value.dtype:
+        kernels = _kernels_loaded()
+        with _numba_threads(kernels, nnz * features) as threads:
+            parts = _num_partials(num_cols * features * grad_out.element_size(), threads)
+            out = torch.zeros(parts, num_cols, features, dtype=grad_out.dtype)
+            bounds = row_chunks(rowptr.numpy(), parts)
+            kernels.spmm_t(
+                rowptr.numpy(), col.numpy(), value.numpy(), grad_out.numpy(), bounds, out.numpy()
+            )
+        return out.sum(0)
+    row = torch.repeat_interleave(
+        torch.arange(num_rows, device=col.device),
+        (rowptr[1:] - rowptr[:-1]).long(),
+        output_size=nnz,
+    )
+    out = grad_out.new_zeros(num_cols, features)
+    step = max(1, (1 << 24) // max(features, 1))
+    for begin in range(0, nnz, step):
+        r, c = row[begin : begin + step], col[begin : begin + step].long()
+        out.index_add_(0, c, grad_out[r] * value[begin : begin + step, None])
+    return out
+
+
+def _num_partials(bytes_per_partial: int, threads: int) -> int:
+    return max(1, min(threads, _PARTIAL_BUDGET_BYTES // max(bytes_per_partial, 1)))
+
+
+@contextmanager
+def _numba_threads(kernels, work: int):
+    """Yields the thread count for a kernel of ``work`` terms. Small kernels run on the calling
+    thread alone: waking numba's pool costs more than they do (tens of ms on a loaded machine).
+    ``numba.set_num_threads`` is thread-local, so this never affects another thread."""
+    previous = kernels.numba.get_num_threads()
+    if work >= _SERIAL_WORK or previous == 1:
+        yield previous
+        return
+    kernels.numba.set_num_threads(1)
+    try:
+        yield 1
+    finally:
+        kernels.numba.set_num_threads(previous)
+
+
+# --- the numba backend (CPU) --------------------------------------------------------------------
+
+
+def _numba_forward(
+    a_rowptr, a_col, a_value, b_rowptr, b_col, b_value, num_rows, num_cols, topk, _chunk
+):
+    kernels = _kernels_loaded()
+    if num_rows == 0:
+        empty = torch.zeros(0, dtype=torch.long)
+        return torch.zeros(1, dtype=torch.long), empty, torch.zeros(0, dtype=a_value.dtype)
+    arrays = (a_rowptr.numpy(), a_col.numpy(), b_rowptr.numpy(), b_col.numpy())
+    work = _row_work(a_rowptr, a_col, b_rowptr).numpy()
+    with _numba_threads(kernels, int(work[-1])) as threads:
+        bounds = row_chunks(work, 8 * threads)
+        counts = np.zeros(num_rows, dtype=np.int64)
+        kernels.symbolic(*arrays, max(num_cols, 1), topk, bounds, counts)
+        rowptr = np.zeros(num_rows + 1, dtype=np.int64)
+        np.cumsum(counts, out=rowptr[1:])
+        col = np.empty(int(rowptr[-1]), dtype=np.int64)
+        value = np.empty(int(rowptr[-1]), dtype=a_value.numpy().dtype)
+        kernels.numeric(
+            arrays[0],
+            arrays[1],
+            a_value.contiguous().numpy(),
+            arrays[2],
+            arrays[3],
+            b_value.contiguous().numpy(),
+            max(num_cols, 1),
+            topk,
+            bounds,
+            rowptr,
+            col,
+            value,
+        )
+    return torch.from_numpy(rowptr), torch.from_numpy(col), torch.from_numpy(value)
+
+
+def _numba_backward(
+    a_rowptr,
+    a_col,
+    a_value,
+    b_rowptr,
+    b_col,
+    b_value,
+    c_rowptr,
+    c_col,
+    grad_c,
+    num_rows,
+    num_cols,
+    need_a,
+    need_b,
+    _chunk,
+):
+    kernels = _kernels_loaded()
+    dtype = a_value.dtype
+    grad_a = torch.zeros(a_value.numel(), dtype=dtype)
+    work = _row_work(a_rowptr, a_col, b_rowptr).numpy()
+    with _numba_threads(kernels, int(work[-1])) as threads:
+        parts = _num_partials(b_value.numel() * b_value.element_size(), threads)
+        parts = parts if need_b else threads
+        grad_b_parts = torch.zeros(parts, b_value.numel() if need_b else 0, dtype=dtype)
+        # One partial gradient of B per chunk: chunks never write to the same slot.
+        bounds = row_chunks(work, parts)
+        kernels.backward(
+            a_rowptr.numpy(),
+            a_col.numpy(),
+            a_value.contiguous().numpy(),
+            b_rowptr.numpy(),
+            b_col.numpy(),
+            b_value.contiguous().numpy(),
+            c_rowptr.long().numpy(),
+            c_col.long().numpy(),
+            grad_c.to(dtype).numpy(),
+            max(num_cols, 1),
+            bounds,
+            need_b,
+            grad_a.numpy(),
+            grad_b_parts.numpy(),
+        )
+    return (grad_a if need_a else None), (grad_b_parts.sum(0) if need_b else None)
+
+
+class _Kernels:
+    def __init__(self):
+        import numba
+        from numba import njit, prange
+
+        self.numba = numba
+
+        @njit(parallel=True, cache=True, nogil=True)
+        def symbolic(a_rowptr, a_col, b_rowptr, b_col, num_cols, topk, bounds, counts):
+            for chunk in prange(bounds.shape[0] - 1):
+                marker = np.full(num_cols, -1, dtype=np.int64)
+                for i in range(bounds[chunk], bounds[chunk + 1]):
+                    n = 0
+                    for e in range(a_rowptr[i], a_rowptr[i + 1]):
+                        m = a_col[e]
+                        for f in range(b_rowptr[m], b_rowptr[m + 1]):
+                            k = b_col[f]
+                            if marker[k] != i:
+                                marker[k] = i
+                                n += 1
+                    counts[i] = min(n, topk) if topk > 0 else n
+
+        @njit(parallel=True, cache=True, nogil=True)
+        def numeric(
+            a_rowptr,
+            a_col,
+            a_value,
+            b_rowptr,
+            b_col,
+            b_value,
+            num_cols,
+            topk,
+            bounds,
+            c_rowptr,
+            c_col,
+            c_value,
+        ):
+            for chunk in prange(bounds.shape[0] - 1):
+                acc = np.zeros(num_cols, dtype=c_value.dtype)
+                marker = np.full(num_cols, -1, dtype=np.int64)
+                touched = np.empty(num_cols, dtype=np.int64)
+                for i in range(bounds[chunk], bounds[chunk + 1]):
+                    n = 0
+                    # Terms are summed in (A entry, B entry) order, as the torch backend does.
+                    for e in range(a_rowptr[i], a_rowptr[i + 1]):
+                        m = a_col[e]
+                        a = a_value[e]
+                        for f in range(b_rowptr[m], b_rowptr[m + 1]):
+                            k = b_col[f]
+                            if marker[k] != i:
+                                marker[k] = i
+                                touched[n] = k
+                                n += 1
+                            acc[k] += a * b_value[f]
+                    cols = np.sort(touched[:n])
+                    if topk > 0 and n > topk:
+                        magnitude = np.empty(n, dtype=c_value.dtype)
+                        for t in range(n):
+                            magnitude[t] = -abs(acc[cols[t]])
+                        order = np.argsort(magnitude, kind='mergesort')
+                        cols = np.sort(cols[order[:topk]])
+                    start = c_rowptr[i]
+                    for t in range(cols.shape[0]):
+                        c_col[start + t] = cols[t]
+                        c_value[start + t] = acc[cols[t]]
+                    for t in range(n):
+                        acc[touched[t]] = 0
+
+        @njit(parallel=True, cache=True, nogil=True)
+        def backward(
+            a_rowptr,
+            a_col,
+            a_value,
+            b_rowptr,
+            b_col,
+            b_value,
+            c_rowptr,
+            c_col,
+            grad_c,
+            num_cols,
+            bounds,
+            need_b,
+            grad_a,
+            grad_b_parts,
+        ):
+            for chunk in prange(bounds.shape[0] - 1):
+                grad_row = np.zeros(num_cols, dtype=grad_a.dtype)
+                for i in range(bounds[chunk], bounds[chunk + 1]):
+                    for t in range(c_rowptr[i], c_rowptr[i + 1]):
+                        grad_row[c_col[t]] = grad_c[t]
+                    for e in range(a_rowptr[i], a_rowptr[i + 1]):
+                        m = a_col[e]
+                        a = a_value[e]
+                        total = 0.0
+                        for f in range(b_rowptr[m], b_rowptr[m + 1]):
+                            g = grad_row[b_col[f]]
+                            total += g * b_value[f]
+                            if need_b:
+                                grad_b_parts[chunk, f] += a * g
+                        grad_a[e] = total
+                    for t in range(c_rowptr[i], c_rowptr[i + 1]):
+                        grad_row[c_col[t]] = 0
+
+        @njit(parallel=True, cache=True, nogil=True)
+        def sddmm(rowptr, col, left, right, bounds, out):
+            features = left.shape[1]
+            for chunk in prange(bounds.shape[0] - 1):
+                for i in range(bounds[chunk], bounds[chunk + 1]):
+                    for e in range(rowptr[i], rowptr[i + 1]):
+                        j = col[e]
+                        total = 0.0
+                        for f in range(features):
+                            total += left[i, f] * right[j, f]
+                        out[e] = total
+
+        @njit(parallel=True, cache=True, nogil=True)
+        def spmm_t(rowptr, col, value, grad_out, bounds, parts):
+            features = grad_out.shape[1]
+            for chunk in prange(bounds.shape[0] - 1):
+                for i in range(bounds[chunk], bounds[chunk + 1]):
+                    for e in range(rowptr[i], rowptr[i + 1]):
+                        j = col[e]
+                        w = value[e]
+                        for f in range(features):
+                            parts[chunk, j, f] += w * grad_out[i, f]
+
+        self.symbolic = symbolic
+        self.numeric = numeric
+        self.backward = backward
+        self.sddmm = sddmm
+        self.spmm_t = spmm_t
+
+
+def _kernels_loaded() -> _Kernels:
+    global _kernels
+    if _kernels is None:
+        _kernels = _Kernels()
+    return _kernels

@@ -1,0 +1,189 @@
+r"""Sparse x dense products with bounded memory, for graphs and features larger than a device.
+
+* :func:`sliced_spmm` cuts the *features* into column slices: only ``[N, w]`` of ``X`` and of the
+  output live on the device at a time, the rest stays in host memory (pinned staging buffers on
+  CUDA, so copies run asynchronously at full PCIe speed).
+* :class:`RowBlockStream` cuts the *matrix* into row blocks of at most ``block_nnz`` entries kept
+  in pinned host memory, and copies block :math:`b+1` to the device on a side stream while block
+  :math:`b` is multiplied, for a matrix that does not fit the device.
+
+Both give exactly :func:`graphops.ops.spmm`'s result: the output is written row block by row block
+(or column slice by column slice) and every row still sums its entries in CSR order.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from graphops.ops.csr import CSR
+from graphops.ops.spmm import spmm
+from graphops.ops.validate import check_float, check_length
+
+
+def _check_positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f'{name} must be an int, got {type(value).__name__}')
+    if value < 1:
+        raise ValueError(f'{name} must be >= 1, got {value}')
+    return value
+
+
+def row_blocks(rowptr: Tensor, block_nnz: int) -> list[tuple[int, int]]:
+    """``[start, end)`` row ranges with at most ``block_nnz`` entries each (a single row with
+    more entries is a block of its own)."""
+    rowptr = rowptr.cpu().long()
+    num_rows = rowptr.numel() - 1
+    blocks = []
+    start = 0
+    while start < num_rows:
+        limit = int(rowptr[start]) + block_nnz
+        end = int(torch.searchsorted(rowptr, torch.tensor(limit), right=True)) - 1
+        end = min(max(end, start + 1), num_rows)
+        blocks.append((start, end))
+        start = end
+    return blocks
+
+
+class RowBlockStream:
+    r"""A :class:`~graphops.ops.csr.CSR` held in host memory and multiplied on ``device`` one row
+    block at a time.
+
+    .. math::
+        \mathbf{Y}_{[a_b, e_b)} = \mathbf{M}_{[a_b, e_b), :} \mathbf{X}
+        \quad \text{for each row block } b
+
+    Args:
+        csr (CSR): the ``[N_dst, N_src]`` matrix (any device; kept on the host).
+        block_nnz (int): most entries per block.
+        device (torch.device or str): where the products run. (default: ``'cpu'``)
+        pin_memory (bool): pin the host blocks when ``device`` is CUDA. (default: ``True``)
+
+    Shapes:
+        ``spmm(x)``: ``x`` :math:`(N_{src}, F)` on ``device`` -> :math:`(N_{dst}, F)`.
+    """
+
+    def __init__(
+        self, csr: CSR, block_nnz: int, device: torch.device | str = 'cpu', pin_memory=True
+    ):
+        if not isinstance(csr, CSR):
+            raise TypeError(f'csr must be a graphops CSR (use to_csr), got {type(csr).__name__}')
+        self.block_nnz = _check_positive_int(block_nnz, 'block_nnz')
+        self.device = torch.device(device)
+        self.shape = csr.shape
+        self.num_rows, self.num_cols = csr.shape
+        self.nnz = csr.nnz
+        pin = pin_memory and self.device.type == 'cuda'
+        host = csr.to('cpu')
+        self.blocks: list[tuple[int, int, CSR]] = []
+        for start, end in row_blocks(host.rowptr, self.block_nnz):
+            lo, hi = int(host.rowptr[start]), int(host.rowptr[end])
+            rowptr = host.rowptr[start : end + 1] - host.rowptr[start]
+            col = host.col[lo:hi]
+            value = None if host.value is None else host.value[lo:hi]
+            if pin:
+                rowptr, col = rowptr.pin_memory(), col.pin_memory()
+                value = None if value is None else value.pin_memory()
+            self.blocks.append((start, end, CSR(rowptr, col, value, end - start, self.num_cols)))
+
+    def spmm(self, x: Tensor, out: Tensor | None = None) -> Tensor:
+        """``M @ x`` with ``x`` on :attr:`device`."""
+        check_float(x, 'x', finite=False)
+        if x.dim() != 2:
+            raise ValueError(f'x must be 2-dimensional [num_src_nodes, F], got {tuple(x.shape)}')
+        check_length(x, self.num_cols, 'x', 'the number of source nodes (adjacency columns)')
+        if x.device.type != self.device.type:
+            raise ValueError(f'x is on {x.device} but this stream runs on {self.device}')
+        if out is None:
+            out = x.new_empty(self.num_rows, x.size(1))
+        if self.device.type == 'cuda':
+            return self._spmm_cuda(x, out)
+        for start, end, block in self.blocks:
+            spmm(block, x, out=out[start:end])
+        return out
+
+    def _spmm_cuda(self, x: Tensor, out: Tensor) -> Tensor:
+        compute = torch.cuda.current_stream(x.device)
+        copy = torch.cuda.Stream(x.device)
+
+        def upload(block: CSR) -> tuple[CSR, torch.cuda.Event]:
+            with torch.cuda.stream(copy):
+                moved = CSR(
+                    block.rowptr.to(x.device, non_blocking=True),
+                    block.col.to(x.device, non_blocking=True),
+                    None
+                    if block.value is None
+                    else block.value.to(x.device, x.dtype, non_blocking=True),
+                    block.num_rows,
+                    block.num_cols,
+                )
+                ready = torch.cuda.Event()
+                ready.record(copy)
+            return moved, ready
+
+        pending = upload(self.blocks[0][2]) if self.blocks else None
+        for index, (start, end, _) in enumerate(self.blocks):
+            moved, ready = pending
+            if index + 1 < len(self.blocks):
+                pending = upload(self.blocks[index + 1][2])  # overlaps the product below
+            compute.wait_event(ready)
+            for tensor in (moved.rowptr, moved.col, moved.value):
+                if tensor is not None:
+                    tensor.record_stream(compute)
+            out[start:end] = spmm(moved, x)
+        return out
+
+    def __repr__(self) -> str:
+        return (
+            f'RowBlockStream(shape={self.shape}, nnz={self.nnz}, blocks={len(self.blocks)}, '
+            f'block_nnz={self.block_nnz}, device={self.device})'
+        )
+
+
+def sliced_spmm(
+    csr,
+    x: Tensor,
+    slice_width: int,
+    device: torch.device | str | None = None,
+    out: Tensor | None = None,
+) -> Tensor:
+    r"""``M @ X`` one column slice of ``X`` at a time: :math:`\mathbf{Y}_{:, [a, b)} =
+    \mathbf{M} \mathbf{X}_{:, [a, b)}`.
+
+    Args:
+        csr (CSR or RowBlockStream): the matrix, on ``device`` (or a row-block stream to it).
+        x (Tensor): ``[N_src, F]`` features in host memory (or on ``device``).
+        slice_width (int): columns per slice.
+        device (torch.device or str, optional): where the products run (default: ``x``'s).
+        out (Tensor, optional): ``[N_dst, F]`` result buffer on ``x``'s device.
+
+    Shapes:
+        ``x``: :math:`(N_{src}, F)` -> output :math:`(N_{dst}, F)` on ``x``'s device.
+    """
+    check_float(x, 'x', finite=False)
+    if x.dim() != 2:
+        raise ValueError(f'x must be 2-dimensional [num_src_nodes, F], got {tuple(x.shape)}')
+    slice_width = _check_positive_int(slice_width, 'slice_width')
+    device = x.device if device is None else torch.device(device)
+    num_rows = csr.num_rows
+    check_length(x, csr.num_cols, 'x', 'the number of source nodes (adjacency columns)')
+    if out is None:
+        out = x.new_empty(num_rows, x.size(1))
+    elif tuple(out.shape) != (num_rows, x.size(1)) or out.dtype != x.dtype:
+        raise ValueError(f'out must be a [{num_rows}, {x.size(1)}] {x.dtype} tensor')
+    cross = device.type == 'cuda' and x.device.type != 'cuda'
+    staging = None
+    for start in range(0, x.size(1), slice_width):
+        end = min(start + slice_width, x.size(1))
+        block = x[:, start:end]
+        if cross:
+            # contiguous pinned staging makes the host->device copy asynchronous
+            if staging is None or staging.size(1) != end - start:
+                staging = torch.empty(block.shape, dtype=x.dtype, pin_memory=True)
+            staging.copy_(block)
+            block = staging.to(device, non_blocking=True)
+        else:
+            block = block.contiguous()
+        result = csr.spmm(block) if isinstance(csr, RowBlockStream) else spmm(csr, block)
+        out[:, start:end].copy_(result)
+    return out

@@ -1,0 +1,105 @@
+r"""``PrecomputePlan``: which column slices the precompute engine runs, sized to a memory budget.
+
+Every SIGN operator acts on each feature column independently, so the engine computes all hops
+of one operator for one *column slice* ``X[:, a:b]`` at a time. A slice of width :math:`w` needs,
+on the device that runs it,
+
+.. math::
+    \text{bytes}(w) = w \cdot \big( 4 N (1 + S \cdot B) + 4 R \cdot S \cdot K \big)
+
+for :math:`N` nodes, :math:`R` kept rows, an operator with :math:`S` streams of :math:`K` hops
+whose step keeps :math:`B` float32 ``[N, w]`` buffers per stream (``buffers_per_stream``), plus
+the input slice; the last term holds one slice of every output (what a worker returns). The plan
+takes the widest :math:`w` (at most ``F``) whose bytes fit ``column_budget_bytes`` for the most
+demanding operator. The sparse matrix itself is not part of this budget: it stays on the host,
+or is streamed by row blocks (:mod:`graphops.ops.streaming`) when it does not fit the device.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+ACCUMULATE_BYTES = 4  # float32
+
+
+@dataclass(frozen=True)
+class PrecomputePlan:
+    r"""The column slices and their memory cost (build it with :meth:`build`).
+
+    Args:
+        num_nodes (int): :math:`N`.
+        num_features (int): :math:`F`.
+        num_rows (int): :math:`R`, rows kept in the outputs.
+        slices (list of (int, int)): column ranges ``[start, end)`` covering ``0..F``.
+        bytes_per_column (int): the most demanding operator's bytes per column.
+        column_budget_bytes (int, optional): the budget the slices were sized for.
+    """
+
+    num_nodes: int
+    num_features: int
+    num_rows: int
+    slices: list[tuple[int, int]] = field(default_factory=list)
+    bytes_per_column: int = 0
+    column_budget_bytes: int | None = None
+
+    @staticmethod
+    def operator_bytes_per_column(num_nodes: int, num_rows: int, operator) -> int:
+        streams, hops = operator.num_streams, operator.hops
+        working = ACCUMULATE_BYTES * num_nodes * (1 + streams * operator.buffers_per_stream)
+        return working + ACCUMULATE_BYTES * num_rows * streams * hops
+
+    @classmethod
+    def build(
+        cls,
+        num_nodes: int,
+        num_features: int,
+        operators: list,
+        num_rows: int | None = None,
+        column_budget_bytes: int | None = None,
+    ) -> PrecomputePlan:
+        """Slices of equal width (the last may be narrower) fitting ``column_budget_bytes``;
+        ``None`` means one slice of all ``F`` columns.
+
+        Raises:
+            ValueError: the budget cannot hold even one column.
+        """
+        num_rows = num_nodes if num_rows is None else num_rows
+        if not operators:
+            raise ValueError('operators must name at least one SIGN operator')
+        per_column = max(cls.operator_bytes_per_column(num_nodes, num_rows, op) for op in operators)
+        if column_budget_bytes is None:
+            width = num_features
+        else:
+            if isinstance(column_budget_bytes, bool) or not isinstance(column_budget_bytes, int):
+                raise TypeError(
+                    'column_budget_bytes must be an int (bytes), got '
+                    f'{type(column_budget_bytes).__name__}'
+                )
+            width = column_budget_bytes // per_column
+            if width < 1:
+                raise ValueError(
+                    f'column_budget_bytes={column_budget_bytes} cannot hold one feature column: '
+                    f'one column of these operators needs {per_column} bytes '
+                    f'({per_column / 2**20:.1f} MiB); raise the budget'
+                )
+            width = min(width, num_features)
+        width = max(width, 1)
+        count = max(1, math.ceil(num_features / width))
+        slices = [(i * width, min((i + 1) * width, num_features)) for i in range(count)]
+        return cls(num_nodes, num_features, num_rows, slices, per_column, column_budget_bytes)
+
+    @property
+    def slice_width(self) -> int:
+        return self.slices[0][1] - self.slices[0][0] if self.slices else 0
+
+    def peak_bytes(self) -> int:
+        """Working bytes of the widest slice (what the budget bounds)."""
+        return self.slice_width * self.bytes_per_column
+
+    def __repr__(self) -> str:
+        return (
+            f'PrecomputePlan(num_nodes={self.num_nodes}, num_features={self.num_features}, '
+            f'num_rows={self.num_rows}, slices={len(self.slices)} x {self.slice_width} columns, '
+            f'peak_bytes={self.peak_bytes()})'
+        )

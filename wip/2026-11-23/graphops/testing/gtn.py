@@ -1,0 +1,156 @@
+r"""Dense references for Graph Transformer Networks (`"Graph Transformer Networks"
+<https://arxiv.org/abs/1911.06455>`_, FastGTN `<https://arxiv.org/abs/2106.06218>`_), written
+straight from the papers' equations on dense ``adj_t`` matrices (row = aggregating node), for
+small graphs only. Nothing here calls the sparse code it checks.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from graphops.testing.core import dense_adjacency, dense_normalize
+
+
+def dense_edge_type_stack(
+    edge_index: Tensor,
+    edge_type: Tensor,
+    num_nodes: int,
+    num_edge_types: int,
+    edge_weight: Tensor | None = None,
+    identity: bool = True,
+    dtype: torch.dtype = torch.float64,
+) -> Tensor:
+    r"""``[K (+1), N, N]``: :math:`\mathbf{A}_k` (``adj_t`` of edge type :math:`k`), then
+    :math:`\mathbf{I}` when ``identity``."""
+    mats = []
+    for k in range(num_edge_types):
+        mask = edge_type == k
+        weight = None if edge_weight is None else edge_weight[mask]
+        mats.append(dense_adjacency(edge_index[:, mask], num_nodes, weight, dtype))
+    if identity:
+        mats.append(torch.eye(num_nodes, dtype=dtype))
+    return torch.stack(mats)
+
+
+def dense_gt_conv(stack: Tensor, weight: Tensor) -> Tensor:
+    r""":math:`\mathbf{Q}_c = \sum_k \mathrm{softmax}(\mathbf{W}_c)_k \mathbf{A}_k`, ``[C, N, N]``."""
+    filt = torch.softmax(weight.to(stack.dtype), dim=1)
+    return torch.einsum('ck,kij->cij', filt, stack)
+
+
+def dense_top_k_rows(matrix: Tensor, k: int | None) -> Tensor:
+    """Keeps the ``k`` largest-magnitude *stored* entries of each row (ties: smaller column);
+    ``stored`` marks structural entries, here the non-zeros of the product pattern."""
+    if k is None:
+        return matrix
+    out = torch.zeros_like(matrix)
+    for i in range(matrix.size(0)):
+        cols = torch.nonzero(matrix[i] != 0).view(-1).tolist()
+        cols.sort(key=lambda j: (-abs(float(matrix[i, j])), j))
+        for j in cols[:k]:
+            out[i, j] = matrix[i, j]
+    return out
+
+
+def dense_gt_layer(
+    stack: Tensor,
+    weights: list[Tensor],
+    prev: Tensor | None = None,
+    node_index: Tensor | None = None,
+    topk: int | None = None,
+) -> Tensor:
+    r"""One GT layer, ``[C, R, N]``: :math:`\mathbf{D}^{-1}\mathbf{Q}^{(a)}_c\mathbf{Q}^{(b)}_c`
+    (first layer, ``weights = [W_a, W_b]``) or
+    :math:`\mathbf{D}^{-1}\mathbf{H}_c\mathbf{Q}_c` (``prev = H``, ``weights = [W]``), with
+    :math:`\mathbf{D}` the row sums; ``node_index`` keeps those rows of the first factor."""
+    if prev is None:
+        left = dense_gt_conv(stack, weights[0])
+        if node_index is not None:
+            left = left[:, node_index]
+        right = dense_gt_conv(stack, weights[1])
+    else:
+        left, right = prev, dense_gt_conv(stack, weights[0])
+    out = []
+    for c in range(left.size(0)):
+        product = dense_top_k_rows(left[c] @ right[c], topk)
+        out.append(dense_normalize(product, 'rw'))
+    return torch.stack(out)
+
+
+def dense_gcn_self_loop_replaced(h: Tensor, xw: Tensor, rows: Tensor) -> Tensor:
+    r""":math:`\tilde{\mathbf{D}}^{-1}(\mathbf{H} - \mathrm{diag}(\mathbf{H}) + \mathbf{I})
+    \mathbf{XW}` for the rows ``rows`` of a square :math:`\mathbf{H}` given as ``h = H[rows]``."""
+    tilde = h.clone()
+    r = torch.arange(rows.numel())
+    tilde[r, rows] = 1.0
+    return dense_normalize(tilde, 'rw') @ xw
+
+
+def dense_gtn(
+    x: Tensor,
+    stack: Tensor,
+    layer_weights: list[list[Tensor]],
+    gcn_weight: Tensor,
+    gcn_bias: Tensor,
+    lin_weight: Tensor,
+    lin_bias: Tensor,
+    node_index: Tensor | None = None,
+    topk: int | None = None,
+) -> Tensor:
+    """GTN logits for ``node_index`` (default all nodes): GT layers, a GCN per channel with a
+    shared weight, ReLU, concatenation, a linear layer."""
+    n = x.size(0)
+    rows = torch.arange(n) if node_index is None else node_index
+    h = None
+    for i, weights in enumerate(layer_weights):
+        h = dense_gt_layer(stack, weights, h, node_index if i == 0 else None, topk)
+    xw = x @ gcn_weight
+    outs = [
+        torch.relu(dense_gcn_self_loop_replaced(h[c], xw, rows) + gcn_bias)
+        for c in range(h.size(0))
+    ]
+    return torch.cat(outs, dim=1) @ lin_weight.t() + lin_bias
+
+
+def dense_fast_type_normalize(stack: Tensor, num_edge_types: int) -> Tensor:
+    """FastGTN's input: each :math:`\\mathbf{A}_k` row-normalised, empty rows replaced by the
+    unit row of the node itself; the identity (if stacked last) is left as is."""
+    out = stack.clone()
+    n = stack.size(1)
+    for k in range(num_edge_types):
+        a = stack[k]
+        empty = a.sum(1) == 0
+        a = dense_normalize(a, 'rw')
+        a[empty] = torch.eye(n, dtype=stack.dtype)[empty]
+        out[k] = a
+    return out
+
+
+def dense_fast_gtn(
+    x: Tensor,
+    stack: Tensor,
+    conv_weights: list[Tensor],
+    channel_weights: Tensor,
+    lin_channels: tuple[Tensor, Tensor] | None,
+    lin_weight: Tensor,
+    lin_bias: Tensor,
+    beta: float = 0.0,
+    node_index: Tensor | None = None,
+) -> Tensor:
+    r"""FastGTN logits: :math:`\mathbf{H}_c = \mathbf{Q}^{(L)}_c\cdots\mathbf{Q}^{(1)}_c
+    \mathbf{X}\mathbf{W}_c`, ReLU of the :math:`\beta` mix, ``'concat'`` (``lin_channels``
+    given) or ``'mean'`` aggregation, linear layer. ``stack`` is already type-normalised."""
+    outs = []
+    for c in range(channel_weights.size(0)):
+        base = x @ channel_weights[c]
+        h = base
+        for weight in conv_weights:
+            h = dense_gt_conv(stack, weight)[c] @ h
+        z = torch.relu(beta * base + (1 - beta) * h)
+        outs.append(z if node_index is None else z[node_index])
+    if lin_channels is not None:
+        z = torch.relu(torch.cat(outs, dim=1) @ lin_channels[0].t() + lin_channels[1])
+    else:
+        z = torch.stack(outs).mean(0)
+    return z @ lin_weight.t() + lin_bias

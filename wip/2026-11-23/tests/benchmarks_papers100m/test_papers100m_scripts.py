@@ -1,0 +1,465 @@
+"""The papers100M scripts on a tiny ogbn-papers100M written in ogb's own on-disk layout.
+
+Nothing is mocked: ``SyntheticPapers.write_ogb`` writes the files ogb's papers100M download holds,
+and the scripts read them through ``ogb.nodeproppred.NodePropPredDataset``.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from benchmarks.papers100m import precompute as pc
+from benchmarks.papers100m import train as tr
+from benchmarks.papers100m.config import (
+    CONFIG_DIR,
+    apply_overrides,
+    config_from_args,
+    load_config,
+    merge,
+)
+from graphops.datasets.synthetic_papers import SyntheticPapers
+
+REPO = Path(__file__).resolve().parents[2]
+DROPEDGE_OFF = ['operators.0.dropedge=0.0', 'operators.1.dropedge=0.0', 'operators.2.dropedge=0.0']
+SMALL = [
+    *DROPEDGE_OFF,
+    'threads=1',
+    'model.hidden_channels=16',
+    'train.batch_size=64',
+    'train.eval_batch_size=512',
+    'train.lr=0.01',
+]
+
+
+@pytest.fixture(scope='module')
+def ogb_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp('ogb')
+    SyntheticPapers(3000, label_fraction=0.5, num_classes=5, seed=1).write_ogb(root)
+    return root
+
+
+@pytest.fixture(scope='module')
+def pipeline(ogb_root, tmp_path_factory):
+    """precompute.py then train.py on the fake dataset, in-process, through their CLIs."""
+    output = tmp_path_factory.mktemp('out')
+    common = ['--dataset', 'ogbn-papers100M', '--root', str(ogb_root), '--output', str(output)]
+    common += ['--config', 'sign_authors', '--no-progress', '--set', *SMALL]
+    record = pc.main(common)
+    summary = tr.main([*common, 'train.epochs=3', 'train.runs=2'])
+    return {'output': output, 'record': record, 'summary': summary, 'argv': common}
+
+
+def authors_adjacency(row, col, n, symmetric_norm):
+    """The authors' get_adj (preprocessing.py of twitter-research/sign) with scipy."""
+    adj = sp.coo_matrix((np.ones(row.size), (row, col)), shape=(n, n)).tocsr()
+    adj.data[:] = 1.0  # duplicates collapse to one edge, as in a SparseTensor
+    adj = adj.tolil()
+    adj.setdiag(1.0 if symmetric_norm else 0.0)
+    adj = adj.tocsr()
+    adj.eliminate_zeros()
+    deg = np.asarray(adj.sum(1)).ravel()
+    with np.errstate(divide='ignore'):
+        if symmetric_norm:
+            inv = np.where(deg > 0, deg**-0.5, 0.0)
+            return sp.diags(inv) @ adj @ sp.diags(inv)
+        return sp.diags(np.where(deg > 0, 1.0 / deg, 0.0)) @ adj
+
+
+def test_precompute_reads_ogb_layout_and_keeps_labelled_rows(ogb_root, pipeline):
+    raw = np.load(ogb_root / 'ogbn_papers100M' / 'raw' / 'data.npz')
+    x, edge_index = raw['node_feat'].astype(np.float64), raw['edge_index']
+    n = int(raw['num_nodes_list'][0])
+    labels = np.load(ogb_root / 'ogbn_papers100M' / 'raw' / 'node-label.npz')['node_label']
+    split = SyntheticPapers(3000, label_fraction=0.5, num_classes=5, seed=1).get_idx_split()
+    rows = np.concatenate([split[k].numpy() for k in ('train', 'valid', 'test')])
+
+    stage = pc.Stage.from_config(config_from_args(_args(pipeline['argv'])))
+    stores = pc.open_store(stage.store_dir)
+    keys, hops, _ = pc.store_keys(stores)
+    assert keys == ['x'] + [
+        f'{p}{h}' for p in ('undirected', 'directed', 'transposed') for h in (1, 2, 3)
+    ]
+    assert hops == [0, 1, 2, 3, 1, 2, 3, 1, 2, 3]
+    assert torch.equal(stores[0].rows, torch.from_numpy(rows))
+    targets = np.load(stage.store_dir / pc.TARGETS_FILE)
+    np.testing.assert_array_equal(targets['y'], labels[rows, 0].astype(np.int64))
+    assert targets['train'].size + targets['valid'].size + targets['test'].size == rows.size
+    assert pipeline['record']['num_rows'] == rows.size
+
+    # Each block is the authors' operator (their preprocessing.py, in scipy) applied k times.
+    src, dst = edge_index
+    undirected = authors_adjacency(np.r_[src, dst], np.r_[dst, src], n, symmetric_norm=True)
+    directed = authors_adjacency(src, dst, n, symmetric_norm=False)
+    transposed = authors_adjacency(dst, src, n, symmetric_norm=False)
+    block = dict(zip(keys, [s for s in stores for _ in s.keys()]))  # noqa: SIM118
+    np.testing.assert_allclose(block['x']['x'].numpy(), x[rows], rtol=1e-6)
+    for prefix, adj in (
+        ('undirected', undirected),
+        ('directed', directed),
+        ('transposed', transposed),
+    ):
+        h = x
+        for hop in (1, 2, 3):
+            h = adj @ h
+            key = f'{prefix}{hop}'
+            np.testing.assert_allclose(block[key][key].numpy(), h[rows], rtol=1e-4, atol=1e-5)
+
+
+def _args(argv):
+    import argparse
+
+    from benchmarks.papers100m.config import add_config_arguments
+
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    parser.add_argument('--no-progress', action='store_true')
+    return parser.parse_args(argv)
+
+
+def test_train_writes_results_for_mlp_and_sign(pipeline):
+    summary = pipeline['summary']
+    assert set(summary['variants']) == {'mlp', 'sign'}
+    mlp, sign = summary['variants']['mlp'], summary['variants']['sign']
+    assert mlp['blocks'] == ['x'] and len(sign['blocks']) == 10
+    assert mlp['num_input_features'] == 128 and sign['num_input_features'] == 1280
+    runs_dir = pipeline['output'] / 'runs' / 'sign_authors'
+    for variant in ('mlp', 'sign'):
+        results = json.loads((runs_dir / variant / 'results.json').read_text())
+        assert results['runs'] == 2 and len(results['per_run']) == 2
+        for run in results['per_run']:
+            assert [h['epoch'] for h in run['history']] == [1, 2, 3]
+            best = max(run['history'], key=lambda h: h['valid_acc'])
+            assert run['test_acc'] == best['test_acc']  # test at the best valid epoch
+        accs = [r['test_acc'] for r in results['per_run']]
+        assert results['test_acc_mean'] == pytest.approx(np.mean(accs))
+        assert results['test_acc_std'] == pytest.approx(np.std(accs, ddof=1))
+        assert 0.0 <= results['test_acc_mean'] <= 1.0
+        assert results['epoch_time_s'] > 0 and results['precompute_time_s'] > 0
+        assert results['peak_rss_bytes'] > 0
+        assert (runs_dir / variant / 'checkpoints' / 'run1_best.pt').is_file()
+        assert (runs_dir / variant / 'curves.png').stat().st_size > 1000
+    assert (runs_dir / 'curves.png').is_file()
+    # The learnt model is the authors' concat MLP over the ten blocks.
+    assert (
+        'SIGNClassifier([128, 128, 128, 128, 128, 128, 128, 128, 128, 128], 16, 172'
+        in sign['model']
+    )
+    assert "mode='concat-mlp'" in sign['model']
+
+
+def test_rerunning_precompute_reuses_the_store(pipeline, capsys):
+    argv = pipeline['argv']
+    stage = pc.Stage.from_config(config_from_args(_args(argv)))
+    before = {p: p.stat().st_mtime_ns for p in stage.store_dir.rglob('*') if p.is_file()}
+    assert pc.main(argv) == pipeline['record']
+    assert 'reusing the finished FeatureStore' in capsys.readouterr().out
+    after = {p: p.stat().st_mtime_ns for p in stage.store_dir.rglob('*') if p.is_file()}
+    assert after == before
+
+
+def test_dropedge_gives_its_own_store_and_subsampled_operators(ogb_root, tmp_path):
+    # The authors' rates (0.4 undirected, 0.2 directed/transposed): two subsampled graphs.
+    argv = [
+        '--dataset',
+        'ogbn-papers100M',
+        '--root',
+        str(ogb_root),
+        '--output',
+        str(tmp_path),
+        '--config',
+        'sign_authors',
+        '--no-progress',
+        '--set',
+        'operators.0.hops=1',
+        'operators.1.hops=1',
+        'operators.2.hops=1',
+    ]
+    record = pc.main(argv)
+    assert record['keys'] == ['x', 'undirected1', 'directed1', 'transposed1']
+    stage = pc.Stage.from_config(config_from_args(_args(argv)))
+    assert [p.name for p in pc.part_dirs(stage.store_dir)] == ['part0', 'part1']
+    edges = np.load(ogb_root / 'ogbn_papers100M' / 'raw' / 'data.npz')['edge_index']
+    kept = pc.drop_edges(edges, 0.2, 1)
+    assert 0.75 < kept.shape[1] / edges.shape[1] < 0.85
+    np.testing.assert_array_equal(kept, pc.drop_edges(edges, 0.2, 1))  # seeded
+
+    # A damaged store is not reused: the checksums catch it and the stage recomputes it.
+    target = stage.store_dir / 'part0' / 'undirected1.npy'
+    good = target.read_bytes()
+    damaged = bytearray(good)
+    damaged[-1] ^= 0xFF
+    target.write_bytes(bytes(damaged))
+    pc.main(argv)
+    assert target.read_bytes() == good
+
+
+def test_missing_real_dataset_is_never_downloaded(tmp_path):
+    argv = [
+        '--dataset',
+        'ogbn-papers100M',
+        '--root',
+        str(tmp_path / 'none'),
+        '--output',
+        str(tmp_path / 'out'),
+        '--no-progress',
+    ]
+    with pytest.raises(FileNotFoundError, match='never download'):
+        pc.main(argv)
+    assert not (tmp_path / 'none' / 'ogbn_papers100M').exists()
+
+
+def test_real_dataset_needs_root(tmp_path):
+    with pytest.raises(ValueError, match='needs --root'):
+        pc.main(['--dataset', 'ogbn-papers100M', '--output', str(tmp_path), '--no-progress'])
+
+
+def test_train_before_precompute_says_what_to_run(ogb_root, tmp_path):
+    argv = [
+        '--dataset',
+        'ogbn-papers100M',
+        '--root',
+        str(ogb_root),
+        '--output',
+        str(tmp_path),
+        '--no-progress',
+    ]
+    with pytest.raises(FileNotFoundError, match='run the precompute stage first'):
+        tr.main(argv)
+
+
+def _train_command(argv):
+    return [sys.executable, '-m', 'benchmarks.papers100m.train', *argv]
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(pipeline, tmp_path):
+    import shutil
+
+    epochs = 30
+    stage_argv = pipeline['argv']
+    store = pc.Stage.from_config(config_from_args(_args(stage_argv))).store_dir
+    outputs = {}
+    for name in ('killed', 'straight'):
+        outputs[name] = tmp_path / name
+        shutil.copytree(store, outputs[name] / 'stores' / store.name)
+    settings = [
+        f'train.epochs={epochs}',
+        'train.runs=1',
+        'train.compare_mlp=false',
+        'model.mode=inception',
+        'train.max_hops=1',
+    ]
+
+    def argv(output):
+        out = list(stage_argv)
+        out[out.index('--output') + 1] = str(output)
+        return out + settings
+
+    env = {**os.environ, 'PYTHONPATH': str(REPO), 'OMP_NUM_THREADS': '1'}
+    straight = subprocess.Popen(
+        _train_command(argv(outputs['straight'])),
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    killed = subprocess.Popen(
+        _train_command(argv(outputs['killed'])),
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    last = outputs['killed'] / 'runs' / 'sign_authors' / 'sign' / 'checkpoints' / 'run0_last.pt'
+    deadline = time.monotonic() + 120
+    while not last.exists() and time.monotonic() < deadline and killed.poll() is None:
+        time.sleep(0.05)
+    assert killed.poll() is None, 'train.py finished before it could be killed'
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    killed.stderr.close()
+    epoch_at_kill = torch.load(last, weights_only=False)['state']['epoch']
+    assert 1 <= epoch_at_kill < epochs
+
+    resumed = subprocess.run(
+        _train_command(argv(outputs['killed'])),
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert 'resuming from the checkpoint after epoch' in resumed.stderr + resumed.stdout
+    assert straight.wait(timeout=300) == 0
+
+    def results(output):
+        path = output / 'runs' / 'sign_authors' / 'sign' / 'results.json'
+        return json.loads(path.read_text())['per_run'][0]
+
+    a, b = results(outputs['killed']), results(outputs['straight'])
+    assert b['resumed_from_epoch'] is None
+    assert a['resumed_from_epoch'] == epoch_at_kill
+    assert a['epochs_done'] == b['epochs_done'] == epochs
+    drop_time = ('epoch_time_s',)
+    assert [{k: v for k, v in h.items() if k not in drop_time} for h in a['history']] == [
+        {k: v for k, v in h.items() if k not in drop_time} for h in b['history']
+    ]
+    ckpt = 'runs/sign_authors/sign/checkpoints/run0_best.pt'
+    state_a = torch.load(outputs['killed'] / ckpt, weights_only=False)['model']
+    state_b = torch.load(outputs['straight'] / ckpt, weights_only=False)['model']
+    for key in state_b:
+        assert torch.equal(state_a[key], state_b[key]), key
+    assert not list(last.parent.glob('.*.tmp-*'))
+
+
+# --- configs ----------------------------------------------------------------------------------------
+
+
+def write(path, text):
+    path.write_text(text)
+    return path
+
+
+def test_config_inherits_and_merges(tmp_path):
+    write(tmp_path / 'grand.yaml', 'a: 1\nnested: {x: 1, y: 2, deep: {p: 1}}\nitems: [1, 2]\n')
+    write(tmp_path / 'parent.yaml', '_base_: grand.yaml\nnested: {y: 3}\nitems: [9]\n')
+    child = write(tmp_path / 'child.yaml', '_base_: parent.yaml\nb: 2\nnested: {deep: {q: 2}}\n')
+    assert load_config(child) == {
+        'a': 1,
+        'b': 2,
+        'nested': {'x': 1, 'y': 3, 'deep': {'p': 1, 'q': 2}},
+        'items': [9],  # lists replace, never concatenate
+    }
+
+
+def test_config_delete_replaces_a_mapping(tmp_path):
+    write(tmp_path / 'base.yaml', 'model: {mode: inception, hidden: 8}\n')
+    child = write(
+        tmp_path / 'child.yaml', '_base_: base.yaml\nmodel: {_delete_: true, mode: concat-mlp}\n'
+    )
+    assert load_config(child) == {'model': {'mode': 'concat-mlp'}}
+
+
+def test_config_multiple_bases_merge_left_to_right(tmp_path):
+    write(tmp_path / 'one.yaml', 'a: 1\nb: 1\n')
+    write(tmp_path / 'two.yaml', 'b: 2\nc: 2\n')
+    child = write(tmp_path / 'child.yaml', '_base_: [one.yaml, two.yaml]\nc: 3\n')
+    assert load_config(child) == {'a': 1, 'b': 2, 'c': 3}
+
+
+def test_config_base_loop_is_an_error(tmp_path):
+    write(tmp_path / 'a.yaml', '_base_: b.yaml\n')
+    write(tmp_path / 'b.yaml', '_base_: a.yaml\n')
+    with pytest.raises(ValueError, match='_base_ loop'):
+        load_config(tmp_path / 'a.yaml')
+
+
+def test_merge_does_not_touch_its_inputs():
+    base = {'a': {'b': [1]}}
+    child = {'a': {'c': 2}}
+    merged = merge(base, child)
+    merged['a']['b'].append(5)
+    assert base == {'a': {'b': [1]}} and child == {'a': {'c': 2}}
+
+
+@pytest.mark.parametrize(
+    'override,expected',
+    [
+        ('train.lr=1e-3', ('train', 'lr', 1e-3)),
+        ('train.runs=3', ('train', 'runs', 3)),
+        ('model.mode=concat-mlp', ('model', 'mode', 'concat-mlp')),
+        ('train.max_hops=null', ('train', 'max_hops', None)),
+        ('model.batch_norm=false', ('model', 'batch_norm', False)),
+    ],
+)
+def test_set_overrides_parse_yaml_values(override, expected):
+    config = apply_overrides(load_config('sign_authors'), [override])
+    section, key, value = expected
+    assert config[section][key] == value
+    assert type(config[section][key]) is type(value)
+
+
+def test_set_override_indexes_lists():
+    config = apply_overrides(load_config('sign_authors'), ['operators.1.hops=5'])
+    assert config['operators'][1]['hops'] == 5
+    assert config['operators'][0]['hops'] == 3
+
+
+@pytest.mark.parametrize(
+    'override,error,match',
+    [
+        ('train.lrr=1', KeyError, "train has no key 'lrr'"),
+        ('trian.lr=1', KeyError, "the config has no key 'trian'"),
+        ('operators.7.hops=1', KeyError, 'is a list of 3 items'),
+        ('train.lr.x=1', KeyError, 'is a float, not a mapping'),
+        ('train.lr', ValueError, 'expects key=value'),
+        ('train..lr=1', ValueError, 'malformed'),
+    ],
+)
+def test_bad_overrides(override, error, match):
+    with pytest.raises(error, match=match):
+        apply_overrides(load_config('sign_authors'), [override])
+
+
+def test_cli_shortcuts_and_default_config(tmp_path):
+    args = _args(['--runs', '2', '--epochs', '4', '--output', str(tmp_path), '--device', 'cpu'])
+    config = config_from_args(args)
+    assert config['config_name'] == 'synthetic_default'
+    assert (config['train']['runs'], config['train']['epochs']) == (2, 4)
+    assert config['output'] == str(tmp_path) and config['device'] == 'cpu'
+    real = config_from_args(_args(['--dataset', 'ogbn-papers100M', '--root', '/data']))
+    assert real['config_name'] == 'sign_authors'
+    assert real['dataset'] == {**real['dataset'], 'name': 'ogbn-papers100M', 'root': '/data'}
+    # A flag wins over --set, which wins over the file.
+    both = config_from_args(_args(['--set', 'train.runs=7', '--runs', '2']))
+    assert both['train']['runs'] == 2
+
+
+def test_sign_authors_config_is_the_authors_setting():
+    config = load_config('sign_authors')
+    ops = config['operators']
+    assert [op['hops'] for op in ops] == [3, 3, 3]
+    assert [op['direction'] for op in ops] == ['symmetric', 'transposed', 'directed']
+    assert [op['dropedge'] for op in ops] == [0.4, 0.2, 0.2]
+    assert config['model'] == {
+        **config['model'],
+        'mode': 'concat-mlp',
+        'hidden_channels': 512,
+        'head_layers': 3,
+        'dropout': 0.3,
+    }
+    train = config['train']
+    assert (train['lr'], train['epochs'], train['batch_size'], train['runs']) == (5e-5, 45, 256, 10)
+    xl = load_config('sign_xl')
+    assert xl['operators'] == ops and xl['model']['hidden_channels'] == 2048
+
+
+@pytest.mark.parametrize('path', sorted(CONFIG_DIR.glob('*.yaml')), ids=lambda p: p.stem)
+def test_every_shipped_config_builds(path):
+    config = load_config(path)
+    assert set(config) >= {'dataset', 'operators', 'precompute', 'model', 'train'}
+    if path.stem != 'base':
+        ops = pc.build_operators(config['operators'])
+        assert ops
+        keys = [k for op, _ in ops for k in op.keys()]  # noqa: SIM118
+        assert len(keys) == len(set(keys))
+
+
+def test_bad_operator_entries():
+    with pytest.raises(ValueError, match=r'operators\[0\].type must be one of'):
+        pc.build_operators([{'type': 'Adj', 'hops': 2}])
+    with pytest.raises(ValueError, match=r'operators\[0\].dropedge'):
+        pc.build_operators([{'type': 'Adjacency', 'hops': 2, 'dropedge': 1.0}])
+    with pytest.raises(TypeError, match=r'operators\[0\] \(Adjacency\)'):
+        pc.build_operators([{'type': 'Adjacency', 'hops': 2, 'alpha': 0.1}])
+    with pytest.raises(ValueError, match='lists no operators'):
+        pc.build_operators([])

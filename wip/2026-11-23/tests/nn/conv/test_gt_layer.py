@@ -1,0 +1,179 @@
+from itertools import product
+
+import pytest
+import torch
+
+from graphops.nn.conv.gt_layer import GTLayer
+from graphops.ops.csr import CSR
+from graphops.testing import awkward_graphs, tolerance
+from graphops.testing.gtn import dense_edge_type_stack, dense_gt_layer
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny graphs: waking a thread pool costs more than the work (far more on a shared box).
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+NUM_TYPES = 3
+GRAPHS = [g for g in awkward_graphs(weighted=True) if g.num_nodes > 0]
+
+
+def typed(graph, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(0, NUM_TYPES, (graph.edge_index.size(1),), generator=gen)
+
+
+def randomized(layer, seed=0):
+    torch.manual_seed(seed)
+    for conv in layer.convs():
+        torch.nn.init.normal_(conv.weight)
+    return layer
+
+
+def dense(hs, dtype=torch.float64):
+    return torch.stack([h.to_dense(dtype) for h in hs])
+
+
+@pytest.mark.parametrize(
+    'graph,identity,topk,rows',
+    list(product(GRAPHS, [True, False], [None, 2], [False, True])),
+    ids=str,
+)
+def test_first_then_later_layer_match_dense(graph, identity, topk, rows):
+    edge_type = typed(graph)
+    first = randomized(GTLayer(NUM_TYPES, 2, True, identity, topk).double(), 0)
+    later = randomized(GTLayer(NUM_TYPES, 2, False, identity, topk).double(), 1)
+    node_index = None
+    if rows:
+        node_index = torch.tensor([graph.num_nodes - 1, 0, graph.num_nodes - 1])
+    args = (graph.edge_index, edge_type, graph.num_nodes, graph.edge_weight)
+    h1 = first(*args, node_index=node_index)
+    h2 = later(*args, prev=h1)
+    stack = dense_edge_type_stack(
+        graph.edge_index, edge_type, graph.num_nodes, NUM_TYPES, graph.edge_weight, identity
+    )
+    w_first = [c.weight.detach() for c in first.convs()]
+    ref1 = dense_gt_layer(stack, w_first, None, node_index, topk)
+    ref2 = dense_gt_layer(stack, [later.conv1.weight.detach()], ref1, None, topk)
+    assert all(isinstance(h, CSR) for h in h1) and len(h1) == 2
+    torch.testing.assert_close(dense(h1), ref1, **tolerance(torch.float64))
+    torch.testing.assert_close(dense(h2), ref2, **tolerance(torch.float64))
+    # D^{-1}: every non-empty row sums to one
+    sums = dense(h2).sum(-1)
+    torch.testing.assert_close(sums[sums != 0], torch.ones_like(sums[sums != 0]))
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_dtype(dtype):
+    graph = GRAPHS[0]
+    layer = randomized(GTLayer(NUM_TYPES, 2)).to(dtype)
+    hs = layer(graph.edge_index, typed(graph), graph.num_nodes, graph.edge_weight.to(dtype))
+    assert all(h.value.dtype == dtype for h in hs)
+    stack = dense_edge_type_stack(
+        graph.edge_index, typed(graph), graph.num_nodes, NUM_TYPES, graph.edge_weight
+    )
+    ref = dense_gt_layer(stack, [c.weight.detach().double() for c in layer.convs()])
+    torch.testing.assert_close(dense(hs), ref, **tolerance(dtype))
+
+
+@pytest.mark.parametrize('topk', [None, 3])
+def test_gradients_match_dense(topk):
+    graph = GRAPHS[1]
+    edge_type = typed(graph, seed=4)
+    first = randomized(GTLayer(NUM_TYPES, 2, topk=topk).double(), 2)
+    later = randomized(GTLayer(NUM_TYPES, 2, first=False, topk=topk).double(), 3)
+    args = (graph.edge_index, edge_type, graph.num_nodes, graph.edge_weight)
+    probe = torch.randn(2, graph.num_nodes, graph.num_nodes, dtype=torch.float64)
+    (dense(later(*args, prev=first(*args))) * probe).sum().backward()
+
+    weights = [c.weight.detach().clone().requires_grad_() for c in [*first.convs(), later.conv1]]
+    stack = dense_edge_type_stack(
+        graph.edge_index, edge_type, graph.num_nodes, NUM_TYPES, graph.edge_weight
+    )
+    ref = dense_gt_layer(
+        stack, [weights[2]], dense_gt_layer(stack, weights[:2], topk=topk), topk=topk
+    )
+    (ref * probe).sum().backward()
+    for conv, weight in zip([*first.convs(), later.conv1], weights):
+        torch.testing.assert_close(conv.weight.grad, weight.grad)
+
+
+def test_gradcheck():
+    graph = GRAPHS[3]  # duplicate edges
+    edge_type = typed(graph)
+    layer = GTLayer(NUM_TYPES, 1).double()
+
+    def run(w1, w2):
+        params = {'conv1.weight': w1, 'conv2.weight': w2}
+        hs = torch.func.functional_call(
+            layer, params, (graph.edge_index, edge_type, graph.num_nodes)
+        )
+        return hs[0].value
+
+    w = [torch.randn(1, NUM_TYPES + 1, dtype=torch.float64, requires_grad=True) for _ in range(2)]
+    assert torch.autograd.gradcheck(run, tuple(w))
+
+
+def test_attention_and_repr():
+    layer = GTLayer(4, 3, first=True)
+    assert layer.attention().shape == (2, 3, 5)
+    assert GTLayer(4, 3, first=False).attention().shape == (1, 3, 5)
+    assert repr(layer) == 'GTLayer(4, 3, first=True, identity=True, topk=None)'
+    assert (
+        repr(GTLayer(2, 1, False, False, 8)) == 'GTLayer(2, 1, first=False, identity=False, topk=8)'
+    )
+
+
+# --- bad input ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def graph_args():
+    return torch.tensor([[0, 1, 2], [1, 2, 0]]), torch.tensor([0, 1, 2]), 3
+
+
+def test_prev_on_first_layer_raises(graph_args):
+    layer = GTLayer(NUM_TYPES, 1)
+    hs = layer(*graph_args)
+    with pytest.raises(ValueError, match='prev must be None for the first layer'):
+        layer(*graph_args, prev=hs)
+
+
+def test_later_layer_needs_matching_prev(graph_args):
+    first, later = GTLayer(NUM_TYPES, 2), GTLayer(NUM_TYPES, 2, first=False)
+    with pytest.raises(ValueError, match='needs prev'):
+        later(*graph_args)
+    hs = first(*graph_args)
+    with pytest.raises(ValueError, match='list of 2 CSR'):
+        later(*graph_args, prev=hs[:1])
+    with pytest.raises(ValueError, match='node_index only applies to the first layer'):
+        later(*graph_args, prev=hs, node_index=torch.tensor([0]))
+
+
+def test_prev_with_wrong_width_raises(graph_args):
+    edge_index, edge_type, _ = graph_args
+    hs = GTLayer(NUM_TYPES, 1)(edge_index, edge_type, 4)
+    with pytest.raises(ValueError, match=r'prev\[0\] has shape \(4, 4\)'):
+        GTLayer(NUM_TYPES, 1, first=False)(edge_index, edge_type, 3, prev=hs)
+
+
+def test_node_index_out_of_range_raises(graph_args):
+    with pytest.raises(ValueError, match='node_index contains index 3'):
+        GTLayer(NUM_TYPES, 1)(*graph_args, node_index=torch.tensor([0, 3]))
+
+
+def test_edge_type_out_of_range_raises(graph_args):
+    edge_index, _, num_nodes = graph_args
+    with pytest.raises(ValueError, match='edge_type contains index 5'):
+        GTLayer(NUM_TYPES, 1)(edge_index, torch.tensor([0, 5, 1]), num_nodes)
+
+
+def test_bad_constructor_arguments_raise():
+    with pytest.raises(TypeError, match='first must be a bool'):
+        GTLayer(2, 1, first='yes')
+    with pytest.raises(ValueError, match='topk must be >= 1'):
+        GTLayer(2, 1, topk=0)

@@ -1,0 +1,375 @@
+from itertools import product
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from graphops.nn.models.gtn import GTN
+from graphops.testing import awkward_graphs, random_features, random_graph, tolerance
+from graphops.testing.gtn import (
+    dense_edge_type_stack,
+    dense_fast_gtn,
+    dense_fast_type_normalize,
+    dense_gtn,
+)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny graphs: waking a thread pool costs more than the work (far more on a shared box).
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+NUM_TYPES = 3
+IN, HIDDEN, OUT = 5, 4, 3
+GRAPHS = [g for g in awkward_graphs(weighted=True) if g.num_nodes > 0]
+
+
+def typed(graph, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(0, NUM_TYPES, (graph.edge_index.size(1),), generator=gen)
+
+
+def randomized(model, seed=0):
+    torch.manual_seed(seed)
+    for p in model.parameters():
+        torch.nn.init.normal_(p)
+    return model
+
+
+def reference(model, x, graph, edge_type, node_index=None, edge_weight=None):
+    stack = dense_edge_type_stack(
+        graph.edge_index, edge_type, graph.num_nodes, NUM_TYPES, edge_weight, model.identity
+    )
+    if model.fast:
+        stack = dense_fast_type_normalize(stack, NUM_TYPES)
+        lin_channels = None
+        if model.lin_channels is not None:
+            lin_channels = (model.lin_channels.weight, model.lin_channels.bias)
+        return dense_fast_gtn(
+            x,
+            stack,
+            [conv.weight for conv in model.layers],
+            model.weight,
+            lin_channels,
+            model.lin.weight,
+            model.lin.bias,
+            model.beta,
+            node_index,
+        )
+    layer_weights = [[conv.weight for conv in layer.convs()] for layer in model.layers]
+    return dense_gtn(
+        x,
+        stack,
+        layer_weights,
+        model.weight,
+        model.bias,
+        model.lin.weight,
+        model.lin.bias,
+        node_index,
+        model.topk,
+    )
+
+
+GTN_CASES = [
+    {'num_layers': layers, 'topk': topk, 'identity': identity}
+    for layers, topk, identity in product([1, 2, 3], [None, 2], [True, False])
+]
+FAST_CASES = [
+    {'num_layers': layers, 'fast': True, 'channel_agg': agg, 'beta': beta}
+    for layers, agg, beta in product([1, 2], ['concat', 'mean'], [0.0, 0.4])
+]
+
+
+# Every awkward graph with the two base models; every configuration on the random graph.
+CASES = [
+    *product(GRAPHS, [{'num_layers': 2}, {'num_layers': 2, 'fast': True}], [False, True]),
+    *product(GRAPHS[:1], GTN_CASES + FAST_CASES, [False, True]),
+]
+
+
+@pytest.mark.parametrize('graph,config,rows', CASES, ids=str)
+def test_matches_dense_reference(graph, config, rows):
+    model = randomized(GTN(IN, HIDDEN, OUT, NUM_TYPES, num_channels=2, **config).double())
+    x = random_features(graph.num_nodes, IN)
+    edge_type = typed(graph)
+    node_index = torch.tensor([graph.num_nodes - 1, 0]) if rows else None
+    out = model(x, graph.edge_index, edge_type, graph.edge_weight, node_index=node_index)
+    with torch.no_grad():
+        ref = reference(model, x, graph, edge_type, node_index, graph.edge_weight)
+    torch.testing.assert_close(out, ref, **tolerance(torch.float64))
+
+
+@pytest.mark.parametrize('config', [{'num_layers': 2}, {'num_layers': 2, 'fast': True}], ids=str)
+def test_node_index_equals_rows_of_the_full_output(config):
+    graph = random_graph(30, 120, seed=2)
+    edge_type = typed(graph, seed=2)
+    x = random_features(30, IN, seed=2)
+    model = randomized(GTN(IN, HIDDEN, OUT, NUM_TYPES, **config).double())
+    full = model(x, graph.edge_index, edge_type)
+    rows = torch.tensor([5, 29, 0, 5])
+    torch.testing.assert_close(model(x, graph.edge_index, edge_type, node_index=rows), full[rows])
+
+
+@pytest.mark.parametrize(
+    'config', [{'num_layers': 2, 'topk': 3}, {'num_layers': 2, 'fast': True}], ids=str
+)
+def test_gradients_match_dense(config):
+    graph = GRAPHS[1]
+    edge_type = typed(graph, seed=5)
+    x = random_features(graph.num_nodes, IN, seed=5)
+    model = randomized(GTN(IN, HIDDEN, OUT, NUM_TYPES, **config).double(), seed=5)
+    probe = torch.randn(graph.num_nodes, OUT, dtype=torch.float64)
+    (model(x, graph.edge_index, edge_type, graph.edge_weight) * probe).sum().backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+    model.zero_grad()
+    (reference(model, x, graph, edge_type, None, graph.edge_weight) * probe).sum().backward()
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(grads[name], p.grad, msg=name)
+
+
+def test_float32_close_to_float64():
+    graph = GRAPHS[0]
+    edge_type = typed(graph)
+    x = random_features(graph.num_nodes, IN)
+    model = randomized(GTN(IN, HIDDEN, OUT, NUM_TYPES, num_layers=2))
+    out = model(x.float(), graph.edge_index, edge_type)
+    ref = model.double()(x, graph.edge_index, edge_type)
+    torch.testing.assert_close(out.double(), ref, **tolerance(torch.float32))
+
+
+def test_training_lowers_the_loss():
+    graph = random_graph(40, 200, seed=1)
+    edge_type = typed(graph, seed=1)
+    x = random_features(40, IN, seed=1, dtype=torch.float32)
+    y = torch.randint(0, OUT, (40,), generator=torch.Generator().manual_seed(1))
+    for fast in (False, True):
+        torch.manual_seed(0)
+        model = GTN(IN, 8, OUT, NUM_TYPES, num_layers=2, fast=fast)
+        optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+        losses = []
+        for _ in range(30):
+            optimizer.zero_grad()
+            loss = F.cross_entropy(model(x, graph.edge_index, edge_type), y)
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss))
+        assert losses[-1] < 0.8 * losses[0]
+        assert all(p.grad is not None for p in model.layers.parameters())
+
+
+def test_repeated_inputs_skip_restacking_but_edits_are_seen():
+    graph = random_graph(20, 60, seed=3)
+    edge_index, edge_type = graph.edge_index.clone(), typed(graph, seed=3)
+    x = random_features(20, IN, seed=3, dtype=torch.float32)
+    model = GTN(IN, HIDDEN, OUT, NUM_TYPES)
+    first = model(x, edge_index, edge_type)
+    stack = model._memo[2]
+    torch.testing.assert_close(model(x, edge_index, edge_type), first)
+    assert model._memo[2] is stack  # same graph: the edge-type stack is reused
+    edge_index[1, 0] = 25  # an in-place edit bumps the version: validated again
+    with pytest.raises(ValueError, match='out of range for num_nodes = 20'):
+        model(x, edge_index, edge_type)
+
+
+def test_edge_weight_gradients_every_step():
+    graph = random_graph(15, 40, seed=4)
+    edge_type = typed(graph, seed=4)
+    x = random_features(15, IN, seed=4, dtype=torch.float32)
+    edge_weight = torch.rand(graph.edge_index.size(1), requires_grad=True)
+    for fast in (False, True):
+        model = GTN(IN, HIDDEN, OUT, NUM_TYPES, num_layers=2, fast=fast)
+        for _ in range(2):  # a memoised stack would hold a freed graph on the second step
+            edge_weight.grad = None
+            model(x, graph.edge_index, edge_type, edge_weight).sum().backward()
+            assert edge_weight.grad is not None and bool(edge_weight.grad.abs().sum() > 0)
+
+
+def test_pickles_after_a_forward():
+    import io
+
+    graph = random_graph(10, 30, seed=6)
+    edge_type = typed(graph, seed=6)
+    x = random_features(10, IN, seed=6, dtype=torch.float32)
+    model = GTN(IN, HIDDEN, OUT, NUM_TYPES)
+    out = model(x, graph.edge_index, edge_type)
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    torch.testing.assert_close(loaded(x, graph.edge_index, edge_type), out)
+
+
+# --- meta-path attention ---------------------------------------------------------------------
+
+
+def chosen(model, picks):
+    """Sets every selection to (nearly) one edge type: picks[hop] per hop, all channels."""
+    with torch.no_grad():
+        for (_, _, conv), k in zip(model.hops(), picks):
+            conv.weight.fill_(-20.0)
+            conv.weight[:, k] = 20.0
+    return model
+
+
+def test_metapath_order_matches_the_product():
+    # type 0: 0 -> 1, type 1: 1 -> 2. The meta-path (type0, type1) joins 0 to 2.
+    edge_index = torch.tensor([[0, 1], [1, 2]])
+    edge_type = torch.tensor([0, 1])
+    model = chosen(GTN(2, 2, 2, 2, num_layers=1, identity=False).double(), [0, 1])
+    att = model.metapath_attention(['first', 'second'], top=1)
+    assert att['metapaths'][0][0]['path'] == ('first', 'second')
+    h = model.metapath_adjacencies(edge_index, edge_type, 3)[0].to_dense(torch.float64)
+    assert h[2, 0] > 0.99 and h.sum() < 1.01  # adj_t: target 2 gathers from source 0
+
+
+def test_fast_metapath_order_matches_the_chain():
+    # type 0: 0 -> 1, type 1: 1 -> 2; x is one-hot on node 0.
+    edge_index = torch.tensor([[0, 1], [1, 2]])
+    edge_type = torch.tensor([0, 1])
+    x = torch.tensor([[1.0], [0.0], [0.0]], dtype=torch.float64)
+    reached = {}
+    for picks in ([0, 1], [1, 0]):
+        model = GTN(1, 1, 1, 2, 1, 2, identity=False, fast=True, channel_agg='mean')
+        model = chosen(model.double(), picks)
+        with torch.no_grad():
+            model.weight.fill_(1.0)
+            model.lin.weight.fill_(1.0)
+            model.lin.bias.zero_()
+        path = model.metapath_attention(['first', 'second'], top=1)['metapaths'][0][0]['path']
+        reached[path] = float(model(x, edge_index, edge_type)[2, 0])
+    # Node 2 hears node 0 only along first-then-second.
+    assert reached[('first', 'second')] == pytest.approx(1.0, abs=1e-6)
+    assert reached[('second', 'first')] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_metapath_attention_structure_and_identity_merging():
+    model = GTN(IN, HIDDEN, OUT, 2, num_channels=3, num_layers=2)
+    att = model.metapath_attention(['ab', 'ba'], top=50)
+    assert att['edge_type_names'] == ['ab', 'ba', 'identity']
+    assert [r['hop'] for r in att['weights']] == [0, 1, 2]
+    # GTN: the last layer's selection is the first hop; layer 0 conv 0 is the last hop.
+    assert [(r['layer'], r['conv']) for r in att['weights']] == [(1, 0), (0, 1), (0, 0)]
+    for record in att['weights']:
+        assert len(record['channels']) == 3
+        assert abs(sum(record['channels'][0].values()) - 1.0) < 1e-9
+    for paths in att['metapaths']:
+        # merged over identity positions, the scores of all paths sum to one
+        assert abs(sum(p['score'] for p in paths) - 1.0) < 1e-9
+        assert len({p['path'] for p in paths}) == len(paths)
+        assert ('identity',) in {p['path'] for p in paths}
+        assert max(len(p['path']) for p in paths) == 3
+        scores = [p['score'] for p in paths]
+        assert scores == sorted(scores, reverse=True)
+
+
+def test_metapath_attention_identity_score_sums_positions():
+    model = chosen(GTN(1, 1, 1, 1, num_layers=1), [0, 0])
+    with torch.no_grad():
+        model.layers[0].conv1.weight.copy_(torch.tensor([[0.0, 0.0]]))
+        model.layers[0].conv2.weight.copy_(torch.tensor([[0.0, 0.0]]))
+    paths = {p['path']: p['score'] for p in model.metapath_attention(['r'], top=5)['metapaths'][0]}
+    # chains: (r, r) .25, (r, I) .25, (I, r) .25, (I, I) .25
+    assert paths == pytest.approx({('r', 'r'): 0.25, ('r',): 0.5, ('identity',): 0.25})
+
+
+def test_metapath_attention_beam_for_long_chains():
+    model = GTN(IN, HIDDEN, OUT, 15, num_layers=5)  # 16**6 chains > 2**20: beam search
+    paths = model.metapath_attention(top=3)['metapaths'][0]
+    assert len(paths) == 3 and all(len(p['path']) <= 6 for p in paths)
+
+
+def test_repr():
+    assert repr(GTN(10, 8, 3, 4)) == (
+        'GTN(10, 8, 3, num_edge_types=4, num_channels=2, num_layers=1, identity=True, '
+        'fast=False, topk=None)'
+    )
+    assert repr(GTN(10, 8, 3, 4, 3, 2, fast=True, channel_agg='mean')) == (
+        'GTN(10, 8, 3, num_edge_types=4, num_channels=3, num_layers=2, identity=True, '
+        "fast=True, channel_agg='mean', beta=0.0)"
+    )
+
+
+# --- bad input ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def inputs():
+    return (
+        torch.randn(4, IN),
+        torch.tensor([[0, 1, 2, 3], [1, 2, 3, 0]]),
+        torch.tensor([0, 1, 2, 0]),
+    )
+
+
+def test_edge_type_out_of_range_raises(inputs):
+    x, edge_index, _ = inputs
+    with pytest.raises(
+        ValueError, match='edge_type contains index 3, out of range for num_edge_types = 3'
+    ):
+        GTN(IN, HIDDEN, OUT, NUM_TYPES)(x, edge_index, torch.tensor([0, 1, 3, 0]))
+
+
+def test_mismatched_num_nodes_raises(inputs):
+    x, edge_index, edge_type = inputs
+    with pytest.raises(ValueError, match=r'out of range for num_nodes = 3'):
+        GTN(IN, HIDDEN, OUT, NUM_TYPES)(x[:3], edge_index, edge_type)
+
+
+def test_empty_edge_type_is_allowed(inputs):
+    # Documented: a type without edges contributes a zero adjacency; the model still runs and
+    # matches the dense reference, and the type is listed by the attention API.
+    x, edge_index, _ = inputs
+    edge_type = torch.tensor([0, 1, 0, 1])  # type 2 is empty
+    model = randomized(GTN(IN, HIDDEN, OUT, NUM_TYPES, num_layers=2).double())
+    graph = type('G', (), {'edge_index': edge_index, 'num_nodes': 4})
+    out = model(x.double(), edge_index, edge_type)
+    torch.testing.assert_close(out, reference(model, x.double(), graph, edge_type))
+    assert len(model.metapath_attention()['weights'][0]['channels'][0]) == NUM_TYPES + 1
+
+
+def test_wrong_features_raise(inputs):
+    x, edge_index, edge_type = inputs
+    model = GTN(IN, HIDDEN, OUT, NUM_TYPES)
+    with pytest.raises(ValueError, match='x has 2 features'):
+        model(torch.randn(4, 2), edge_index, edge_type)
+    with pytest.raises(ValueError, match='NaN or Inf'):
+        model(torch.full((4, IN), float('nan')), edge_index, edge_type)
+    with pytest.raises(ValueError, match='2-dimensional'):
+        model(torch.randn(4), edge_index, edge_type)
+
+
+def test_bad_configuration_raises():
+    with pytest.raises(ValueError, match='FastGTN never forms'):
+        GTN(IN, HIDDEN, OUT, NUM_TYPES, fast=True, topk=4)
+    with pytest.raises(ValueError, match='channel_agg'):
+        GTN(IN, HIDDEN, OUT, NUM_TYPES, fast=True, channel_agg='sum')
+    with pytest.raises(ValueError, match='beta'):
+        GTN(IN, HIDDEN, OUT, NUM_TYPES, fast=True, beta=2.0)
+    with pytest.raises(ValueError, match='num_layers must be >= 1'):
+        GTN(IN, HIDDEN, OUT, NUM_TYPES, num_layers=0)
+    with pytest.raises(ValueError, match='edge_type_names has 2 names'):
+        GTN(IN, HIDDEN, OUT, NUM_TYPES).metapath_attention(['a', 'b'])
+    with pytest.raises(ValueError, match='never forms meta-path adjacencies'):
+        GTN(IN, HIDDEN, OUT, NUM_TYPES, fast=True).metapath_adjacencies(
+            torch.tensor([[0], [1]]), torch.tensor([0]), 2
+        )
+
+
+@pytest.mark.slow
+def test_hgb_acm_training_step():
+    from graphops.datasets import load
+    from graphops.transforms import ToEdgeTypeStack
+
+    data = load('HGB/ACM', transform=ToEdgeTypeStack())[0]
+    train = data.train_mask.nonzero().view(-1)
+    for fast in (False, True):
+        model = GTN(data.num_features, 16, data.num_classes, data.num_relations, fast=fast)
+        out = model(data.x, data.edge_index, data.edge_type, node_index=train)
+        F.cross_entropy(out, data.y[train]).backward()
+        assert out.shape == (train.numel(), data.num_classes)
+        names = model.metapath_attention(data.edge_type_names)['edge_type_names']
+        assert names[:2] == ['paper-cite-paper', 'paper-ref-paper'] and names[-1] == 'identity'

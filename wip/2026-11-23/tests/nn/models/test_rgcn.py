@@ -1,0 +1,78 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from graphops.nn.conv.rgcn_conv import RGCNConv
+from graphops.nn.models.rgcn import RGCN
+from graphops.testing import random_graph
+
+
+def relational_graph(num_nodes=20, num_edges=80, num_relations=3, seed=0):
+    graph = random_graph(num_nodes, num_edges, seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    edge_type = torch.randint(0, num_relations, (graph.edge_index.size(1),), generator=gen)
+    return graph.edge_index, edge_type
+
+
+def test_forward_is_two_rgcn_layers_on_featureless_input():
+    edge_index, edge_type = relational_graph()
+    torch.manual_seed(0)
+    model = RGCN(20, 3, out_channels=4, hidden_channels=8, num_bases=2).double()
+    out = model(None, edge_index, edge_type)
+    assert out.shape == (20, 4)
+    hidden = F.relu(model.conv1(None, edge_index, edge_type))
+    assert torch.allclose(out, model.conv2(hidden, edge_index, edge_type))
+    assert isinstance(model.conv1, RGCNConv) and model.conv1.in_channels == 20
+    assert model.conv1.num_bases == model.conv2.num_bases == 2
+
+
+def test_feature_input_and_repr():
+    edge_index, edge_type = relational_graph()
+    model = RGCN(20, 3, out_channels=4, in_channels=5, dropout=0.5)
+    assert model(torch.randn(20, 5), edge_index, edge_type).shape == (20, 4)
+    assert repr(model) == (
+        'RGCN(20, num_relations=3, out_channels=4, hidden_channels=16, dropout=0.5, in_channels=5)'
+    )
+    assert repr(RGCN(20, 3, 4, num_bases=2)) == (
+        'RGCN(20, num_relations=3, out_channels=4, hidden_channels=16, num_bases=2)'
+    )
+
+
+def test_l2_penalty_is_the_first_layer_squared_norm():
+    model = RGCN(20, 3, out_channels=4, num_bases=2)
+    expected = model.conv1.weight.pow(2).sum() + model.conv1.comp.pow(2).sum()
+    assert torch.allclose(model.l2_penalty(), expected)
+    plain = RGCN(20, 3, out_channels=4)
+    assert torch.allclose(plain.l2_penalty(), plain.conv1.weight.pow(2).sum())
+
+
+def test_training_fits_a_small_labelled_graph():
+    edge_index, edge_type = relational_graph(num_nodes=30, num_edges=150)
+    # Labels a node can read off its neighbourhood: the majority relation among its in-edges.
+    counts = torch.zeros(30, 3).index_add_(
+        0, edge_index[1], torch.nn.functional.one_hot(edge_type, 3).float()
+    )
+    labels = counts.argmax(1)
+    torch.manual_seed(0)
+    model = RGCN(30, 3, out_channels=3, hidden_channels=16)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+    first = None
+    for _ in range(40):
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(None, edge_index, edge_type), labels)
+        loss = loss + 5e-4 * model.l2_penalty()
+        loss.backward()
+        optimizer.step()
+        first = loss.item() if first is None else first
+    assert loss.item() < 0.5 * first
+    accuracy = (model(None, edge_index, edge_type).argmax(1) == labels).float().mean()
+    assert accuracy > 0.9
+
+
+def test_reset_parameters_and_bad_dropout():
+    model = RGCN(10, 2, out_channels=3)
+    before = model.conv1.weight.detach().clone()
+    model.reset_parameters()
+    assert not torch.equal(before, model.conv1.weight)
+    with pytest.raises(ValueError, match='dropout'):
+        RGCN(10, 2, out_channels=3, dropout=1.0)

@@ -1,0 +1,312 @@
+import itertools
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from graphops.ops.segment import (
+    CSRPattern,
+    RelationalGraph,
+    choose_strategy,
+    csr_matmul,
+    pair_layout,
+    pairs_matmul,
+    relational_matmul,
+    segment_matmul,
+    strategy_costs,
+    tile_layout,
+)
+from graphops.testing import random_graph
+from graphops.testing.rgcn import dense_rgcn
+
+
+def random_relational(num_nodes=12, num_edges=50, num_relations=4, seed=0):
+    graph = random_graph(num_nodes, num_edges, seed=seed)  # self-loops and duplicates included
+    gen = torch.Generator().manual_seed(seed)
+    edge_type = torch.randint(0, num_relations, (graph.edge_index.size(1),), generator=gen)
+    return graph.edge_index, edge_type
+
+
+def relational_graph(edge_index, edge_type, num_nodes, num_relations):
+    src, dst = edge_index
+    return RelationalGraph(src, dst, edge_type, num_nodes, num_nodes, num_relations)
+
+
+# --- CSR products -----------------------------------------------------------------------------
+
+
+def test_pattern_from_coo_sorts_and_merges_duplicates():
+    row = torch.tensor([2, 0, 2, 0, 1])
+    col = torch.tensor([1, 3, 1, 0, 2])
+    pattern, entry = CSRPattern.from_coo(row, col, 3, 4)
+    assert pattern.rowptr.tolist() == [0, 2, 3, 4]
+    assert pattern.col.tolist() == [0, 3, 2, 1]
+    assert entry.tolist() == [3, 1, 3, 0, 2]
+    values = pattern.merge(entry, torch.arange(1.0, 6.0))
+    assert values.tolist() == [4.0, 2.0, 5.0, 4.0]
+    dense = torch.zeros(3, 4).index_put_((row, col), torch.arange(1.0, 6.0), accumulate=True)
+    assert torch.equal(pattern.tensor(values).to_dense(), dense)
+    transposed, perm = pattern.transpose()
+    assert torch.equal(transposed.tensor(values[perm]).to_dense(), dense.t())
+
+
+@pytest.mark.parametrize('shape,nnz', [((5, 7), 20), ((4, 3), 0), ((0, 3), 0), ((3, 1), 6)])
+def test_csr_matmul_matches_dense_and_gradchecks(shape, nnz):
+    gen = torch.Generator().manual_seed(0)
+    row = torch.randint(0, max(shape[0], 1), (nnz,), generator=gen)
+    col = torch.randint(0, shape[1], (nnz,), generator=gen)
+    pattern, _ = CSRPattern.from_coo(row, col, *shape)
+    values = torch.rand(pattern.nnz, generator=gen, dtype=torch.float64).requires_grad_()
+    x = torch.randn(shape[1], 3, generator=gen, dtype=torch.float64).requires_grad_()
+    dense = torch.zeros(shape, dtype=torch.float64)
+    if nnz:
+        dense = dense.index_put((pattern.row(), pattern.col.long()), values)
+    assert torch.allclose(csr_matmul(pattern, values, x), dense @ x)
+    assert torch.autograd.gradcheck(
+        lambda v, y: csr_matmul(pattern, v, y), (values, x), fast_mode=True
+    )
+
+
+def test_csr_matmul_rejects_bad_inputs():
+    pattern, _ = CSRPattern.from_coo(torch.tensor([0, 1]), torch.tensor([1, 0]), 2, 2)
+    with pytest.raises(ValueError, match='one entry per stored element'):
+        csr_matmul(pattern, torch.ones(3), torch.ones(2, 1))
+    with pytest.raises(ValueError, match='x must have shape'):
+        csr_matmul(pattern, torch.ones(2), torch.ones(3, 1))
+    with pytest.raises(TypeError, match='share one dtype'):
+        csr_matmul(pattern, torch.ones(2), torch.ones(2, 1, dtype=torch.float64))
+
+
+# --- grouped matmul ------------------------------------------------------------------------------
+
+
+def test_tile_layout_pads_each_type_to_whole_tiles():
+    layout = tile_layout(torch.tensor([3, 0, 5]), 2)
+    assert layout.tile_type.tolist() == [0, 0, 2, 2, 2]
+    assert layout.slot.tolist() == [0, 1, 2, 4, 5, 6, 7, 8]
+    assert layout.num_slots == 10
+    with pytest.raises(ValueError, match='tile_size'):
+        tile_layout(torch.tensor([1]), 0)
+
+
+@pytest.mark.parametrize(
+    'counts,blocks,tile_size',
+    [([3, 0, 5, 1], None, None), ([3, 0, 5, 1], 2, 2), ([0, 0], None, 4), ([7], None, 1)],
+)
+def test_segment_matmul_matches_loop_and_gradchecks(counts, blocks, tile_size):
+    gen = torch.Generator().manual_seed(1)
+    ptr = torch.tensor([0, *itertools.accumulate(counts)])
+    in_channels, out_channels = 4, 6
+    x = torch.randn(int(ptr[-1]), in_channels, generator=gen, dtype=torch.float64)
+    if blocks:
+        shape = (len(counts), blocks, in_channels // blocks, out_channels // blocks)
+        weight = torch.randn(shape, generator=gen, dtype=torch.float64)
+        dense = torch.stack([torch.block_diag(*w) for w in weight])
+    else:
+        weight = torch.randn(len(counts), in_channels, out_channels, generator=gen).double()
+        dense = weight
+    expected = torch.cat(
+        [x[ptr[s] : ptr[s + 1]] @ dense[s] for s in range(len(counts))]
+        or [x.new_zeros(0, out_channels)]
+    )
+    out = segment_matmul(x, ptr, weight, tile_size)
+    assert torch.allclose(out, expected)
+    x.requires_grad_()
+    weight.requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda a, w: segment_matmul(a, ptr, w, tile_size), (x, weight), fast_mode=True
+    )
+
+
+@pytest.mark.parametrize(
+    'ptr,shape,message',
+    [
+        ([0, 2], (3, 4), 'ptr must have'),
+        ([1, 2, 3], (2, 4), 'start at 0'),
+        ([0, 3, 2], (2, 4), 'non-decreasing'),
+        ([0, 1, 3], (3, 5), 'x must have shape'),
+    ],
+)
+def test_segment_matmul_rejects_bad_inputs(ptr, shape, message):
+    with pytest.raises(ValueError, match=message):
+        segment_matmul(torch.randn(shape), torch.tensor(ptr), torch.randn(2, 4, 3))
+
+
+# --- relational graph and pairs -------------------------------------------------------------------
+
+
+def test_relational_graph_counts_pairs():
+    edge_index, edge_type = random_relational(num_nodes=10, num_edges=60, num_relations=3)
+    graph = relational_graph(edge_index, edge_type, 10, 3)
+    keys = edge_type * 10 + edge_index[1]
+    unique, counts = torch.unique(keys, return_counts=True)
+    assert graph.num_pairs == unique.numel()
+    assert torch.equal(graph.pair_count, counts)
+    assert torch.equal(graph.pair_rel * 10 + graph.pair_dst, unique)
+    scale = graph.edge_scale('mean', torch.float64)
+    sorted_keys = keys[graph.order]
+    expected = 1.0 / counts[torch.searchsorted(unique, sorted_keys)].double()
+    assert torch.allclose(scale, expected)
+    assert torch.equal(graph.edge_scale('sum', torch.float32), torch.ones(keys.numel()))
+
+
+@pytest.mark.parametrize('kind', ['plain', 'blocks', 'bases'])
+@pytest.mark.parametrize('aggregate', [True, False])
+@pytest.mark.parametrize('tile_size,chunk_tiles', [(2, 3), (16, 100)])
+def test_pairs_matmul_gradcheck(kind, aggregate, tile_size, chunk_tiles):
+    gen = torch.Generator().manual_seed(2)
+    edge_index, edge_type = random_relational(num_nodes=7, num_edges=20, num_relations=3)
+    graph = relational_graph(edge_index, edge_type, 7, 3)
+    plan = graph.pair_plan(tile_size, chunk_tiles)
+    comp = None
+    if kind == 'plain':
+        weight = torch.randn(3, 4, 2, generator=gen, dtype=torch.float64)
+    elif kind == 'blocks':
+        weight = torch.randn(3, 2, 2, 1, generator=gen, dtype=torch.float64)
+    else:
+        weight = torch.randn(2, 4, 2, generator=gen, dtype=torch.float64)
+        comp = torch.randn(3, 2, generator=gen, dtype=torch.float64).requires_grad_()
+    weight.requires_grad_()
+    if aggregate:
+        source = torch.randn(7, 4, generator=gen, dtype=torch.float64).requires_grad_()
+        scale = plan.values(graph.edge_scale('mean', torch.float64))
+    else:
+        source = torch.zeros(plan.layout.num_slots, 4, dtype=torch.float64)
+        source[plan.layout.slot] = torch.randn(graph.num_pairs, 4, generator=gen).double()
+        source.requires_grad_()
+        scale = None
+    inputs = (source, weight) if comp is None else (source, weight, comp)
+
+    def fn(*args):
+        return pairs_matmul(plan, args[0], args[1], args[2] if comp is not None else None, scale)
+
+    assert torch.autograd.gradcheck(fn, inputs, fast_mode=True)
+
+
+# --- relational_matmul: every strategy equals the dense reference ---------------------------------
+
+
+def _weights(kind, gen, num_relations, in_channels, out_channels):
+    if kind == 'plain':
+        return torch.randn(num_relations, in_channels, out_channels, generator=gen).double(), None
+    if kind == 'blocks':
+        shape = (num_relations, 2, in_channels // 2, out_channels // 2)
+        return torch.randn(shape, generator=gen, dtype=torch.float64), None
+    weight = torch.randn(3, in_channels, out_channels, generator=gen, dtype=torch.float64)
+    return weight, torch.randn(num_relations, 3, generator=gen, dtype=torch.float64)
+
+
+CASES = [
+    (kind, aggr, strategy)
+    for kind in ('plain', 'blocks', 'bases')
+    for aggr in ('mean', 'sum', 'max', 'min')
+    for strategy in ('pairs', 'aggregate', 'transform')
+    if not (strategy == 'transform' and aggr in ('max', 'min'))
+    and not (kind == 'bases' and aggr in ('max', 'min') and strategy != 'pairs')
+]
+
+
+@pytest.mark.parametrize('kind,aggr,strategy', CASES)
+def test_relational_matmul_equals_dense_reference(kind, aggr, strategy):
+    gen = torch.Generator().manual_seed(3)
+    edge_index, edge_type = random_relational(num_nodes=11, num_edges=45, num_relations=4)
+    graph = relational_graph(edge_index, edge_type, 11, 4)
+    weight, comp = _weights(kind, gen, 4, 4, 6)
+    x = torch.randn(11, 4, generator=gen, dtype=torch.float64)
+    out = relational_matmul(graph, x, weight, comp, aggr=aggr, strategy=strategy, tile_size=2)
+    expected = dense_rgcn(
+        x, edge_index, edge_type, weight, comp=comp, num_blocks=2 if kind == 'blocks' else None,
+        aggr=aggr,
+    )  # fmt: skip
+    assert torch.allclose(out, expected, atol=1e-10)
+
+
+@pytest.mark.parametrize('aggr', ['mean', 'sum', 'max'])
+@pytest.mark.parametrize('bases', [False, True])
+def test_relational_matmul_featureless(aggr, bases):
+    gen = torch.Generator().manual_seed(4)
+    edge_index, edge_type = random_relational(num_nodes=10, num_edges=40, num_relations=3)
+    graph = relational_graph(edge_index, edge_type, 10, 3)
+    if bases:
+        weight = torch.randn(2, 10, 5, generator=gen, dtype=torch.float64)
+        comp = torch.randn(3, 2, generator=gen, dtype=torch.float64)
+    else:
+        weight, comp = torch.randn(3, 10, 5, generator=gen, dtype=torch.float64), None
+    out = relational_matmul(graph, None, weight, comp, aggr=aggr)
+    expected = dense_rgcn(None, edge_index, edge_type, weight, comp=comp, aggr=aggr)
+    assert torch.allclose(out, expected, atol=1e-10)
+
+
+def test_relational_matmul_rejects_inapplicable_strategy_and_bad_shapes():
+    edge_index, edge_type = random_relational()
+    graph = relational_graph(edge_index, edge_type, 12, 4)
+    x, weight = torch.randn(12, 4), torch.randn(4, 4, 2)
+    with pytest.raises(ValueError, match='does not apply'):
+        relational_matmul(graph, x, weight, aggr='max', strategy='transform')
+    with pytest.raises(ValueError, match='strategy must be one of'):
+        relational_matmul(graph, x, weight, strategy='loop')
+    with pytest.raises(ValueError, match='aggr must be one of'):
+        relational_matmul(graph, x, weight, aggr='median')
+    with pytest.raises(ValueError, match='one matrix per relation'):
+        relational_matmul(graph, x, torch.randn(3, 4, 2))
+    with pytest.raises(ValueError, match='x must have shape'):
+        relational_matmul(graph, torch.randn(12, 5), weight)
+    with pytest.raises(ValueError, match='comp must have shape'):
+        relational_matmul(graph, x, torch.randn(2, 4, 2), torch.randn(3, 2))
+    with pytest.raises(ValueError, match='block-diagonal weights need float features'):
+        relational_matmul(graph, None, torch.randn(4, 2, 6, 1))
+
+
+def test_strategy_costs_cover_the_valid_strategies():
+    edge_index, edge_type = random_relational()
+    graph = relational_graph(edge_index, edge_type, 12, 4)
+    assert set(strategy_costs(graph, 4, 4)) == {'pairs', 'aggregate', 'transform'}
+    assert set(strategy_costs(graph, 4, 4, aggr='max')) == {'pairs', 'aggregate'}
+    assert set(strategy_costs(graph, 4, 4, num_bases=2, aggr='max')) == {'pairs'}
+    assert set(strategy_costs(graph, 12, 4, featureless=True)) == {'transform'}
+    assert choose_strategy(graph, 4, 4) in {'pairs', 'aggregate', 'transform'}
+
+
+class _LargestOutput(TorchDispatchMode):
+    """Records the largest tensor any aten op returns."""
+
+    def __init__(self):
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for item in out if isinstance(out, tuple | list) else (out,):
+            if isinstance(item, torch.Tensor):
+                self.largest = max(self.largest, item.numel())
+        return out
+
+
+@pytest.mark.parametrize(
+    'strategy,aggr,featureless',
+    [
+        ('pairs', 'mean', False),
+        ('pairs', 'max', False),
+        ('aggregate', 'sum', False),
+        ('transform', 'mean', False),
+        ('auto', 'mean', True),
+        ('auto', 'max', True),
+    ],
+)
+def test_bases_never_form_the_relation_weight_tensor(strategy, aggr, featureless):
+    # R * in * out is far larger than any activation here, so any op returning a tensor of that
+    # size would have formed the [R, in, out] weights (or their gradient).
+    num_relations, num_nodes, num_bases = 64, 12, 2
+    in_channels = num_nodes if featureless else 16
+    out_channels = 16
+    edge_index, edge_type = random_relational(num_nodes, 40, num_relations)
+    graph = relational_graph(edge_index, edge_type, num_nodes, num_relations)
+    weight = torch.randn(num_bases, in_channels, out_channels, requires_grad=True)
+    comp = torch.randn(num_relations, num_bases, requires_grad=True)
+    x = None if featureless else torch.randn(num_nodes, in_channels, requires_grad=True)
+    tile, chunk_tiles = pair_layout(graph, in_channels, out_channels, num_bases)
+    assert chunk_tiles <= num_relations // 2
+    with _LargestOutput() as meter:
+        out = relational_matmul(graph, x, weight, comp, aggr=aggr, strategy=strategy)
+        out.sum().backward()
+    assert meter.largest < num_relations * in_channels * out_channels

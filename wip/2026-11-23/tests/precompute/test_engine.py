@@ -1,0 +1,235 @@
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from torch_geometric.data import Data
+
+from graphops.ops import to_csr
+from graphops.precompute.engine import precompute
+from graphops.precompute.feature_store import FeatureStoreCorruptError, FeatureStoreMismatchError
+from graphops.testing import random_features, random_graph
+from graphops.transforms.adjacency import Adjacency
+from graphops.transforms.ppr import PPR
+from graphops.transforms.triangle import Triangle
+
+GRAPH = random_graph(300, 2500, seed=11, weighted=True, isolated=7, dtype=torch.float32)
+X = random_features(300, 12, dtype=torch.float32)
+ROWS = torch.tensor([5, 0, 299, 17, 17, 120])
+
+
+def operators():
+    return [
+        Adjacency(2),
+        Adjacency(2, norm='rw', direction='transposed', remove_self_loops=True, prefix='t'),
+        PPR(2, alpha=[0.2, 0.5], tol=1e-3),
+        Triangle(1),
+    ]
+
+
+def in_memory(rows=None):
+    csr = to_csr(GRAPH.edge_index, GRAPH.edge_weight, GRAPH.num_nodes)
+    out = {'x': X}
+    for op in operators():
+        out.update(op.propagate(csr, X))
+    return out if rows is None else {k: v[rows] for k, v in out.items()}
+
+
+@pytest.mark.parametrize('rows', [None, ROWS])
+@pytest.mark.parametrize('budget', [None, 300 * 4 * 7 * 5])
+def test_engine_equals_in_memory_operators(tmp_path, rows, budget):
+    store = precompute(
+        GRAPH.edge_index,
+        X,
+        operators(),
+        tmp_path / 's',
+        num_nodes=300,
+        edge_weight=GRAPH.edge_weight,
+        rows=rows,
+        column_budget_bytes=budget,
+        progress=False,
+    )
+    expected = in_memory(rows)
+    assert store.keys() == list(expected)
+    assert (len(store.slices) == 1) == (budget is None)
+    for key, value in expected.items():
+        assert torch.equal(store[key], value), key  # same kernel, same bytes per column
+    if rows is not None:
+        assert torch.equal(store.rows, ROWS)
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_engine_half_storage_rounds_float32_results(tmp_path, dtype):
+    store = precompute(
+        Data(x=X, edge_index=GRAPH.edge_index, edge_weight=GRAPH.edge_weight),
+        operators=[Adjacency(2)],
+        store_path=tmp_path / 's',
+        storage_dtype=dtype,
+        include_input=False,
+        progress=False,
+    )
+    assert store.keys() == ['x1', 'x2']
+    assert torch.equal(store['x2'], in_memory()['x2'].to(dtype))
+
+
+def test_engine_memmap_features(tmp_path):
+    np.save(tmp_path / 'x.npy', X.numpy())
+    x = np.load(tmp_path / 'x.npy', mmap_mode='r')
+    csr = to_csr(GRAPH.edge_index, GRAPH.edge_weight, 300)
+    store = precompute(
+        csr, x, [Adjacency(1)], tmp_path / 's', column_budget_bytes=300 * 4 * 3 * 5, progress=False
+    )
+    assert torch.equal(store['x1'], in_memory()['x1'])
+
+
+CHILD = r"""
+import sys, time, torch
+from graphops.testing import random_features, random_graph
+import graphops.transforms.adjacency as adjacency
+from graphops.precompute.engine import precompute
+
+original = adjacency.Adjacency.step
+def slow_step(self, *args, **kwargs):  # a slow hop, so the kill lands inside one
+    time.sleep(0.05)
+    return original(self, *args, **kwargs)
+adjacency.Adjacency.step = slow_step
+graph = random_graph(300, 2500, seed=11, weighted=True, dtype=torch.float32)
+x = random_features(300, 24, dtype=torch.float32)
+ops = [adjacency.Adjacency(3), adjacency.Adjacency(2, direction='transposed', prefix='t')]
+precompute(graph.edge_index, x, ops, sys.argv[1], num_nodes=300, edge_weight=graph.edge_weight,
+           rows=torch.arange(0, 300, 2), column_budget_bytes=300 * 4 * 3 + 150 * 4 * 3,
+           storage_dtype=torch.float16, progress=False)
+"""
+
+
+def run_args(path):
+    graph = random_graph(300, 2500, seed=11, weighted=True, dtype=torch.float32)
+    x = random_features(300, 24, dtype=torch.float32)
+    ops = [Adjacency(3), Adjacency(2, direction='transposed', prefix='t')]
+    return {
+        'data_or_adj': graph.edge_index,
+        'x': x,
+        'operators': ops,
+        'store_path': path,
+        'num_nodes': 300,
+        'edge_weight': graph.edge_weight,
+        'rows': torch.arange(0, 300, 2),
+        'column_budget_bytes': 300 * 4 * 3 + 150 * 4 * 3,
+        'storage_dtype': torch.float16,
+        'progress': False,
+    }
+
+
+def test_kill_and_resume_is_byte_identical(tmp_path):
+    killed = tmp_path / 'killed'
+    child = subprocess.Popen([sys.executable, '-c', CHILD, str(killed)])
+    deadline = time.monotonic() + 120
+    done = 0
+    try:
+        while done < 5 and time.monotonic() < deadline and child.poll() is None:
+            time.sleep(0.02)
+            with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
+                done = len(json.loads((killed / 'manifest.json').read_text())['done'])
+        time.sleep(0.03)  # into the next slice's hops
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+    manifest = json.loads((killed / 'manifest.json').read_text())
+    assert not manifest['complete'] and 5 <= len(manifest['done']) < 24 + 2 * 24
+    resumed = precompute(**run_args(killed))
+    clean = precompute(**run_args(tmp_path / 'clean'))
+    assert resumed.keys() == clean.keys() == ['x', 'x1', 'x2', 'x3', 't1', 't2']
+    for name in [f'{k}.npy' for k in resumed.keys()] + ['rows.npy']:  # noqa: SIM118
+        assert (killed / name).read_bytes() == (tmp_path / 'clean' / name).read_bytes(), name
+    assert resumed.manifest['checksums'] == clean.manifest['checksums']
+
+
+def test_resume_detects_corruption_and_mismatch(tmp_path):
+    args = run_args(tmp_path / 's')
+    store = precompute(**args)
+    with pytest.raises(FeatureStoreMismatchError, match='operators'):
+        precompute(**{**args, 'operators': [Adjacency(3, norm='rw'), Adjacency(2, prefix='t')]})
+    with pytest.raises(FeatureStoreMismatchError, match='graph'):
+        precompute(**{**args, 'edge_weight': args['edge_weight'] * 2})
+    with pytest.raises(FeatureStoreMismatchError, match='features'):
+        precompute(**{**args, 'x': args['x'] + 1})
+    raw = bytearray((tmp_path / 's' / 'x2.npy').read_bytes())
+    raw[200] ^= 1
+    (tmp_path / 's' / 'x2.npy').write_bytes(bytes(raw))
+    with pytest.raises(FeatureStoreCorruptError, match='x2.npy'):
+        precompute(**args)
+    again = precompute(**{**args, 'x': args['x'] + 1, 'overwrite': True})
+    assert again.complete and store.path == again.path
+
+
+def test_engine_bad_input(tmp_path):
+    ei, w = GRAPH.edge_index, GRAPH.edge_weight
+    kw = {'num_nodes': 300, 'progress': False}
+    with pytest.raises(ValueError, match='store_path'):
+        precompute(ei, X, [Adjacency(1)], None, **kw)
+    with pytest.raises(ValueError, match='operators must list'):
+        precompute(ei, X, None, tmp_path / 'a', **kw)
+    with pytest.raises(TypeError, match='SIGN operators'):
+        precompute(ei, X, ['x'], tmp_path / 'a', **kw)
+    with pytest.raises(ValueError, match='another prefix'):
+        precompute(ei, X, [Adjacency(1), Adjacency(2)], tmp_path / 'a', **kw)
+    with pytest.raises(ValueError, match='x has 299 rows'):
+        precompute(ei, X[:299], [Adjacency(1)], tmp_path / 'a', **kw)
+    with pytest.raises(TypeError, match='floating-point'):
+        precompute(ei, X.long(), [Adjacency(1)], tmp_path / 'a', **kw)
+    with pytest.raises(TypeError, match='Tensor or a numpy array'):
+        precompute(ei, X.tolist(), [Adjacency(1)], tmp_path / 'a', **kw)
+    bad = X.clone()
+    bad[3, 4] = float('inf')
+    with pytest.raises(ValueError, match='NaN or Inf'):
+        precompute(ei, bad, [Adjacency(1)], tmp_path / 'a', **kw)
+    with pytest.raises(ValueError, match='rows contains index 300'):
+        precompute(ei, X, [Adjacency(1)], tmp_path / 'a', rows=torch.tensor([300]), **kw)
+    with pytest.raises(ValueError, match='no nodes'):
+        precompute(
+            torch.empty(2, 0, dtype=torch.long),
+            torch.empty(0, 3),
+            [Adjacency(1)],
+            tmp_path / 'a',
+            num_nodes=0,
+            progress=False,
+        )
+    with pytest.raises(ValueError, match='backend must be'):
+        precompute(ei, X, [Adjacency(1)], tmp_path / 'b', backend='dask', **kw)
+    with pytest.raises(ValueError, match='num_nodes and edge_weight are read from data'):
+        precompute(
+            Data(x=X, edge_index=ei),
+            operators=[Adjacency(1)],
+            store_path=tmp_path / 'c',
+            edge_weight=w,
+            progress=False,
+        )
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match='CUDA is not available'):
+            precompute(ei, X, [Adjacency(1)], tmp_path / 'd', device='cuda', **kw)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+@pytest.mark.parametrize('row_block_nnz', [None, 500])
+def test_engine_cuda_matches_cpu(tmp_path, row_block_nnz):
+    store = precompute(
+        GRAPH.edge_index,
+        X,
+        operators(),
+        tmp_path / 's',
+        num_nodes=300,
+        edge_weight=GRAPH.edge_weight,
+        device='cuda',
+        row_block_nnz=row_block_nnz,
+        column_budget_bytes=300 * 4 * 7 * 5,
+        progress=False,
+    )
+    for key, value in in_memory().items():
+        torch.testing.assert_close(store[key], value, atol=1e-5, rtol=1e-4)

@@ -1,0 +1,67 @@
+import pytest
+import torch
+import torch_geometric.transforms as T
+from torch_geometric.data import Data
+
+from graphops.datasets import load
+from graphops.testing import random_features, random_graph
+from graphops.transforms.adjacency import Adjacency
+from graphops.transforms.ppr import PPR
+from graphops.transforms.sign import SIGN
+from graphops.transforms.triangle import Triangle
+
+
+def test_sign_equals_pyg_on_cora():
+    data = load('Cora')[0]
+    ours = SIGN(3)(data.clone())
+    theirs = T.SIGN(3)(data.clone())
+    for key in ('x1', 'x2', 'x3'):
+        assert ours[key].dtype == theirs[key].dtype
+        torch.testing.assert_close(ours[key], theirs[key], atol=1e-6, rtol=1e-5)
+    assert ours.sign_keys == ['x1', 'x2', 'x3']
+
+
+@pytest.mark.parametrize('weighted', [False, True])
+def test_sign_equals_pyg_on_directed_multigraph(weighted):
+    g = random_graph(60, 400, seed=8, isolated=5, weighted=weighted, dtype=torch.float32)
+    data = Data(x=random_features(60, 7, dtype=torch.float32), edge_index=g.edge_index)
+    if weighted:
+        data.edge_weight = g.edge_weight
+    ours = SIGN(2)(data.clone())
+    theirs = T.SIGN(2)(data.clone())
+    for key in ('x1', 'x2'):
+        torch.testing.assert_close(ours[key], theirs[key])
+
+
+def test_sign_operators_keys_compose_and_pre_transform():
+    g = random_graph(40, 200, seed=9)
+    data = Data(x=random_features(40, 3, dtype=torch.float32), edge_index=g.edge_index)
+    ops = [Adjacency(2), PPR(1, alpha=[0.1, 0.2]), Triangle(1)]
+    transform = T.Compose([T.ToUndirected(), SIGN(operators=ops)])
+    out = transform(data.clone())
+    assert out.sign_keys == ['x1', 'x2', 'ppr_a0.1_1', 'ppr_a0.2_1', 'tri1']
+    for key in out.sign_keys:
+        assert out[key].shape == (40, 3)
+    undirected = T.ToUndirected()(data.clone())
+    torch.testing.assert_close(out.x2, Adjacency(2)(undirected).x2)
+    # as a pre_transform it is a plain callable on Data
+    assert SIGN(1)(data.clone()).sign_keys == ['x1']
+
+
+def test_sign_repr_and_bad_input():
+    assert repr(SIGN(3)) == 'SIGN(K=3)'
+    assert repr(SIGN(operators=[Adjacency(1)])).startswith('SIGN(operators=[Adjacency(1, ')
+    with pytest.raises(ValueError, match='exactly one of K'):
+        SIGN()
+    with pytest.raises(ValueError, match='exactly one of K'):
+        SIGN(2, operators=[Adjacency(2)])
+    with pytest.raises(ValueError, match='at least one'):
+        SIGN(operators=[])
+    with pytest.raises(TypeError, match='SIGN operators'):
+        SIGN(operators=[T.ToUndirected()])
+    with pytest.raises(ValueError, match='another prefix'):
+        SIGN(operators=[Adjacency(2), Adjacency(3, direction='transposed')])
+    with pytest.raises(TypeError, match='K must be an int'):
+        SIGN(2.5)
+    with pytest.raises(ValueError, match='data.x is missing'):
+        SIGN(1)(Data(edge_index=torch.tensor([[0], [1]]), num_nodes=2))
