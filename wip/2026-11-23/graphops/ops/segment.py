@@ -12,8 +12,8 @@ constants were measured with ``benchmarks/rgcn.py``. With a basis decomposition
 ``'transform'``, featureless input) or per tile of one relation, at most ``R // 2`` tiles at a time
 (``'pairs'``): neither the ``[R, in, out]`` weight tensor nor its gradient is ever formed.
 
-Everything here is device-agnostic torch (``torch.sparse.mm`` on CSR, ``sampled_addmm``, ``bmm``,
-GEMM) and knows nothing of ``nn.Module`` or PyG's ``Data``. Inputs are validated by the caller
+Everything here is device-agnostic torch (CSR x dense as ``embedding_bag``, ``sampled_addmm``,
+``bmm``, GEMM) and knows nothing of ``nn.Module`` or PyG's ``Data``. Inputs are validated by the caller
 (the layer) through :mod:`graphops.ops.validate`; :class:`RelationalGraph` re-checks only shapes.
 """
 
@@ -24,6 +24,7 @@ import warnings
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
@@ -132,10 +133,20 @@ class CSRPattern:
             )
 
 
+def _csr_product(rowptr: Tensor, col: Tensor, values: Tensor, x: Tensor) -> Tensor:
+    """``[len(rowptr) - 1, F]`` CSR times dense. ``embedding_bag`` is CSR x dense with per-entry
+    weights, and on CPU ran about 5x faster than ``torch.sparse.mm`` on rows of one or two entries
+    (measured on the R-GCN benchmark's pair aggregation)."""
+    num_rows = rowptr.numel() - 1
+    if col.numel() == 0 or x.size(1) == 0 or num_rows == 0:
+        return x.new_zeros(num_rows, x.size(1))
+    return F.embedding_bag(
+        col, x, rowptr, mode='sum', per_sample_weights=values, include_last_offset=True
+    )
+
+
 def _spmm(pattern: CSRPattern, values: Tensor, x: Tensor) -> Tensor:
-    if pattern.nnz == 0 or x.size(1) == 0 or pattern.num_rows == 0:
-        return x.new_zeros(pattern.num_rows, x.size(1))
-    return torch.sparse.mm(pattern.tensor(values), x.contiguous())
+    return _csr_product(pattern.rowptr, pattern.col, values, x)
 
 
 class _CSRMatmul(torch.autograd.Function):
@@ -401,18 +412,9 @@ def _chunk_hidden(plan: PairPlan, k: int, source: Tensor, scale, aggregate: bool
     slot0, slot1, entry0, entry1, _, _ = plan.chunks[k]
     if not aggregate:
         return source[slot0:slot1]
-    if entry1 == entry0 or source.size(1) == 0:
-        return source.new_zeros(slot1 - slot0, source.size(1))
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore', UserWarning)
-        matrix = torch.sparse_csr_tensor(
-            plan.chunk_rowptr[k],
-            plan.gather.col[entry0:entry1],
-            scale[entry0:entry1],
-            size=(slot1 - slot0, plan.num_src),
-            check_invariants=False,
-        )
-    return torch.sparse.mm(matrix, source)
+    return _csr_product(
+        plan.chunk_rowptr[k], plan.gather.col[entry0:entry1], scale[entry0:entry1], source
+    )
 
 
 def _chunk_weight(plan: PairPlan, k: int, weight: Tensor, comp: Tensor | None) -> Tensor:
