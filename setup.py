@@ -20,6 +20,8 @@ setup(
         'sparse': ['torch_sparse', 'torch_scatter'],
         'ogb': ['ogb'],
         'ray': ['ray'],
+        # JIT row-parallel CPU kernels (SpMM, triangle counts, SpGEMM); pure-torch fallbacks without it.
+        'fast': ['numba'],
         'test': ['pytest', 'hypothesis', 'ruff', 'rdflib', 'pandas', 'pyyaml'],
         'bench': ['matplotlib', 'pyyaml'],
     },

@@ -3,7 +3,7 @@
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck disable=SC1091
-source "$repo/scripts/env.sh" test,ogb,bench,ray "${GRAPHOPS_SPARSE:-sparse}"
+source "$repo/scripts/env.sh" test,ogb,bench,ray,fast "${GRAPHOPS_SPARSE:-sparse}"
 cd "$repo"
 ruff check graphops tests benchmarks examples
 ruff format --check graphops tests benchmarks examples

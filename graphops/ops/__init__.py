@@ -12,10 +12,20 @@ from graphops.ops.csr import (
 )
 from graphops.ops.induced import augmented_subgraph, induced_edge_index, induced_subgraph
 from graphops.ops.optional import has_torch_sparse, is_sparse_tensor
-from graphops.ops.spmm import spmm
+from graphops.ops.spgemm import spgemm, spspmm
+from graphops.ops.spmm import has_numba, host_empty, spmm
+from graphops.ops.streaming import RowBlockStream, sliced_spmm
 from graphops.ops.topk import topk
+from graphops.ops.triangle import triangle_adjacency
 
 __all__ = [
+    'RowBlockStream',
+    'has_numba',
+    'host_empty',
+    'sliced_spmm',
+    'spgemm',
+    'spspmm',
+    'triangle_adjacency',
     'augmented_subgraph',
     'induced_edge_index',
     'induced_subgraph',

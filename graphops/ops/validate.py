@@ -135,6 +135,15 @@ def check_num_nodes(num_nodes, name: str = 'num_nodes') -> int:
     return num_nodes
 
 
+def check_positive_int(value, name: str) -> int:
+    """An ``int >= 1`` (bools refused): sizes, counts, budgets."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f'{name} must be an int, got {type(value).__name__}')
+    if value < 1:
+        raise ValueError(f'{name} must be >= 1, got {value}')
+    return value
+
+
 def check_node_features(x, num_nodes: int, name: str = 'x') -> Tensor:
     """A ``[num_nodes, F]`` float feature matrix with no NaN/Inf."""
     check_float(x, name)

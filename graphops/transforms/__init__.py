@@ -1,5 +1,18 @@
 """Transforms (``BaseTransform`` subclasses): SIGN operators, edge-type stacks."""
 
+from graphops.transforms.adjacency import Adjacency
+from graphops.transforms.operator import SIGNOperator
+from graphops.transforms.ppr import PPR
+from graphops.transforms.sign import SIGN
 from graphops.transforms.to_edge_type_stack import ToEdgeTypeStack, to_edge_type_stack
+from graphops.transforms.triangle import Triangle
 
-__all__ = ['ToEdgeTypeStack', 'to_edge_type_stack']
+__all__ = [
+    'PPR',
+    'SIGN',
+    'Adjacency',
+    'SIGNOperator',
+    'ToEdgeTypeStack',
+    'Triangle',
+    'to_edge_type_stack',
+]

@@ -1,3 +1,6 @@
-"""graphops.nn.dense"""
+"""DiffPool: the dense and sparse-first-level pooling functions and the DiffPool module."""
 
-__all__: list[str] = []
+from graphops.nn.dense.diff_pool import dense_diff_pool, sparse_diff_pool
+from graphops.nn.dense.diff_pool_block import DiffPool
+
+__all__ = ['DiffPool', 'dense_diff_pool', 'sparse_diff_pool']

@@ -18,15 +18,7 @@ from torch import Tensor
 
 from graphops.ops.csr import CSR
 from graphops.ops.spmm import spmm
-from graphops.ops.validate import check_float, check_length
-
-
-def _check_positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f'{name} must be an int, got {type(value).__name__}')
-    if value < 1:
-        raise ValueError(f'{name} must be >= 1, got {value}')
-    return value
+from graphops.ops.validate import check_float, check_length, check_positive_int
 
 
 def row_blocks(rowptr: Tensor, block_nnz: int) -> list[tuple[int, int]]:
@@ -68,7 +60,7 @@ class RowBlockStream:
     ):
         if not isinstance(csr, CSR):
             raise TypeError(f'csr must be a graphops CSR (use to_csr), got {type(csr).__name__}')
-        self.block_nnz = _check_positive_int(block_nnz, 'block_nnz')
+        self.block_nnz = check_positive_int(block_nnz, 'block_nnz')
         self.device = torch.device(device)
         self.shape = csr.shape
         self.num_rows, self.num_cols = csr.shape
@@ -163,7 +155,7 @@ def sliced_spmm(
     check_float(x, 'x', finite=False)
     if x.dim() != 2:
         raise ValueError(f'x must be 2-dimensional [num_src_nodes, F], got {tuple(x.shape)}')
-    slice_width = _check_positive_int(slice_width, 'slice_width')
+    slice_width = check_positive_int(slice_width, 'slice_width')
     device = x.device if device is None else torch.device(device)
     num_rows = csr.num_rows
     check_length(x, csr.num_cols, 'x', 'the number of source nodes (adjacency columns)')

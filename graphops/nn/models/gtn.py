@@ -14,13 +14,12 @@ from torch.nn import Linear, Module, ModuleList, Parameter
 from graphops.nn.conv.gt_conv import (
     GTConv,
     _build_edge_type_stack,
-    _check_positive_int,
     _check_stacked_graph,
 )
 from graphops.nn.conv.gt_layer import GTLayer, _check_node_index
 from graphops.ops.csr import CSR
 from graphops.ops.spgemm import _check_topk, spmm_with_value_grad
-from graphops.ops.validate import check_node_features, check_same_device
+from graphops.ops.validate import check_node_features, check_positive_int, check_same_device
 
 CHANNEL_AGGREGATIONS = ('concat', 'mean')
 # Meta-path enumeration is exhaustive below this many edge-type chains, a beam search above.
@@ -124,12 +123,12 @@ class GTN(Module):
         topk: int | None = None,
     ) -> None:
         super().__init__()
-        self.in_channels = _check_positive_int(in_channels, 'in_channels')
-        self.hidden_channels = _check_positive_int(hidden_channels, 'hidden_channels')
-        self.out_channels = _check_positive_int(out_channels, 'out_channels')
-        self.num_edge_types = _check_positive_int(num_edge_types, 'num_edge_types')
-        self.num_channels = _check_positive_int(num_channels, 'num_channels')
-        self.num_layers = _check_positive_int(num_layers, 'num_layers')
+        self.in_channels = check_positive_int(in_channels, 'in_channels')
+        self.hidden_channels = check_positive_int(hidden_channels, 'hidden_channels')
+        self.out_channels = check_positive_int(out_channels, 'out_channels')
+        self.num_edge_types = check_positive_int(num_edge_types, 'num_edge_types')
+        self.num_channels = check_positive_int(num_channels, 'num_channels')
+        self.num_layers = check_positive_int(num_layers, 'num_layers')
         for name, flag in (('identity', identity), ('fast', fast)):
             if not isinstance(flag, bool):
                 raise TypeError(f'{name} must be a bool, got {type(flag).__name__}')

@@ -10,6 +10,7 @@ from torch.nn import Linear, Module, ModuleList
 
 from graphops.nn.dense.diff_pool import LOSS_NORMS
 from graphops.nn.dense.diff_pool_block import DiffPool, _dense_in_mean_operator, _SAGEStack
+from graphops.ops.validate import check_positive_int
 
 READOUTS = ('mean', 'max', 'sum')
 
@@ -94,8 +95,7 @@ class DiffPoolNet(Module):
             ('num_pools', num_pools),
             ('num_layers', num_layers),
         ]:
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f'{name} must be a positive int, got {value!r}')
+            check_positive_int(value, name)
         if pool_ratio is None:
             pool_ratio = 0.25 if num_pools >= 2 else 0.1
         if not 0.0 < pool_ratio <= 1.0:

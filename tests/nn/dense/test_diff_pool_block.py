@@ -179,7 +179,6 @@ def test_bad_input():
     [
         ({'num_clusters': 0}, 'num_clusters'),
         ({'num_layers': 0}, 'num_layers'),
-        ({'in_channels': 2.5}, 'in_channels'),
         ({'loss_norm': 'bce'}, 'loss_norm'),
     ],
 )
@@ -187,3 +186,8 @@ def test_bad_constructor_arguments(kwargs, match):
     args = {'in_channels': 3, 'hidden_channels': 4, 'out_channels': 4, 'num_clusters': 2}
     with pytest.raises(ValueError, match=match):
         DiffPool(**{**args, **kwargs})
+
+
+def test_non_int_channels_are_a_type_error():
+    with pytest.raises(TypeError, match='in_channels must be an int'):
+        DiffPool(in_channels=2.5, hidden_channels=4, out_channels=4, num_clusters=2)

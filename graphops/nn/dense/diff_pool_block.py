@@ -16,7 +16,7 @@ from torch.nn import BatchNorm1d, Linear, Module, ModuleList
 from graphops.nn.dense.diff_pool import LOSS_NORMS, dense_diff_pool, sparse_diff_pool
 from graphops.ops import CSR, normalize, spmm, to_csr
 from graphops.ops.batch_dense import graph_sizes
-from graphops.ops.validate import check_float, check_tensor
+from graphops.ops.validate import check_float, check_positive_int, check_tensor
 
 
 def _is_dense_adjacency(adj) -> bool:
@@ -171,8 +171,7 @@ class DiffPool(Module):
             ('num_clusters', num_clusters),
             ('num_layers', num_layers),
         ]:
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f'{name} must be a positive int, got {value!r}')
+            check_positive_int(value, name)
         if loss_norm not in LOSS_NORMS:
             raise ValueError(f"loss_norm must be 'paper' or 'pyg', got {loss_norm!r}")
         self.in_channels = in_channels

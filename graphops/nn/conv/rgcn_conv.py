@@ -13,16 +13,11 @@ from graphops.ops.validate import (
     check_float,
     check_index,
     check_length,
+    check_positive_int,
     check_same_device,
 )
 
 AGGRS = ('add', 'sum', 'mean', 'max', 'min')
-
-
-def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f'{name} must be a positive int, got {value!r}')
-    return value
 
 
 class RGCNConv(MessagePassing):
@@ -115,10 +110,10 @@ class RGCNConv(MessagePassing):
         pair = (in_channels, in_channels) if isinstance(in_channels, int) else tuple(in_channels)
         if len(pair) != 2:
             raise ValueError(f'in_channels must be an int or a pair of ints, got {in_channels!r}')
-        _positive_int(pair[0], 'in_channels')
-        _positive_int(pair[1], 'in_channels')
-        _positive_int(out_channels, 'out_channels')
-        _positive_int(num_relations, 'num_relations')
+        check_positive_int(pair[0], 'in_channels')
+        check_positive_int(pair[1], 'in_channels')
+        check_positive_int(out_channels, 'out_channels')
+        check_positive_int(num_relations, 'num_relations')
 
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -132,11 +127,11 @@ class RGCNConv(MessagePassing):
         self._plan: tuple | None = None
 
         if num_bases is not None:
-            _positive_int(num_bases, 'num_bases')
+            check_positive_int(num_bases, 'num_bases')
             self.weight = Parameter(torch.empty(num_bases, pair[0], out_channels))
             self.comp = Parameter(torch.empty(num_relations, num_bases))
         elif num_blocks is not None:
-            _positive_int(num_blocks, 'num_blocks')
+            check_positive_int(num_blocks, 'num_blocks')
             if pair[0] % num_blocks or out_channels % num_blocks:
                 raise ValueError(
                     f'num_blocks = {num_blocks} must divide both in_channels ({pair[0]}) and '

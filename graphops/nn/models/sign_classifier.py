@@ -8,17 +8,9 @@ import torch
 from torch import Tensor
 from torch.nn import BatchNorm1d, Dropout, Linear, Module, ModuleList, PReLU, ReLU
 
-from graphops.ops.validate import check_float, check_same_device
+from graphops.ops.validate import check_float, check_positive_int, check_same_device
 
 MODES = ('inception', 'concat-mlp')
-
-
-def _check_positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f'{name} must be an int, got {type(value).__name__}')
-    if value < 1:
-        raise ValueError(f'{name} must be >= 1, got {value}')
-    return value
 
 
 def _check_probability(value, name: str) -> float:
@@ -102,12 +94,12 @@ class SIGNClassifier(Module):
         batch_norm: bool = True,
     ):
         super().__init__()
-        num_operators = _check_positive_int(num_operators, 'num_operators')
+        num_operators = check_positive_int(num_operators, 'num_operators')
         if isinstance(in_channels, int) and not isinstance(in_channels, bool):
-            channels = [_check_positive_int(in_channels, 'in_channels')] * num_operators
+            channels = [check_positive_int(in_channels, 'in_channels')] * num_operators
         elif isinstance(in_channels, Sequence) and not isinstance(in_channels, str):
             channels = [
-                _check_positive_int(c, f'in_channels[{i}]') for i, c in enumerate(in_channels)
+                check_positive_int(c, f'in_channels[{i}]') for i, c in enumerate(in_channels)
             ]
             if len(channels) != num_operators:
                 raise ValueError(
@@ -120,7 +112,7 @@ class SIGNClassifier(Module):
             )
         if mode not in MODES:
             raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
-        branch_layers = _check_positive_int(branch_layers, 'branch_layers')
+        branch_layers = check_positive_int(branch_layers, 'branch_layers')
         if mode == 'concat-mlp' and branch_layers != 1:
             raise ValueError(
                 "mode='concat-mlp' has no branches, so branch_layers must be 1; "
@@ -128,14 +120,14 @@ class SIGNClassifier(Module):
             )
         if head_layers is None:
             head_layers = 1 if mode == 'inception' else 3
-        head_layers = _check_positive_int(head_layers, 'head_layers')
+        head_layers = check_positive_int(head_layers, 'head_layers')
         if not isinstance(batch_norm, bool):
             raise TypeError(f'batch_norm must be a bool, got {type(batch_norm).__name__}')
 
         self.in_channels = in_channels if isinstance(in_channels, int) else list(channels)
         self.channels = channels
-        self.hidden_channels = _check_positive_int(hidden_channels, 'hidden_channels')
-        self.out_channels = _check_positive_int(out_channels, 'out_channels')
+        self.hidden_channels = check_positive_int(hidden_channels, 'hidden_channels')
+        self.out_channels = check_positive_int(out_channels, 'out_channels')
         self.num_operators = num_operators
         self.mode = mode
         self.branch_layers = branch_layers

@@ -11,13 +11,12 @@ from torch.nn import Module
 from graphops.nn.conv.gt_conv import (
     GTConv,
     _build_edge_type_stack,
-    _check_positive_int,
     _check_stacked_graph,
     _EdgeTypeStack,
 )
 from graphops.ops.csr import CSR, normalize
 from graphops.ops.spgemm import _check_topk, spgemm
-from graphops.ops.validate import check_index, check_same_device
+from graphops.ops.validate import check_index, check_positive_int, check_same_device
 
 
 def _check_node_index(node_index, num_nodes: int) -> Tensor | None:
@@ -89,8 +88,8 @@ class GTLayer(Module):
         topk: int | None = None,
     ) -> None:
         super().__init__()
-        self.num_edge_types = _check_positive_int(num_edge_types, 'num_edge_types')
-        self.num_channels = _check_positive_int(num_channels, 'num_channels')
+        self.num_edge_types = check_positive_int(num_edge_types, 'num_edge_types')
+        self.num_channels = check_positive_int(num_channels, 'num_channels')
         for name, flag in (('first', first), ('identity', identity)):
             if not isinstance(flag, bool):
                 raise TypeError(f'{name} must be a bool, got {type(flag).__name__}')

@@ -413,9 +413,9 @@ def test_blocks_must_divide_channels():
     [
         ({'aggr': 'median'}, 'aggr must be one of'),
         ({'strategy': 'loop'}, 'strategy must be one of'),
-        ({'num_bases': 0}, 'num_bases must be a positive int'),
-        ({'num_relations': 0}, 'num_relations must be a positive int'),
-        ({'out_channels': -1}, 'out_channels must be a positive int'),
+        ({'num_bases': 0}, 'num_bases must be >= 1'),
+        ({'num_relations': 0}, 'num_relations must be >= 1'),
+        ({'out_channels': -1}, 'out_channels must be >= 1'),
     ],
 )
 def test_bad_constructor_arguments(kwargs, match):

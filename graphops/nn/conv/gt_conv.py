@@ -15,16 +15,9 @@ from graphops.ops.validate import (
     check_index,
     check_length,
     check_num_nodes,
+    check_positive_int,
     check_same_device,
 )
-
-
-def _check_positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f'{name} must be an int, got {type(value).__name__}')
-    if value < 1:
-        raise ValueError(f'{name} must be >= 1, got {value}')
-    return value
 
 
 @dataclass(frozen=True)
@@ -166,8 +159,8 @@ class GTConv(Module):
 
     def __init__(self, num_edge_types: int, num_channels: int, identity: bool = True) -> None:
         super().__init__()
-        self.num_edge_types = _check_positive_int(num_edge_types, 'num_edge_types')
-        self.num_channels = _check_positive_int(num_channels, 'num_channels')
+        self.num_edge_types = check_positive_int(num_edge_types, 'num_edge_types')
+        self.num_channels = check_positive_int(num_channels, 'num_channels')
         if not isinstance(identity, bool):
             raise TypeError(f'identity must be a bool, got {type(identity).__name__}')
         self.identity = identity
