@@ -72,7 +72,15 @@ def check_edge_index(edge_index, name: str = 'edge_index') -> Tensor:
 
 def check_finite(value: Tensor, name: str) -> Tensor:
     floating = value.is_floating_point() or value.is_complex()
-    if floating and value.numel() and not bool(torch.isfinite(value).all()):
+    if not floating or value.numel() == 0:
+        return value
+    # Any NaN/Inf makes the sum non-finite, so a finite sum clears the tensor in one reduction
+    # without a bool tensor; a non-finite sum (or a finite tensor whose sum overflows) gets the
+    # exact element-wise check.
+    with torch.no_grad():
+        if bool(torch.isfinite(value.sum())):
+            return value
+    if not bool(torch.isfinite(value).all()):
         raise ValueError(f'{name} contains NaN or Inf; clean it (e.g. torch.nan_to_num) first')
     return value
 
