@@ -18,6 +18,7 @@ re-implements these checks.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +36,18 @@ from graphops.ops.validate import (
 )
 
 _INT32_MAX = 2**31 - 1
+
+
+def torch_csr_tensor(rowptr: Tensor, col: Tensor, value: Tensor, shape) -> Tensor:
+    """``torch.sparse_csr_tensor`` without torch's once-per-process "beta" and "invariant checks"
+    warnings: graphops builds these tensors from CSRs it has validated itself."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message='Sparse (CSR tensor support|invariant checks)')
+        return torch.sparse_csr_tensor(
+            rowptr, col, value, size=tuple(shape), dtype=value.dtype, check_invariants=False
+        )
+
+
 NORMS = ('sym', 'rw', 'col', None)
 DIRECTIONS = ('directed', 'transposed', 'symmetric')
 
@@ -122,9 +135,7 @@ class CSR:
         )
 
     def to_torch_csr(self, dtype: torch.dtype = torch.float32) -> Tensor:
-        return torch.sparse_csr_tensor(
-            self.rowptr, self.col, self.values(dtype), size=self.shape, dtype=dtype
-        )
+        return torch_csr_tensor(self.rowptr, self.col, self.values(dtype), self.shape)
 
     def to_dense(self, dtype: torch.dtype = torch.float32) -> Tensor:
         out = torch.zeros(self.shape, dtype=dtype, device=self.device)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from graphops.ops.csr import CSR, _from_coo, _from_sorted
+from graphops.ops.csr import CSR, _from_coo, _from_sorted, torch_csr_tensor
 from graphops.ops.validate import check_edge_index, check_index
 
 
@@ -198,10 +198,8 @@ def _dense_product(rows: CSR, cols: CSR, left_value: Tensor, right_value: Tensor
 
 def _torch_product(rows: CSR, cols: CSR, left_value: Tensor, right_value: Tensor, k: int) -> CSR:
     """``rows @ cols`` with torch's sparse CSR kernel (a per-row accumulator; no autograd)."""
-    left = torch.sparse_csr_tensor(rows.rowptr.long(), rows.col.long(), left_value, size=rows.shape)
-    right = torch.sparse_csr_tensor(
-        cols.rowptr.long(), cols.col.long(), right_value, size=cols.shape
-    )
+    left = torch_csr_tensor(rows.rowptr.long(), rows.col.long(), left_value, rows.shape)
+    right = torch_csr_tensor(cols.rowptr.long(), cols.col.long(), right_value, cols.shape)
     product = left @ right
     counts = product.crow_indices().diff()
     row = torch.repeat_interleave(

@@ -1,4 +1,4 @@
-"""Lazy access to the optional torch_sparse / torch_scatter extras.
+"""Lazy access to the optional extras: torch_sparse / torch_scatter, and numba (extra ``fast``).
 
 Nothing here imports them at module import time: ``import graphops`` must stay free of them.
 """
@@ -6,8 +6,20 @@ Nothing here imports them at module import time: ``import graphops`` must stay f
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import os
 import sys
 from typing import Any
+
+
+def has_numba() -> bool:
+    """True when the optional ``numba`` package can be imported (the fast CPU kernels).
+
+    ``GRAPHOPS_DISABLE_NUMBA=1`` forces the pure-torch paths.
+    """
+    if os.environ.get('GRAPHOPS_DISABLE_NUMBA'):
+        return False
+    return importlib.util.find_spec('numba') is not None
 
 
 def has_torch_sparse() -> bool:

@@ -18,14 +18,12 @@ through ``torch.sparse.mm``, which differentiates; the numba kernel is for infer
 
 from __future__ import annotations
 
-import importlib.util
-import os
-
 import numpy as np
 import torch
 from torch import Tensor
 
-from graphops.ops.csr import CSR
+from graphops.ops.csr import CSR, torch_csr_tensor
+from graphops.ops.optional import has_numba
 from graphops.ops.validate import check_float, check_length, check_same_device
 
 BACKENDS = ('auto', 'numba', 'torch', 'cuda')
@@ -36,13 +34,6 @@ _kernels = None
 PREFETCH_DISTANCE = 16
 # Below this many (entries + rows) x columns the product runs on one thread.
 SERIAL_WORK = 1 << 18
-
-
-def has_numba() -> bool:
-    """True when the optional ``numba`` package can be imported (the fast CPU kernel)."""
-    if os.environ.get('GRAPHOPS_DISABLE_NUMBA'):
-        return False
-    return importlib.util.find_spec('numba') is not None
 
 
 def spmm(
@@ -88,9 +79,7 @@ def spmm(
         result = _numba_spmm(csr, x, reduce == 'mean', out)
         return result
     value = csr.values(x.dtype)
-    result = torch.sparse.mm(
-        torch.sparse_csr_tensor(csr.rowptr, csr.col, value, size=csr.shape, dtype=x.dtype), x
-    )
+    result = torch.sparse.mm(torch_csr_tensor(csr.rowptr, csr.col, value, csr.shape), x)
     if reduce == 'mean':
         count = csr.row_counts().clamp_(min=1).to(x.dtype).unsqueeze(-1)
         result = result / count
