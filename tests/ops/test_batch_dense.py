@@ -55,13 +55,19 @@ def test_to_padded_and_segment_sum(sizes, dtype):
 
 
 @pytest.mark.parametrize('sizes', SIZES, ids=str)
-@pytest.mark.parametrize('ratio', [0.0, float('inf')], ids=['loop_or_reshape', 'padded'])
-def test_per_graph_transpose_matmul_paths_agree(sizes, ratio):
+@pytest.mark.parametrize(
+    'ratio, elements',
+    [(0.0, 0), (float('inf'), 0), (0.0, 1 << 30)],
+    ids=['loop_or_reshape', 'padded_by_ratio', 'padded_by_size'],
+)
+def test_per_graph_transpose_matmul_paths_agree(sizes, ratio, elements):
     batch = random_batch_vector(sizes)
     n = batch.numel()
     a = random_features(n, 4, seed=1).requires_grad_()
     b = random_features(n, 2, seed=2).requires_grad_()
-    got = per_graph_transpose_matmul(a, b, batch, torch.tensor(sizes), max_padding_ratio=ratio)
+    got = per_graph_transpose_matmul(
+        a, b, batch, torch.tensor(sizes), max_padding_ratio=ratio, max_padded_elements=elements
+    )
     expected = reference_products(a, b, sizes)
     torch.testing.assert_close(got, expected, **tolerance(torch.float64))
     weight = torch.randn_like(expected)
@@ -79,7 +85,7 @@ def test_per_graph_transpose_matmul_gradcheck():
     for ratio in (0.0, float('inf')):
         assert torch.autograd.gradcheck(
             lambda a, b, r=ratio: per_graph_transpose_matmul(
-                a, b, batch, torch.tensor(sizes), max_padding_ratio=r
+                a, b, batch, torch.tensor(sizes), max_padding_ratio=r, max_padded_elements=0
             ),
             (a, b),
         )
