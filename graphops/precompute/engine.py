@@ -61,7 +61,7 @@ from graphops.ops import to_csr
 from graphops.ops.csr import CSR
 from graphops.ops.spmm import host_empty
 from graphops.ops.streaming import RowBlockStream
-from graphops.ops.validate import check_index, check_nonempty_graph
+from graphops.ops.validate import check_finite, check_index, check_nonempty_graph
 from graphops.precompute.feature_store import FeatureStore, storage_name, to_storage
 from graphops.precompute.plan import PrecomputePlan
 from graphops.transforms.operator import SIGNOperator, graph_adjacency
@@ -177,12 +177,8 @@ def read_columns(x, start: int, end: int) -> Tensor:
     else:  # a numpy array or a read-only memmap: copied by numpy, never written
         block = host_empty(x.shape[0], end - start, _TORCH_OF_NUMPY[np.dtype(x.dtype)])
         block.numpy()[...] = x[:, start:end]
-    if not bool(torch.isfinite(block).all()):
-        raise ValueError(
-            f'x contains NaN or Inf (in columns {start}..{end}); clean it '
-            '(e.g. torch.nan_to_num) first'
-        )
-    return block
+    # one reduction, not an [N, w] bool tensor: the check stays inside the column budget
+    return check_finite(block, f'x (columns {start}..{end})')
 
 
 def device_matrix(matrix: CSR, device: torch.device, row_block_nnz: int | None):
@@ -220,6 +216,10 @@ def run_slice(
     array in the storage dtype}``. ``matrix`` comes from :func:`device_matrix`."""
     compute = torch.float64 if x_block.dtype == torch.float64 else torch.float32
     states = [x_block.to(device=device, dtype=compute)] * operator.num_streams
+    # Callers pass the block without keeping a name for it: once ``states`` moves on after the
+    # first hop the input block is freed, so a hop holds the budgeted buffers (old and new state)
+    # and not a third [N, w] copy.
+    del x_block
     device_rows = None if rows is None else rows.to(device)
     out: dict[str, np.ndarray] = {}
     tags = operator.stream_tags()
@@ -243,15 +243,15 @@ class LocalBackend:
     ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
         handle = device_matrix(matrix, device, row_block_nnz)
         for slice_index, start, end in slices:
-            block = read_columns(x, start, end)
 
             def hop_done(hop: int, seconds: float, width=end - start) -> None:
                 on_hop(hop, width, seconds)
 
-            yield (
-                slice_index,
-                run_slice(operator, handle, block, rows, storage_dtype, device, hop_done),
+            block = run_slice(
+                operator, handle, read_columns(x, start, end), rows, storage_dtype, device, hop_done
             )
+            yield slice_index, block
+            del block
 
     def __repr__(self) -> str:
         return 'LocalBackend()'

@@ -53,13 +53,12 @@ def _slice_task(operator, matrix_parts, x, rows, start, end, storage_dtype, devi
             *shape,
         )
         rows = None if rows is None else torch.from_numpy(rows)
-        block = read_columns(x, start, end)
     device = torch.device(device)
     seconds: list[float] = []
     blocks = run_slice(
         operator,
         device_matrix(matrix, device, block_nnz),
-        block,
+        read_columns(x, start, end),  # unnamed: run_slice frees it after the first hop
         rows,
         storage_dtype,
         device,
