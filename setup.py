@@ -4,7 +4,9 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 here = Path(__file__).parent
-version = re.search(r"__version__ = '([^']+)'", (here / 'graphops' / '__init__.py').read_text()).group(1)
+version = re.search(
+    r"__version__ = '([^']+)'", (here / 'graphops' / '__init__.py').read_text()
+).group(1)
 
 setup(
     name='graphops',

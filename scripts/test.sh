@@ -5,7 +5,7 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck disable=SC1091
 source "$repo/scripts/env.sh" test,ogb,bench,ray,fast "${GRAPHOPS_SPARSE:-sparse}"
 cd "$repo"
-ruff check graphops tests benchmarks examples
-ruff format --check graphops tests benchmarks examples
+ruff check .
+ruff format --check .
 # pytest's exit code 5 (no tests collected) is kept: it fails this script.
 exec python -m pytest -q -p no:cacheprovider "$@"

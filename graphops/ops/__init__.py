@@ -10,6 +10,7 @@ from graphops.ops.csr import (
     symmetrize,
     to_csr,
 )
+from graphops.ops.edge_type import edge_type_norm
 from graphops.ops.induced import augmented_subgraph, induced_edge_index, induced_subgraph
 from graphops.ops.optional import has_torch_sparse, is_sparse_tensor
 from graphops.ops.spgemm import spgemm, spspmm
@@ -27,6 +28,7 @@ __all__ = [
     'spspmm',
     'triangle_adjacency',
     'augmented_subgraph',
+    'edge_type_norm',
     'induced_edge_index',
     'induced_subgraph',
     'topk',

@@ -18,6 +18,7 @@ from graphops.nn.conv.gt_conv import (
 )
 from graphops.nn.conv.gt_layer import GTLayer, _check_node_index
 from graphops.ops.csr import CSR
+from graphops.ops.edge_type import edge_type_norm
 from graphops.ops.spgemm import _check_topk, spmm_with_value_grad
 from graphops.ops.validate import check_node_features, check_positive_int, check_same_device
 
@@ -69,6 +70,13 @@ class GTN(Module):
     (:math:`\mathrm{ReLU}([\mathbf{Z}_1 \Vert \cdots] \mathbf{W}_1)`) or ``'mean'``, followed by
     the output linear layer. The first hop of the meta-path is :math:`\mathbf{Q}^{(1)}`. The
     authors' non-local edge type and stacked FastGTN blocks are not included.
+
+    GTN mixes the edge types' adjacencies as given. When their degrees differ by orders of
+    magnitude (HGB ACM: about 85 paper-term edges per paper against 3 paper-author ones) the
+    dense type dominates every product until the selections have moved far; pass
+    ``edge_weight=graphops.ops.edge_type_norm(edge_index, edge_type, num_nodes)`` to give every
+    type unit in-weight per node first, as FastGTN does internally (``examples/gtn.py`` does so
+    by default).
 
     ``node_index`` computes only the outputs of those nodes. For GTN this is exact and is what
     keeps it lean: every step (products, normalisations, the GCN) is row-local, so only the
@@ -326,7 +334,10 @@ class GTN(Module):
         return product_order[::-1]
 
     def metapath_attention(
-        self, edge_type_names: Sequence[str] | None = None, top: int = 5
+        self,
+        edge_type_names: Sequence[str] | None = None,
+        top: int = 5,
+        edge_types: Sequence[tuple[str, str, str]] | None = None,
     ) -> dict:
         """The learned edge-type attention and the top meta-paths of every channel.
 
@@ -335,6 +346,11 @@ class GTN(Module):
                 ``data.edge_type_names`` of :func:`graphops.transforms.to_edge_type_stack`);
                 default ``'type0'``, ``'type1'``, ... The identity is named ``'identity'``.
             top (int, optional): meta-paths to list per channel. (default: ``5``)
+            edge_types (list of (str, str, str), optional): the ``(source node type, relation,
+                target node type)`` of every edge type (``data._edge_type_names`` of the stack).
+                When given, chains that cannot be walked (a hop starting at a node type the
+                previous hop does not end at; identity hops stay in place) are left out: their
+                adjacency product is empty, so their weight product means nothing.
 
         Returns:
             dict: ``'edge_type_names'`` (with ``'identity'`` last when used); ``'weights'``, one
@@ -350,6 +366,7 @@ class GTN(Module):
         names = self._edge_type_names(edge_type_names)
         if isinstance(top, bool) or not isinstance(top, int) or top < 1:
             raise ValueError(f'top must be a positive int, got {top!r}')
+        ends = self._edge_type_ends(edge_types)
         hops = self.hops()
         weights = [torch.softmax(conv.weight.detach().double(), dim=1) for _, _, conv in hops]
         records = [
@@ -365,7 +382,8 @@ class GTN(Module):
             for h, (layer, j, _) in enumerate(hops)
         ]
         metapaths = [
-            self._top_paths([w[c] for w in weights], names, top) for c in range(self.num_channels)
+            self._top_paths([w[c] for w in weights], names, top, ends)
+            for c in range(self.num_channels)
         ]
         return {'edge_type_names': names, 'weights': records, 'metapaths': metapaths}
 
@@ -381,7 +399,35 @@ class GTN(Module):
                 )
         return [*names, 'identity'] if self.identity else names
 
-    def _top_paths(self, per_hop: list[Tensor], names: list[str], top: int) -> list[dict]:
+    def _edge_type_ends(self, edge_types) -> list[tuple[str, str]] | None:
+        if edge_types is None:
+            return None
+        triples = list(edge_types)
+        if len(triples) != self.num_edge_types or not all(
+            isinstance(t, (tuple, list)) and len(t) == 3 for t in triples
+        ):
+            raise ValueError(
+                f'edge_types must hold {self.num_edge_types} (source, relation, target) triples, '
+                f'one per edge type; got {triples!r}'
+            )
+        return [(str(t[0]), str(t[2])) for t in triples]
+
+    def _walkable(self, chain: tuple[int, ...], ends) -> bool:
+        if ends is None:
+            return True
+        here = None
+        for k in chain:
+            if k == self.num_edge_types:  # the identity stays on its node type
+                continue
+            source, target = ends[k]
+            if here is not None and source != here:
+                return False
+            here = target
+        return True
+
+    def _top_paths(
+        self, per_hop: list[Tensor], names: list[str], top: int, ends=None
+    ) -> list[dict]:
         num_types = len(names)
         identity = num_types - 1 if self.identity else -1
         if num_types ** len(per_hop) <= _MAX_ENUMERATED_PATHS:
@@ -389,13 +435,20 @@ class GTN(Module):
             scores = per_hop[0]
             for w in per_hop[1:]:
                 scores = (scores[:, None] * w[None, :]).reshape(-1)
-            scored = zip(chains, scores.tolist())
+            scored = [
+                (chain, score)
+                for chain, score in zip(chains, scores.tolist())
+                if self._walkable(chain, ends)
+            ]
         else:
             beam = [((), 1.0)]
             width = max(top * 64, 256)
             for w in per_hop:
                 grown = [
-                    (chain + (k,), s * float(w[k])) for chain, s in beam for k in range(num_types)
+                    (chain + (k,), s * float(w[k]))
+                    for chain, s in beam
+                    for k in range(num_types)
+                    if self._walkable(chain + (k,), ends)
                 ]
                 beam = sorted(grown, key=lambda item: -item[1])[:width]
             scored = beam
@@ -427,20 +480,14 @@ def _normalize_edge_types(
     num_edge_types: int,
     dtype: torch.dtype,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """FastGTN's input: each edge type row-normalised (by the target's in-degree of that type);
+    """FastGTN's input: each edge type row-normalised (:func:`graphops.ops.edge_type_norm`);
     nodes without in-edges of a type get a unit self-loop of that type."""
     device = edge_index.device
-    weight = (
-        torch.ones(edge_index.size(1), dtype=dtype, device=device)
-        if edge_weight is None
-        else edge_weight.to(dtype)
-    )
+    weight = edge_type_norm(edge_index, edge_type, num_nodes, num_edge_types, edge_weight, dtype)
     slot = edge_type.long() * num_nodes + edge_index[1].long()
-    degree = torch.zeros(num_edge_types * num_nodes, dtype=dtype, device=device)
-    degree.index_add_(0, slot, weight)
-    inverse = torch.where(degree != 0, 1.0 / degree, torch.zeros_like(degree))
-    weight = weight * inverse[slot]
-    empty = (degree == 0).nonzero().view(-1)
+    present = torch.zeros(num_edge_types * num_nodes, dtype=torch.bool, device=device)
+    present[slot] = True
+    empty = (~present).nonzero().view(-1)
     node = empty % num_nodes
     loops = torch.stack([node, node], dim=0)
     return (

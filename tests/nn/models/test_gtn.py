@@ -276,6 +276,42 @@ def test_metapath_attention_identity_score_sums_positions():
     assert paths == pytest.approx({('r', 'r'): 0.25, ('r',): 0.5, ('identity',): 0.25})
 
 
+@pytest.mark.parametrize('num_edge_types, num_layers', [(2, 2), (15, 5)])  # enumerated, beam
+def test_metapath_attention_drops_chains_that_cannot_be_walked(num_edge_types, num_layers):
+    # Type 0 goes a -> b, every other type b -> a: a walk alternates 0 with the others.
+    triples = [('a', 'r0', 'b')] + [('b', f'r{k}', 'a') for k in range(1, num_edge_types)]
+    names = [t[1] for t in triples]
+    model = GTN(IN, HIDDEN, OUT, num_edge_types, num_layers=num_layers)
+    for fast in (False, True):
+        if fast:
+            model = GTN(IN, HIDDEN, OUT, num_edge_types, num_layers=num_layers + 1, fast=True)
+        everything = model.metapath_attention(names, top=20)['metapaths'][0]
+        walkable = model.metapath_attention(names, top=20, edge_types=triples)['metapaths'][0]
+        assert any(not _walks(p['path'], triples) for p in everything)
+        assert walkable and all(_walks(p['path'], triples) for p in walkable)
+
+
+def _walks(path, triples):
+    ends = {rel: (source, target) for source, rel, target in triples}
+    here = None
+    for name in path:
+        if name == 'identity':
+            continue
+        source, target = ends[name]
+        if here not in (None, source):
+            return False
+        here = target
+    return True
+
+
+def test_metapath_attention_rejects_malformed_edge_types():
+    model = GTN(IN, HIDDEN, OUT, 2)
+    with pytest.raises(ValueError, match='edge_types must hold 2'):
+        model.metapath_attention(edge_types=[('a', 'r', 'b')])
+    with pytest.raises(ValueError, match='edge_types must hold 2'):
+        model.metapath_attention(edge_types=['ab', 'ba'])
+
+
 def test_metapath_attention_beam_for_long_chains():
     model = GTN(IN, HIDDEN, OUT, 15, num_layers=5)  # 16**6 chains > 2**20: beam search
     paths = model.metapath_attention(top=3)['metapaths'][0]
