@@ -6,6 +6,7 @@ Scripts import this module (``from common import ...`` when run as ``python benc
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import statistics
@@ -53,6 +54,43 @@ def time_fn(
         'min_s': min(times),
         'mean_s': statistics.fmean(times),
         'runs': len(times),
+    }
+
+
+def time_interleaved(
+    fns: dict[str, Callable[[], object]],
+    *,
+    repeat: int = 5,
+    device: torch.device | str | None = None,
+) -> dict[str, dict]:
+    """Times several contenders in rounds (each runs once per round, in turn) after one warm-up
+    run each, so a burst of load from a neighbour on a shared machine hits all of them rather
+    than whichever happened to be running. Per name: ``median_s``, ``min_s``, ``cpu_s`` (median
+    process CPU seconds, all threads) and ``peak_bytes`` (peak memory of the warm-up run)."""
+    walls: dict[str, list[float]] = {name: [] for name in fns}
+    cpus: dict[str, list[float]] = {name: [] for name in fns}
+    peaks: dict[str, int] = {}
+    for name, fn in fns.items():
+        gc.collect()
+        with PeakMemory(device or 'cpu') as meter:
+            fn()
+            synchronize(device)
+        peaks[name] = meter.peak_bytes
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            cpu_start, start = time.process_time(), time.perf_counter()
+            fn()
+            synchronize(device)
+            walls[name].append(time.perf_counter() - start)
+            cpus[name].append(time.process_time() - cpu_start)
+    return {
+        name: {
+            'median_s': statistics.median(walls[name]),
+            'min_s': min(walls[name]),
+            'cpu_s': statistics.median(cpus[name]),
+            'peak_bytes': peaks[name],
+        }
+        for name in fns
     }
 
 

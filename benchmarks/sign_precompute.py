@@ -17,7 +17,12 @@ Cases:
   process's resident size before the call, and the peak of the column-slice phase alone (after
   the operator's matrix is built) minus the matrix: the working memory the budget bounds.
 
-One JSON line per measurement (``benchmarks.common.emit``); ratios are baseline / graphops.
+One JSON line per measurement (``benchmarks.common.emit``); ratios are baseline / graphops. The
+contenders of case (a) run in alternating rounds (``benchmarks.common.time_interleaved``): on a
+shared machine one call of the same product can take 2-3x another, and alternating keeps a burst
+of load from landing on one contender only. Each record gives medians (``ratio_vs_*``), best
+runs (``min_ratio_vs_*``: each side at its least disturbed) and process CPU time
+(``cpu_ratio_vs_*``).
 """
 
 from __future__ import annotations
@@ -32,7 +37,15 @@ import time
 import numpy as np
 import torch
 
-from benchmarks.common import PeakMemory, emit, plot_bars, process_peak_rss_bytes, ratio, time_fn
+from benchmarks.common import (
+    PeakMemory,
+    emit,
+    plot_bars,
+    process_peak_rss_bytes,
+    ratio,
+    time_fn,
+    time_interleaved,
+)
 
 
 def random_case(num_nodes: int, num_edges: int, num_features: int, seed: int = 0):
@@ -76,6 +89,30 @@ def measure(fn, device, repeat: int) -> tuple[float, float, int]:
     return timing['median_s'], statistics.median(cpu[1:]), meter.peak_bytes
 
 
+def timing_fields(timings: dict[str, dict], per: int = 1) -> dict:
+    """``<name>_s`` (median), ``<name>_min_s``, ``<name>_cpu_s`` (each divided by ``per``) and
+    ``<name>_peak_bytes`` for every contender."""
+    fields = {}
+    for name, t in timings.items():
+        fields[f'{name}_s'] = t['median_s'] / per
+        fields[f'{name}_min_s'] = t['min_s'] / per
+        fields[f'{name}_cpu_s'] = t['cpu_s'] / per
+        fields[f'{name}_peak_bytes'] = t['peak_bytes']
+    return fields
+
+
+def ratio_fields(timings: dict[str, dict], *baselines: str) -> dict:
+    """``ratio_vs_<b>`` (medians), ``min_ratio_vs_<b>`` (best runs) and ``cpu_ratio_vs_<b>``:
+    baseline / graphops."""
+    ours = timings['graphops']
+    fields = {}
+    for b in baselines:
+        fields[f'ratio_vs_{b}'] = ratio(timings[b]['median_s'], ours['median_s'])
+        fields[f'min_ratio_vs_{b}'] = ratio(timings[b]['min_s'], ours['min_s'])
+        fields[f'cpu_ratio_vs_{b}'] = ratio(timings[b]['cpu_s'], ours['cpu_s'])
+    return fields
+
+
 def case_a(args, device) -> list[dict]:
     import torch_geometric.transforms as T
     from torch_geometric import EdgeIndex
@@ -94,22 +131,23 @@ def case_a(args, device) -> list[dict]:
     records = [emit({**shape, 'check': 'SIGN(3) vs T.SIGN(3)', **check_against_pyg(data, device)})]
     data = data.to(device)
 
-    # whole transforms, per hop
-    ours_s, ours_cpu, ours_mem = measure(lambda: SIGN(3)(data.clone()), device, args.repeat)
-    pyg_s, pyg_cpu, pyg_mem = measure(lambda: T.SIGN(3)(data.clone()), device, args.repeat)
+    # whole transforms, per hop; the contenders alternate (time_interleaved): this machine is
+    # shared, and a burst of load must not land on one of them only
+    whole = time_interleaved(
+        {
+            'graphops': lambda: SIGN(3)(data.clone()),
+            'pyg': lambda: T.SIGN(3)(data.clone()),
+        },
+        repeat=args.repeat,
+        device=device,
+    )
     records.append(
         emit(
             {
                 **shape,
                 'op': 'transform SIGN(3) per hop',
-                'graphops_s': ours_s / 3,
-                'pyg_s': pyg_s / 3,
-                'ratio_vs_pyg': ratio(pyg_s, ours_s),
-                'graphops_cpu_s': ours_cpu / 3,
-                'pyg_cpu_s': pyg_cpu / 3,
-                'cpu_ratio_vs_pyg': ratio(pyg_cpu, ours_cpu),
-                'graphops_peak_bytes': ours_mem,
-                'pyg_peak_bytes': pyg_mem,
+                **timing_fields(whole, per=3),
+                **ratio_fields(whole, 'pyg'),
             }
         )
     )
@@ -118,50 +156,31 @@ def case_a(args, device) -> list[dict]:
     matrix = Adjacency(1).matrix(to_csr(data.edge_index, num_nodes=n).to(device))
     x = data.x
     out = torch.empty_like(x)
-    ours_s, ours_cpu, ours_mem = measure(lambda: spmm(matrix, x, out=out), device, args.repeat)
     row, col = data.edge_index
     deg = scatter(torch.ones(e, device=device), col, dim_size=n, reduce='sum')
     inv = deg.pow(-0.5).masked_fill_(deg == 0, 0)
     weight = inv[row] * inv[col]
     index, perm = EdgeIndex(data.edge_index, sparse_size=(n, n)).sort_by('col')
     weight = weight[perm]
-    pyg_s, pyg_cpu, pyg_mem = measure(
-        lambda: index.matmul(x, weight, transpose=True), device, args.repeat
-    )
     torch_csr = matrix.to_torch_csr()
-    torch_s, torch_cpu, torch_mem = measure(
-        lambda: torch.sparse.mm(torch_csr, x), device, args.repeat
-    )
-    record = {
-        **shape,
-        'op': 'adjacency hop (prepared matrix)',
-        'nnz': matrix.nnz,
-        'graphops_s': ours_s,
-        'pyg_s': pyg_s,
-        'torch_csr_s': torch_s,
-        'ratio_vs_pyg': ratio(pyg_s, ours_s),
-        'ratio_vs_torch_csr': ratio(torch_s, ours_s),
-        'graphops_cpu_s': ours_cpu,
-        'pyg_cpu_s': pyg_cpu,
-        'torch_csr_cpu_s': torch_cpu,
-        'cpu_ratio_vs_pyg': ratio(pyg_cpu, ours_cpu),
-        'cpu_ratio_vs_torch_csr': ratio(torch_cpu, ours_cpu),
-        'graphops_gather_GBps': matrix.nnz * f * 4 / ours_s / 1e9,
-        'graphops_peak_bytes': ours_mem,
-        'pyg_peak_bytes': pyg_mem,
-        'torch_csr_peak_bytes': torch_mem,
+    contenders = {
+        'graphops': lambda: spmm(matrix, x, out=out),
+        'pyg': lambda: index.matmul(x, weight, transpose=True),
+        'torch_csr': lambda: torch.sparse.mm(torch_csr, x),
     }
     if device.type == 'cpu':
         sp = matrix.to_scipy().astype(np.float32)
         x_np = x.numpy()
-        scipy_s, scipy_cpu, scipy_mem = measure(lambda: sp @ x_np, device, max(1, args.repeat - 1))
-        record.update(
-            scipy_s=scipy_s,
-            ratio_vs_scipy=ratio(scipy_s, ours_s),
-            scipy_cpu_s=scipy_cpu,
-            cpu_ratio_vs_scipy=ratio(scipy_cpu, ours_cpu),
-            scipy_peak_bytes=scipy_mem,
-        )
+        contenders['scipy'] = lambda: sp @ x_np
+    hop = time_interleaved(contenders, repeat=args.repeat, device=device)
+    record = {
+        **shape,
+        'op': 'adjacency hop (prepared matrix)',
+        'nnz': matrix.nnz,
+        **timing_fields(hop),
+        **ratio_fields(hop, *[name for name in hop if name != 'graphops']),
+        'graphops_gather_GBps': matrix.nnz * f * 4 / hop['graphops']['median_s'] / 1e9,
+    }
     records.append(emit(record))
 
     # triangle operator: the masked product alone
