@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import gc
 import shutil
-import statistics
 import tempfile
 import time
 
@@ -38,12 +37,10 @@ import numpy as np
 import torch
 
 from benchmarks.common import (
-    PeakMemory,
     emit,
     plot_bars,
     process_peak_rss_bytes,
     ratio,
-    time_fn,
     time_interleaved,
 )
 
@@ -70,23 +67,6 @@ def check_against_pyg(data, device) -> dict:
     if not ok:
         raise SystemExit(f'graphops SIGN(3) differs from PyG T.SIGN(3): max abs diff {diff}')
     return {'max_abs_diff_vs_pyg': diff, 'max_abs_value': scale}
-
-
-def measure(fn, device, repeat: int) -> tuple[float, float, int]:
-    """Median wall seconds (``time_fn``), median process CPU seconds of the same runs (all
-    threads; steadier than wall time on a shared machine) and peak memory of a first run."""
-    cpu: list[float] = []
-
-    def timed():
-        started = time.process_time()
-        fn()
-        cpu.append(time.process_time() - started)
-
-    gc.collect()
-    with PeakMemory(device) as meter:
-        timed()
-    timing = time_fn(timed, repeat=repeat, warmup=0, device=device)
-    return timing['median_s'], statistics.median(cpu[1:]), meter.peak_bytes
 
 
 def timing_fields(timings: dict[str, dict], per: int = 1) -> dict:
@@ -203,7 +183,10 @@ def case_a(args, device) -> list[dict]:
     ppr = PPR(1, tol=args.ppr_tol)
     ppr_matrix = ppr.matrix(adj)
     x16 = x[:, :16].contiguous()
-    ppr_s, _, _ = measure(lambda: ppr.step(ppr_matrix, [x16]), device, 1)
+    ppr_hop = time_interleaved(
+        {'ppr': lambda: ppr.step(ppr_matrix, [x16])}, repeat=1, device=device
+    )
+    ppr_s = ppr_hop['ppr']['median_s']
     records.append(
         emit(
             {

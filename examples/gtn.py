@@ -92,9 +92,9 @@ lr = args.lr or (0.05 if args.fast else 0.005)
 conv_lr = args.conv_lr or (lr if args.fast else 0.5)
 device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
 
-data = load(args.dataset, transform=ToEdgeTypeStack())[0]
+hetero = load(args.dataset)[0]
+data = ToEdgeTypeStack()(hetero)
 if args.featureless == 'one-hot':
-    hetero = load(args.dataset)[0]
     bare = [i for i, t in enumerate(data.node_type_names) if 'x' not in hetero[t]]
     is_bare = torch.isin(data.node_type, torch.tensor(bare, dtype=torch.long))
     rows = is_bare.nonzero().view(-1)

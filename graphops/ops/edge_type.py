@@ -1,4 +1,4 @@
-"""Per-edge-type normalisation of an edge-type stack."""
+"""Edge-type stacks (``edge_index``, ``edge_type``): their input check and per-type normalisation."""
 
 from __future__ import annotations
 
@@ -14,6 +14,29 @@ from graphops.ops.validate import (
     check_positive_int,
     check_same_device,
 )
+
+
+def check_edge_type_stack(
+    edge_index: Tensor,
+    edge_type: Tensor,
+    num_nodes: int,
+    edge_weight: Tensor | None,
+    num_edge_types: int,
+) -> int:
+    """Validates an edge-type stack (indices, types in ``[0, num_edge_types)``, lengths, weights,
+    devices); returns ``num_nodes`` as an int."""
+    check_edge_index(edge_index)
+    num_nodes = check_num_nodes(num_nodes)
+    num_edges = edge_index.size(1)
+    check_index(edge_type, 'edge_type', upper=num_edge_types, upper_name='num_edge_types')
+    check_length(edge_type, num_edges, 'edge_type', 'the number of edges (edge_index.size(1))')
+    check_index(edge_index[0], 'edge_index[0] (sources)', upper=num_nodes, upper_name='num_nodes')
+    check_index(edge_index[1], 'edge_index[1] (targets)', upper=num_nodes, upper_name='num_nodes')
+    check_edge_weight(edge_weight, num_edges)
+    check_same_device(
+        [('edge_index', edge_index), ('edge_type', edge_type), ('edge_weight', edge_weight)]
+    )
+    return num_nodes
 
 
 def edge_type_norm(
@@ -42,7 +65,7 @@ def edge_type_norm(
     Args:
         edge_index (Tensor): ``[2, E]`` sources and targets.
         edge_type (Tensor): ``[E]`` edge type ids in ``[0, num_edge_types)``.
-        num_nodes (int): number of nodes.
+        num_nodes (int): number of nodes (every source and target must be below it).
         num_edge_types (int, optional): number of edge types (default: ``edge_type.max() + 1``).
         edge_weight (Tensor, optional): ``[E]`` weights to normalise (default: ones).
         dtype (torch.dtype, optional): output dtype (default: ``edge_weight``'s, else float32).
@@ -56,26 +79,30 @@ def edge_type_norm(
           :math:`(E)` or :obj:`None`
         - **output:** :math:`(E)`
     """
-    check_edge_index(edge_index)
-    num_nodes = check_num_nodes(num_nodes)
-    num_edges = edge_index.size(1)
     if num_edge_types is None:
         check_index(edge_type, 'edge_type')
         num_edge_types = int(edge_type.max()) + 1 if edge_type.numel() else 1
     num_edge_types = check_positive_int(num_edge_types, 'num_edge_types')
-    check_index(edge_type, 'edge_type', upper=num_edge_types, upper_name='num_edge_types')
-    check_length(edge_type, num_edges, 'edge_type', 'the number of edges (edge_index.size(1))')
-    check_index(edge_index[1], 'edge_index[1] (targets)', upper=num_nodes, upper_name='num_nodes')
-    check_edge_weight(edge_weight, num_edges)
-    check_same_device(
-        [('edge_index', edge_index), ('edge_type', edge_type), ('edge_weight', edge_weight)]
-    )
+    num_nodes = check_edge_type_stack(edge_index, edge_type, num_nodes, edge_weight, num_edge_types)
     if dtype is None:
         dtype = edge_weight.dtype if edge_weight is not None else torch.get_default_dtype()
     if not dtype.is_floating_point:
         raise TypeError(f'dtype must be a floating dtype, got {dtype}')
+    return _edge_type_norm(edge_index, edge_type, num_nodes, num_edge_types, edge_weight, dtype)[0]
+
+
+def _edge_type_norm(
+    edge_index: Tensor,
+    edge_type: Tensor,
+    num_nodes: int,
+    num_edge_types: int,
+    edge_weight: Tensor | None,
+    dtype: torch.dtype,
+) -> tuple[Tensor, Tensor]:
+    """:func:`edge_type_norm` on validated inputs; also returns each edge's ``(type, target)``
+    slot ``edge_type * num_nodes + target``."""
     weight = (
-        torch.ones(num_edges, dtype=dtype, device=edge_index.device)
+        torch.ones(edge_index.size(1), dtype=dtype, device=edge_index.device)
         if edge_weight is None
         else edge_weight.to(dtype)
     )
@@ -83,4 +110,4 @@ def edge_type_norm(
     degree = torch.zeros(num_edge_types * num_nodes, dtype=dtype, device=edge_index.device)
     degree.index_add_(0, slot, weight)
     inverse = torch.where(degree != 0, 1.0 / degree, torch.zeros_like(degree))
-    return weight * inverse[slot]
+    return weight * inverse[slot], slot

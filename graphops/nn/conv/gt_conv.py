@@ -9,14 +9,9 @@ from torch import Tensor
 from torch.nn import Module, Parameter
 
 from graphops.ops.csr import CSR, index_dtype_for
+from graphops.ops.edge_type import check_edge_type_stack
 from graphops.ops.validate import (
-    check_edge_index,
-    check_edge_weight,
-    check_index,
-    check_length,
-    check_num_nodes,
     check_positive_int,
-    check_same_device,
 )
 
 
@@ -52,28 +47,6 @@ class _EdgeTypeStack:
             torch.arange(self.num_nodes, device=self.col.device), counts, output_size=self.nnz
         )
         return torch.stack([self.col.long(), target], dim=0)
-
-
-def _check_stacked_graph(
-    edge_index: Tensor,
-    edge_type: Tensor,
-    num_nodes: int,
-    edge_weight: Tensor | None,
-    num_edge_types: int,
-) -> int:
-    """Validates GTN's input form; returns ``num_nodes`` as an int."""
-    check_edge_index(edge_index)
-    num_nodes = check_num_nodes(num_nodes)
-    num_edges = edge_index.size(1)
-    check_index(edge_type, 'edge_type', upper=num_edge_types, upper_name='num_edge_types')
-    check_length(edge_type, num_edges, 'edge_type', 'the number of edges (edge_index.size(1))')
-    check_index(edge_index[0], 'edge_index[0] (sources)', upper=num_nodes, upper_name='num_nodes')
-    check_index(edge_index[1], 'edge_index[1] (targets)', upper=num_nodes, upper_name='num_nodes')
-    check_edge_weight(edge_weight, num_edges)
-    check_same_device(
-        [('edge_index', edge_index), ('edge_type', edge_type), ('edge_weight', edge_weight)]
-    )
-    return num_nodes
 
 
 def _build_edge_type_stack(
@@ -196,7 +169,7 @@ class GTConv(Module):
         num_nodes: int,
         edge_weight: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        num_nodes = _check_stacked_graph(
+        num_nodes = check_edge_type_stack(
             edge_index, edge_type, num_nodes, edge_weight, self.num_edge_types
         )
         stack = _build_edge_type_stack(

@@ -11,10 +11,10 @@ from torch.nn import Module
 from graphops.nn.conv.gt_conv import (
     GTConv,
     _build_edge_type_stack,
-    _check_stacked_graph,
     _EdgeTypeStack,
 )
 from graphops.ops.csr import CSR, normalize
+from graphops.ops.edge_type import check_edge_type_stack
 from graphops.ops.spgemm import _check_topk, spgemm
 from graphops.ops.validate import check_index, check_positive_int, check_same_device
 
@@ -121,7 +121,7 @@ class GTLayer(Module):
         prev: Sequence[CSR] | None = None,
         node_index: Tensor | None = None,
     ) -> list[CSR]:
-        num_nodes = _check_stacked_graph(
+        num_nodes = check_edge_type_stack(
             edge_index, edge_type, num_nodes, edge_weight, self.num_edge_types
         )
         node_index = _check_node_index(node_index, num_nodes)

@@ -14,11 +14,10 @@ from torch.nn import Linear, Module, ModuleList, Parameter
 from graphops.nn.conv.gt_conv import (
     GTConv,
     _build_edge_type_stack,
-    _check_stacked_graph,
 )
 from graphops.nn.conv.gt_layer import GTLayer, _check_node_index
 from graphops.ops.csr import CSR
-from graphops.ops.edge_type import edge_type_norm
+from graphops.ops.edge_type import _edge_type_norm, check_edge_type_stack
 from graphops.ops.spgemm import _check_topk, spmm_with_value_grad
 from graphops.ops.validate import check_node_features, check_positive_int, check_same_device
 
@@ -222,7 +221,7 @@ class GTN(Module):
             raise ValueError(
                 'FastGTN never forms meta-path adjacencies; build the model with fast=False'
             )
-        num_nodes = _check_stacked_graph(
+        num_nodes = check_edge_type_stack(
             edge_index, edge_type, num_nodes, edge_weight, self.num_edge_types
         )
         node_index = _check_node_index(node_index, num_nodes)
@@ -257,7 +256,7 @@ class GTN(Module):
                 f'x has {x.size(1)} features but the model was built with in_channels = '
                 f'{self.in_channels}'
             )
-        num_nodes = _check_stacked_graph(
+        num_nodes = check_edge_type_stack(
             edge_index, edge_type, x.size(0), edge_weight, self.num_edge_types
         )
         check_same_device([('x', x), ('edge_index', edge_index)])
@@ -483,8 +482,10 @@ def _normalize_edge_types(
     """FastGTN's input: each edge type row-normalised (:func:`graphops.ops.edge_type_norm`);
     nodes without in-edges of a type get a unit self-loop of that type."""
     device = edge_index.device
-    weight = edge_type_norm(edge_index, edge_type, num_nodes, num_edge_types, edge_weight, dtype)
-    slot = edge_type.long() * num_nodes + edge_index[1].long()
+    # inputs were checked once by GTN._prepare
+    weight, slot = _edge_type_norm(
+        edge_index, edge_type, num_nodes, num_edge_types, edge_weight, dtype
+    )
     present = torch.zeros(num_edge_types * num_nodes, dtype=torch.bool, device=device)
     present[slot] = True
     empty = (~present).nonzero().view(-1)
