@@ -41,7 +41,7 @@ def test_spmm_bad_input():
 
 # --- backends -------------------------------------------------------------------------------------
 
-from graphops.ops.spmm import has_numba, row_chunks  # noqa: E402
+from graphops.ops.spmm import has_numba  # noqa: E402
 from graphops.testing import random_graph  # noqa: E402
 
 needs_numba = pytest.mark.skipif(not has_numba(), reason='numba is not installed')
@@ -76,25 +76,6 @@ def test_numba_backend_index_dtypes_and_out(index_dtype):
     torch.testing.assert_close(out, spmm(csr, x, backend='torch'), **tolerance(torch.float32))
 
 
-@needs_numba
-def test_numba_result_independent_of_threads_and_column_slices():
-    import numba
-
-    g = random_graph(500, 6000, seed=4, weighted=True, dtype=torch.float32)
-    csr = to_csr(g.edge_index, g.edge_weight, g.num_nodes)
-    x = random_features(500, 24, dtype=torch.float32)
-    full = spmm(csr, x, backend='numba')
-    threads = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        single = spmm(csr, x, backend='numba')
-    finally:
-        numba.set_num_threads(threads)
-    assert torch.equal(full, single)
-    sliced = torch.cat([spmm(csr, x[:, a : a + 5], backend='numba') for a in range(0, 24, 5)], 1)
-    assert torch.equal(full, sliced)  # the engine's column slices give the same bytes
-
-
 def test_autograd_goes_through_torch():
     g = random_graph(20, 80, seed=5, weighted=True)
     csr = to_csr(g.edge_index, g.edge_weight, g.num_nodes)
@@ -102,14 +83,6 @@ def test_autograd_goes_through_torch():
     torch.autograd.gradcheck(lambda f: spmm(csr, f), (x,))
     with torch.no_grad():  # no gradient wanted: the fast kernel, same values
         torch.testing.assert_close(spmm(csr, x), spmm(csr, x.detach(), backend='torch'))
-
-
-def test_row_chunks_cover_rows_with_even_work():
-    rowptr = torch.tensor([0, 100, 100, 100, 101, 102, 300]).numpy()
-    bounds = row_chunks(rowptr, 3)
-    assert bounds[0] == 0 and bounds[-1] == 6
-    assert (bounds[1:] >= bounds[:-1]).all()
-    assert row_chunks(rowptr[:1], 4).tolist() == [0, 0]  # no rows: one empty chunk
 
 
 def test_spmm_bad_backend_and_out():

@@ -1,0 +1,93 @@
+import pytest
+import torch
+
+from graphops.ops import llvm_spmm, to_csr
+from graphops.ops.spmm import HUGE_PAGE, host_empty, row_chunks, spmm
+from graphops.testing import (
+    awkward_graphs,
+    random_features,
+    random_graph,
+    tolerance,
+)
+
+pytestmark = pytest.mark.skipif(not llvm_spmm.available(), reason='numba/llvmlite not installed')
+
+GRAPHS = list(awkward_graphs(weighted=True))
+# one vector, a tail shorter than a vector, a full pass, a pass and a tail, rows longer than the
+# whole-row prefetch (per-pass prefetch)
+WIDTHS = [1, 3, 8, 9, 64, 65, 128, 300]
+
+
+def reference(csr, x, mean):
+    expected = csr.to_dense(x.dtype) @ x
+    if mean:
+        expected = expected / csr.row_counts().clamp(min=1).to(x.dtype)[:, None]
+    return expected
+
+
+@pytest.mark.parametrize('graph', GRAPHS, ids=[g.name for g in GRAPHS])
+@pytest.mark.parametrize('weighted', [True, False])
+@pytest.mark.parametrize('mean', [False, True])
+def test_kernel_matches_dense_float64(graph, weighted, mean):
+    csr = to_csr(graph.edge_index, graph.edge_weight if weighted else None, graph.num_nodes)
+    x = random_features(graph.num_nodes, 6)
+    out = torch.full((csr.num_rows, 6), float('nan'), dtype=torch.float64)
+    value = None if csr.value is None else csr.value.double()
+    llvm_spmm.spmm_into(csr.rowptr, csr.col, value, x, out, mean)
+    torch.testing.assert_close(out, reference(csr, x, mean), **tolerance(torch.float64))
+
+
+@pytest.mark.parametrize('width', WIDTHS)
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+@pytest.mark.parametrize('index_dtype', [torch.int32, torch.int64])
+def test_kernel_widths_dtypes_and_index_dtypes(width, dtype, index_dtype):
+    g = random_graph(60, 700, seed=width, isolated=5, weighted=True, dtype=dtype)
+    csr = to_csr(g.edge_index, g.edge_weight, g.num_nodes).to(index_dtype=index_dtype)
+    x = random_features(60, width, seed=1, dtype=dtype)
+    for mean in (False, True):
+        out = torch.full((60, width), float('nan'), dtype=dtype)
+        llvm_spmm.spmm_into(csr.rowptr, csr.col, csr.value, x, out, mean)
+        torch.testing.assert_close(out, reference(csr, x, mean), **tolerance(dtype))
+
+
+def test_bytes_independent_of_threads_chunks_and_column_slices(monkeypatch):
+    monkeypatch.setattr(llvm_spmm, 'SERIAL_WORK', 0)  # the thread pool even on a small graph
+    g = random_graph(3000, 40000, seed=4, weighted=True, dtype=torch.float32)
+    csr = to_csr(g.edge_index, g.edge_weight, g.num_nodes)
+    x = random_features(3000, 40, dtype=torch.float32)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for count in (1, 2, 3):
+            torch.set_num_threads(count)
+            results.append(spmm(csr, x, backend='numba'))
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(results[0], r) for r in results[1:])
+    sliced = torch.cat([spmm(csr, x[:, a : a + 7], backend='numba') for a in range(0, 40, 7)], 1)
+    assert torch.equal(results[0], sliced)  # the engine's column slices give the same bytes
+
+
+def test_generated_ir_names_its_constants():
+    ir = llvm_spmm.kernel_ir(130, torch.float32, torch.int32, True, False)
+    assert 'define void @spmm_rows' in ir
+    assert 'mul i64 %i, 520' in ir  # the row stride is a constant: 130 float32
+    assert '<2 x float>' in ir  # the tail of 130 = 16 x 8 + 2
+    assert 'llvm.prefetch' in ir
+
+
+def test_row_chunks_cover_rows_with_even_work():
+    rowptr = torch.tensor([0, 100, 100, 100, 101, 102, 300]).numpy()
+    bounds = row_chunks(rowptr, 3)
+    assert bounds[0] == 0 and bounds[-1] == 6
+    assert (bounds[1:] >= bounds[:-1]).all()
+    assert row_chunks(rowptr[:1], 4).tolist() == [0, 0]  # no rows: one empty chunk
+
+
+def test_host_empty_aligns_large_buffers():
+    large = host_empty(HUGE_PAGE // 256 + 3, 64)  # just over 2 MiB of float32
+    assert large.data_ptr() % HUGE_PAGE == 0 and large.is_contiguous()
+    assert large.shape == (HUGE_PAGE // 256 + 3, 64) and large.dtype == torch.float32
+    small = host_empty(10, 3, torch.float64)
+    assert small.data_ptr() % 64 == 0 and small.dtype == torch.float64
+    assert host_empty(4, 4, torch.bfloat16).dtype == torch.bfloat16
