@@ -23,6 +23,7 @@ a small thread pool runs; ctypes releases the GIL for each call.
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -191,6 +192,17 @@ def _kernel(num_features: int, dtype: torch.dtype, index_dtype: torch.dtype, wei
             function = _SIGNATURE(engine.get_function_address('spmm_rows'))
             _compiled[key] = function
     return function
+
+
+def _forget_pool_after_fork() -> None:
+    # a forked child has none of the parent's worker threads: a pool it inherited would take
+    # work and never run it
+    global _pool, _pool_size, _lock
+    _pool, _pool_size, _lock = None, 0, threading.Lock()
+
+
+if hasattr(os, 'register_at_fork'):
+    os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
 def _thread_pool(threads: int) -> ThreadPoolExecutor:

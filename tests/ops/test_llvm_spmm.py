@@ -91,3 +91,23 @@ def test_host_empty_aligns_large_buffers():
     small = host_empty(10, 3, torch.float64)
     assert small.data_ptr() % 64 == 0 and small.dtype == torch.float64
     assert host_empty(4, 4, torch.bfloat16).dtype == torch.bfloat16
+
+
+@pytest.mark.skipif(not hasattr(__import__('os'), 'fork'), reason='needs fork')
+def test_forked_child_gets_its_own_thread_pool(monkeypatch):
+    import multiprocessing
+
+    monkeypatch.setattr(llvm_spmm, 'SERIAL_WORK', 0)
+    g = random_graph(500, 5000, seed=8, weighted=True, dtype=torch.float32)
+    csr = to_csr(g.edge_index, g.edge_weight, g.num_nodes)
+    x = random_features(500, 16, dtype=torch.float32)
+    expected = spmm(csr, x, backend='numba')  # the parent's pool exists now
+    context = multiprocessing.get_context('fork')
+    with context.Pool(1) as pool:
+        result = pool.apply_async(_product_in_child, (csr, x)).get(timeout=60)
+    assert torch.equal(result, expected)
+
+
+def _product_in_child(csr, x):
+    torch.set_num_threads(2)
+    return spmm(csr, x, backend='numba')
