@@ -89,7 +89,10 @@ def spmm_into(
 ) -> None:
     """``out = M @ x`` (``mean``: each row divided by its number of entries) for a CSR ``M`` on
     CPU. ``x`` and ``out`` are contiguous float32 or float64 tensors of one dtype; ``value``, when
-    given, has their dtype too; ``rowptr`` and ``col`` share an index dtype. Callers validate."""
+    given, has their dtype too; ``rowptr`` and ``col`` share an index dtype. Index ranges are the
+    caller's to validate (:func:`graphops.ops.to_csr` does); the layout is checked here, since the
+    kernel reads raw memory."""
+    _check_layout(rowptr, col, value, x, out)
     num_rows, num_features = out.shape
     nnz = col.numel()
     function = _kernel(num_features, x.dtype, col.dtype, value is not None, mean)
@@ -115,6 +118,25 @@ def spmm_into(
     ]
     for future in futures:
         future.result()
+
+
+def _check_layout(rowptr, col, value, x, out) -> None:
+    tensors = {'rowptr': rowptr, 'col': col, 'x': x, 'out': out}
+    if value is not None:
+        tensors['value'] = value
+    for name, tensor in tensors.items():
+        if tensor.device.type != 'cpu' or not tensor.is_contiguous():
+            raise ValueError(f'{name} must be a contiguous CPU tensor for the CPU SpMM kernel')
+    if x.dtype not in _IR_TYPES or out.dtype != x.dtype:
+        raise TypeError(f'x and out must share a float32/float64 dtype, got {x.dtype}, {out.dtype}')
+    if value is not None and (value.dtype != x.dtype or value.shape != col.shape):
+        raise ValueError(f'value must be a {x.dtype} tensor shaped like col {tuple(col.shape)}')
+    if col.dtype not in _IR_INDEX or rowptr.dtype != col.dtype:
+        raise TypeError(f'rowptr and col must share an int32/int64 dtype, got {rowptr.dtype}')
+    if x.dim() != 2 or out.dim() != 2 or x.shape[1] != out.shape[1]:
+        raise ValueError(f'x {tuple(x.shape)} and out {tuple(out.shape)} must be [N, F] alike')
+    if rowptr.dim() != 1 or rowptr.numel() != out.shape[0] + 1:
+        raise ValueError(f'rowptr must hold out.shape[0] + 1 = {out.shape[0] + 1} offsets')
 
 
 # --- compilation --------------------------------------------------------------------------------

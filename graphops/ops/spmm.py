@@ -102,7 +102,7 @@ def host_empty(num_rows: int, num_cols: int, dtype: torch.dtype = torch.float32)
     ``torch.empty`` (64-byte aligned).
     """
     numpy_dtype = _NUMPY_DTYPES.get(dtype)
-    nbytes = num_rows * num_cols * torch.finfo(dtype).bits // 8 if dtype.is_floating_point else 0
+    nbytes = num_rows * num_cols * dtype.itemsize
     if numpy_dtype is None or nbytes < HUGE_PAGE:
         return torch.empty(num_rows, num_cols, dtype=dtype)
     raw = np.empty(nbytes + HUGE_PAGE, dtype=np.uint8)

@@ -111,3 +111,20 @@ def test_forked_child_gets_its_own_thread_pool(monkeypatch):
 def _product_in_child(csr, x):
     torch.set_num_threads(2)
     return spmm(csr, x, backend='numba')
+
+
+def test_layout_is_checked_before_raw_memory_is_read():
+    csr = to_csr(torch.tensor([[0, 1], [1, 0]]))
+    x, out = torch.randn(2, 3), torch.empty(2, 3)
+    with pytest.raises(ValueError, match='contiguous CPU'):
+        llvm_spmm.spmm_into(csr.rowptr, csr.col, None, x.t().contiguous().t(), out, False)
+    with pytest.raises(TypeError, match='float32/float64'):
+        llvm_spmm.spmm_into(csr.rowptr, csr.col, None, x, out.double(), False)
+    with pytest.raises(ValueError, match='shaped like col'):
+        llvm_spmm.spmm_into(csr.rowptr, csr.col, torch.ones(5), x, out, False)
+    with pytest.raises(TypeError, match='int32/int64'):
+        llvm_spmm.spmm_into(csr.rowptr.long(), csr.col.int(), None, x, out, False)
+    with pytest.raises(ValueError, match='offsets'):
+        llvm_spmm.spmm_into(csr.rowptr, csr.col, None, x, torch.empty(3, 3), False)
+    with pytest.raises(ValueError, match='alike'):
+        llvm_spmm.spmm_into(csr.rowptr, csr.col, None, x, torch.empty(2, 4), False)
