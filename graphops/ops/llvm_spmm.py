@@ -248,7 +248,7 @@ def kernel_ir(
     """The LLVM IR of ``spmm_rows(first, end, rowptr, col, value, x, out, nnz)`` for rows
     ``[first, end)``: the feature width, dtypes and variant are constants of the code."""
     scalar, index = _IR_TYPES[dtype], _IR_INDEX[index_dtype]
-    size = torch.finfo(dtype).bits // 8
+    size = dtype.itemsize
     lanes = _VECTOR_BYTES // size
     row_bytes = num_features * size
     # (column, width) of each vector of a row: full SIMD vectors, then one shorter tail vector
@@ -266,12 +266,12 @@ def kernel_ir(
     def zero(w):
         return '0.0' if w == 1 else 'zeroinitializer'
 
-    def widen(value, name):  # an index loaded from memory, as i64
-        return (
-            f'  %{name} = sext i32 %{value} to i64'
-            if index == 'i32'
-            else (f'  %{name} = add i64 %{value}, 0')
-        )
+    def as_i64(raw: str, name: str) -> str:
+        """An index loaded from memory, as an i64 operand (int32 indices are sign-extended)."""
+        if index == 'i64':
+            return f'%{raw}'
+        emit(f'  %{name} = sext i32 %{raw} to i64')
+        return f'%{name}'
 
     lines = ['declare void @llvm.prefetch.p0(ptr, i32, i32, i32)']
     lines += [f'declare {vec(w)} @{name}({vec(w)}, {vec(w)}, {vec(w)})' for w, name in fma.items()]
@@ -290,11 +290,14 @@ def kernel_ir(
     emit('  %i_plus = add i64 %i, 1')
     emit(f'  %end_at = getelementptr {index}, ptr %rowptr, i64 %i_plus')
     emit(f'  %end_raw = load {index}, ptr %end_at')
-    emit(widen('start_raw', 'start'))
-    emit(widen('end_raw', 'end'))
+    start, end = as_i64('start_raw', 'start'), as_i64('end_raw', 'end')
     emit(f'  %out_offset = mul i64 %i, {row_bytes}')
     emit('  %out_row = getelementptr i8, ptr %out, i64 %out_offset')
-    emit('  %empty = icmp sge i64 %start, %end')
+    emit(f'  %empty = icmp sge i64 {start}, {end}')
+    if mean:  # once per row; unused (and inf) for an empty row
+        emit(f'  %count = sub i64 {end}, {start}')
+        emit(f'  %count_f = sitofp i64 %count to {scalar}')
+        emit(f'  %inverse = fdiv {scalar} 1.0, %count_f')
     emit('  br i1 %empty, label %empty_row, label %pass0_begin')
     emit('empty_row:')
     for v, (column, w) in enumerate(vectors):
@@ -307,7 +310,7 @@ def kernel_ir(
         emit(f'pass{p}_begin:')
         emit(f'  br label %pass{p}')
         emit(f'pass{p}:')
-        emit(f'  %{tag}k = phi i64 [ %start, %pass{p}_begin ], [ %{tag}next_k, %pass{p} ]')
+        emit(f'  %{tag}k = phi i64 [ {start}, %pass{p}_begin ], [ %{tag}next_k, %pass{p} ]')
         for v, (_, w) in enumerate(group):
             emit(
                 f'  %{tag}acc{v} = phi {vec(w)} [ {zero(w)}, %pass{p}_begin ], '
@@ -325,8 +328,8 @@ def kernel_ir(
             emit(f'  %{tag}ahead_k = select i1 %{tag}in_range, i64 %{tag}ahead, i64 %{tag}k')
             emit(f'  %{tag}ahead_at = getelementptr {index}, ptr %col, i64 %{tag}ahead_k')
             emit(f'  %{tag}ahead_raw = load {index}, ptr %{tag}ahead_at')
-            emit(widen(f'{tag}ahead_raw', f'{tag}ahead_j'))
-            emit(f'  %{tag}ahead_offset = mul i64 %{tag}ahead_j, {row_bytes}')
+            ahead_j = as_i64(f'{tag}ahead_raw', f'{tag}ahead_j')
+            emit(f'  %{tag}ahead_offset = mul i64 {ahead_j}, {row_bytes}')
             emit(f'  %{tag}ahead_row = getelementptr i8, ptr %x, i64 %{tag}ahead_offset')
             offsets = list(range(span_start, span_start + span_bytes, _LINE))
             offsets.append(span_start + span_bytes - 1)  # the last line when rows are unaligned
@@ -335,8 +338,8 @@ def kernel_ir(
                 emit(f'  call void @llvm.prefetch.p0(ptr %{tag}pf{n}, i32 0, i32 3, i32 1)')
         emit(f'  %{tag}col_at = getelementptr {index}, ptr %col, i64 %{tag}k')
         emit(f'  %{tag}j_raw = load {index}, ptr %{tag}col_at')
-        emit(widen(f'{tag}j_raw', f'{tag}j'))
-        emit(f'  %{tag}x_offset = mul i64 %{tag}j, {row_bytes}')
+        j = as_i64(f'{tag}j_raw', f'{tag}j')
+        emit(f'  %{tag}x_offset = mul i64 {j}, {row_bytes}')
         emit(f'  %{tag}x_row = getelementptr i8, ptr %x, i64 %{tag}x_offset')
         if weighted:
             emit(f'  %{tag}w_at = getelementptr {scalar}, ptr %value, i64 %{tag}k')
@@ -353,17 +356,13 @@ def kernel_ir(
             else:
                 emit(f'  %{tag}sum{v} = fadd {vec(w)} %{tag}acc{v}, %{tag}x{v}')
         emit(f'  %{tag}next_k = add i64 %{tag}k, 1')
-        emit(f'  %{tag}finished = icmp sge i64 %{tag}next_k, %end')
+        emit(f'  %{tag}finished = icmp sge i64 %{tag}next_k, {end}')
         emit(f'  br i1 %{tag}finished, label %pass{p}_store, label %pass{p}')
         emit(f'pass{p}_store:')
-        if mean:
-            emit(f'  %{tag}count = sub i64 %end, %start')
-            emit(f'  %{tag}count_f = sitofp i64 %{tag}count to {scalar}')
-            emit(f'  %{tag}inverse = fdiv {scalar} 1.0, %{tag}count_f')
         for v, (column, w) in enumerate(group):
             result = f'%{tag}sum{v}'
             if mean:
-                scale = _splat(emit, f'{tag}inverse', w, scalar, f'{tag}inv{v}')
+                scale = _splat(emit, 'inverse', w, scalar, f'{tag}inv{v}')
                 emit(f'  %{tag}mean{v} = fmul {vec(w)} {result}, {scale}')
                 result = f'%{tag}mean{v}'
             emit(f'  %{tag}out_at{v} = getelementptr i8, ptr %out_row, i64 {column * size}')

@@ -79,7 +79,7 @@ def spmm(
         result = x.new_zeros(csr.num_rows, x.size(1)) if out is None else out.zero_()
         return result
     if chosen == 'numba':
-        result = _numba_spmm(csr, x, reduce == 'mean', out)
+        result = _kernel_spmm(csr, x, reduce == 'mean', out)
         return result
     value = csr.values(x.dtype)
     result = torch.sparse.mm(torch_csr_tensor(csr.rowptr, csr.col, value, csr.shape), x)
@@ -156,7 +156,7 @@ def _choose_backend(csr: CSR, x: Tensor, backend: str) -> str:
     return 'torch'
 
 
-def _numba_spmm(csr: CSR, x: Tensor, mean: bool, out: Tensor | None) -> Tensor:
+def _kernel_spmm(csr: CSR, x: Tensor, mean: bool, out: Tensor | None) -> Tensor:
     x = x.detach().contiguous()
     result = host_empty(csr.num_rows, x.size(1), x.dtype) if out is None else out
     value = None if csr.value is None else csr.value.detach().to(x.dtype).contiguous()
