@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from graphops.ops import pool_kernels
 from graphops.ops.csr import CSR, _from_coo, _from_sorted, torch_csr_tensor
 from graphops.ops.validate import check_edge_index, check_index
 
@@ -259,6 +260,8 @@ def induced_edge_index(edge_index: Tensor, index: Tensor, num_nodes: int) -> tup
     check_index(edge_index, 'edge_index', dim=2, upper=num_nodes, upper_name='num_nodes')
     index = check_node_subset(index, num_nodes).to(edge_index.device)
     new_id = relabel_map(index, num_nodes)
+    if pool_kernels.numba_applies(edge_index[0]):
+        return pool_kernels.filter_edges(edge_index, new_id)
     mapped = new_id[edge_index.long()]
     edge_mask = (mapped >= 0).all(0)
     return mapped[:, edge_mask], edge_mask

@@ -13,6 +13,7 @@ import math
 import torch
 from torch import Tensor
 
+from graphops.ops import pool_kernels
 from graphops.ops.validate import check_float, check_index, check_length
 
 
@@ -112,6 +113,10 @@ def topk(
             f'batch holds graph index {counts.numel() - 1} >= num_graphs = {num_graphs}'
         )
     k = keep_counts(counts, ratio)
+    if pool_kernels.numba_applies(score):
+        perm = pool_kernels.segment_topk(score, counts, k)
+        if perm is not None:
+            return perm
 
     # Rank every node inside its graph: stable sorts keep ascending index order among ties.
     by_score = torch.sort(score.detach(), descending=True, stable=True).indices

@@ -1,14 +1,17 @@
 import pytest
 import torch
 
-from graphops.ops import to_csr
+from graphops.ops import pool_kernels, to_csr
 from graphops.ops.induced import (
     METHODS,
     augmented_subgraph,
     induced_edge_index,
     induced_subgraph,
 )
+from graphops.ops.optional import has_numba
 from graphops.testing import awkward_graphs, dense_adjacency, random_graph, tolerance
+
+numba_only = pytest.mark.skipif(not has_numba(), reason='numba is not installed')
 
 GRAPHS = [g for g in awkward_graphs(weighted=True) if g.num_nodes > 0]
 GRAPHS.append(random_graph(40, 400, seed=3, weighted=True))  # dense enough for the dense path
@@ -107,7 +110,12 @@ def test_empty_subsets_and_edgeless_graphs():
 
 
 @pytest.mark.parametrize('graph', GRAPHS, ids=IDS)
-def test_induced_edge_index_keeps_order_and_mask(graph):
+@pytest.mark.parametrize('path', ['torch', pytest.param('numba', marks=numba_only)])
+def test_induced_edge_index_keeps_order_and_mask(graph, path, monkeypatch):
+    if path == 'torch':
+        monkeypatch.setenv('GRAPHOPS_DISABLE_NUMBA', '1')
+    else:
+        monkeypatch.setattr(pool_kernels, 'NUMBA_MIN_ENTRIES', 0)
     dense = dense_adjacency(graph.edge_index, graph.num_nodes, graph.edge_weight)
     for index in subsets(graph.num_nodes, seed=2):
         edge_index, mask = induced_edge_index(graph.edge_index, index, graph.num_nodes)

@@ -3,9 +3,24 @@ from itertools import product
 import pytest
 import torch
 
+from graphops.ops import pool_kernels
+from graphops.ops.optional import has_numba
 from graphops.ops.topk import keep_counts, topk
 from graphops.testing import random_batch_vector
 from graphops.testing.gpool import dense_topk
+
+numba_only = pytest.mark.skipif(not has_numba(), reason='numba is not installed')
+
+
+@pytest.fixture(autouse=True, params=['torch', pytest.param('numba', marks=numba_only)])
+def path(request, monkeypatch):
+    """Every test runs on the torch path and, with numba installed, on the numba kernel."""
+    if request.param == 'torch':
+        monkeypatch.setenv('GRAPHOPS_DISABLE_NUMBA', '1')
+    else:
+        monkeypatch.setattr(pool_kernels, 'NUMBA_MIN_ENTRIES', 0)
+    return request.param
+
 
 SIZES = [[7], [1, 5, 3], [4, 1, 1, 9, 2], [10, 10]]
 RATIOS = [0.5, 0.01, 1.0, 0.75, 1, 3, 100]
