@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
-import gc
 import warnings
 
 import torch
@@ -161,7 +160,6 @@ def main() -> None:
             measured.append((case, ours_step, theirs_step, max_diff, timings))
         mmap_threshold(64 * 1024)
         for case, ours_step, theirs_step, max_diff, timings in measured:
-            gc.collect()
             pyg_peak = peak_memory(theirs_step, device)
             ours_peak = peak_memory(ours_step, device)
             pyg_s, ours_s = min(timings['pyg']), min(timings['graphops'])

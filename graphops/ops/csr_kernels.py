@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from graphops.ops.optional import has_numba
+from graphops.ops import optional
 
 # Below this many entries the torch paths are as fast and need no compilation.
 NUMBA_MIN_ENTRIES = 1 << 16
@@ -26,25 +26,16 @@ NUMBA_MIN_ENTRIES = 1 << 16
 RADIX_BITS = 11
 # Buckets of the first sorting level: few enough that every thread's write streams stay in cache.
 MAX_BUCKETS = 2048
-_kernels = None
-_numba = None
+_numba = None  # bound by _loaded before the kernels compile
 
 
 def numba_applies(*tensors: Tensor) -> bool:
     """True when the numba kernels should run: numba present, CPU tensors, enough entries, no
     autograd on the given tensors."""
-    if not has_numba() or not tensors:
-        return False
-    for tensor in tensors:
-        if tensor is None:
-            continue
-        if tensor.device.type != 'cpu' or tensor.requires_grad:
-            return False
-    return tensors[0].numel() >= NUMBA_MIN_ENTRIES
+    return optional.numba_applies(tensors, NUMBA_MIN_ENTRIES)
 
 
-# Module-level (not closures) so numba's on-disk cache finds them again in a new process; the
-# global ``_numba`` is bound by :func:`_build` before compiling.
+# Kernels: compiled by ``_loaded`` (:class:`~graphops.ops.optional.NumbaKernels`) on first use.
 def _bucket_counts(row, shift, num_buckets, bounds):
     """Per-chunk histograms ``[chunks, num_buckets]`` of ``row >> shift`` (chunk ``t`` counts
     entries ``bounds[t]:bounds[t + 1]``), and whether the rows are already in order."""
@@ -185,25 +176,14 @@ def _scale_values(rowptr, col, value, weighted, left, right, out):
             out[k] = scaled * right[col[k]]
 
 
-def _build():
-    global _numba
-    import numba
-
-    _numba = numba
-    return (
-        numba.njit(parallel=True, cache=True, nogil=True)(_bucket_counts),
-        numba.njit(cache=True, nogil=True)(_offsets),
-        numba.njit(parallel=True, cache=True, nogil=True)(_scatter_to_buckets),
-        numba.njit(parallel=True, cache=True, nogil=True)(_sort_buckets),
-        numba.njit(parallel=True, cache=True, nogil=True)(_scale_values),
-    )
-
-
-def _loaded():
-    global _kernels
-    if _kernels is None:
-        _kernels = _build()
-    return _kernels
+_loaded = optional.NumbaKernels(
+    globals(),
+    (_bucket_counts, True),
+    (_offsets, False),
+    (_scatter_to_buckets, True),
+    (_sort_buckets, True),
+    (_scale_values, True),
+)
 
 
 def bucket_shift(num_rows: int) -> int:

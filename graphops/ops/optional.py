@@ -9,6 +9,7 @@ import importlib
 import importlib.util
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 
@@ -20,6 +21,49 @@ def has_numba() -> bool:
     if os.environ.get('GRAPHOPS_DISABLE_NUMBA'):
         return False
     return importlib.util.find_spec('numba') is not None
+
+
+def numba_applies(tensors, min_entries: int) -> bool:
+    """True when a CPU numba kernel should run on ``tensors`` (``None`` entries skipped): numba
+    present, every tensor on the CPU and without autograd (kernels are not differentiable), and
+    the first holding at least ``min_entries`` elements (smaller inputs stay on torch paths,
+    which need no compilation)."""
+    if not has_numba() or not tensors:
+        return False
+    for tensor in tensors:
+        if tensor is not None and (tensor.device.type != 'cpu' or tensor.requires_grad):
+            return False
+    return tensors[0].numel() >= min_entries
+
+
+class NumbaKernels:
+    """A module's numba kernels, compiled on the first call (numba is the optional ``fast``
+    extra, so nothing imports it before a kernel runs); the call returns them in order.
+
+    Kernels are module-level functions, not closures, so numba's on-disk cache finds them again in
+    a new process. They reach ``prange`` and friends through their module's global ``_numba``,
+    which is bound in ``namespace`` (the module's ``globals()``) just before compiling.
+
+    Args:
+        namespace (dict): the kernels' module globals.
+        *kernels: ``(function, parallel)`` pairs.
+    """
+
+    def __init__(self, namespace: dict, *kernels: tuple[Callable, bool]):
+        self._namespace = namespace
+        self._kernels = kernels
+        self._compiled: tuple | None = None
+
+    def __call__(self) -> tuple:
+        if self._compiled is None:
+            import numba
+
+            self._namespace['_numba'] = numba
+            self._compiled = tuple(
+                numba.njit(parallel=parallel, cache=True, nogil=True)(function)
+                for function, parallel in self._kernels
+            )
+        return self._compiled
 
 
 def has_torch_sparse() -> bool:

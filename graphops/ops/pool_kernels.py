@@ -16,23 +16,21 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from graphops.ops.optional import has_numba
+from graphops.ops import optional
 
 # Below this many nodes (top-k) or edges (filtering) the torch paths cost well under a
 # millisecond and need no compilation.
 NUMBA_MIN_ENTRIES = 4096
 _SCORE_DTYPES = (torch.float32, torch.float64)
-_kernels = None
-_numba = None
+_numba = None  # bound by _loaded before the kernels compile
 
 
 def numba_applies(tensor: Tensor) -> bool:
     """True when the numba kernels should run on ``tensor``: numba present, CPU, large enough."""
-    return has_numba() and tensor.device.type == 'cpu' and tensor.numel() >= NUMBA_MIN_ENTRIES
+    return optional.numba_applies((tensor,), NUMBA_MIN_ENTRIES)
 
 
-# Module-level (not closures) so numba's on-disk cache finds them again in a new process; the
-# global ``_numba`` is bound by :func:`_build` before compiling.
+# Kernels: compiled by ``_loaded`` (:class:`~graphops.ops.optional.NumbaKernels`) on first use.
 def _segment_topk(score, ptr, k, keep):
     """Marks in ``keep`` the ``k[g]`` best nodes of each graph ``g`` (nodes ``ptr[g]:ptr[g+1]``).
 
@@ -65,22 +63,7 @@ def _filter_edges(source, target, new_id, out, mask):
     return count
 
 
-def _build():
-    global _numba
-    import numba
-
-    _numba = numba
-    return (
-        numba.njit(parallel=True, cache=True, nogil=True)(_segment_topk),
-        numba.njit(cache=True, nogil=True)(_filter_edges),
-    )
-
-
-def _loaded():
-    global _kernels
-    if _kernels is None:
-        _kernels = _build()
-    return _kernels
+_loaded = optional.NumbaKernels(globals(), (_segment_topk, True), (_filter_edges, False))
 
 
 def segment_topk(score: Tensor, counts: Tensor, k: Tensor) -> Tensor | None:

@@ -113,7 +113,7 @@ def topk(
             f'batch holds graph index {counts.numel() - 1} >= num_graphs = {num_graphs}'
         )
     k = keep_counts(counts, ratio)
-    if pool_kernels.numba_applies(score):
+    if pool_kernels.numba_applies(score.detach()):  # indices out: no autograd needed
         perm = pool_kernels.segment_topk(score, counts, k)
         if perm is not None:
             return perm

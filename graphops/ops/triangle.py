@@ -23,10 +23,10 @@ import torch
 from torch import Tensor
 
 from graphops.ops.csr import CSR, symmetrize
+from graphops.ops.optional import NumbaKernels
 from graphops.ops.spmm import has_numba, row_chunks
 
 BACKENDS = ('auto', 'numba', 'torch')
-_kernel = None
 
 
 def triangle_adjacency(
@@ -139,21 +139,17 @@ def _intersection_counts(rowptr, col, bounds, markers, out):
                 marker[col[k]] = 0
 
 
-_numba = None
+_numba = None  # bound by _loaded before the kernel compiles
+_loaded = NumbaKernels(globals(), (_intersection_counts, True))
 
 
 def _numba_counts(graph: CSR) -> Tensor:
-    global _kernel, _numba
-    if _kernel is None:
-        import numba
-
-        _numba = numba
-        _kernel = numba.njit(parallel=True, cache=True, nogil=True)(_intersection_counts)
+    (kernel,) = _loaded()
     rowptr = graph.rowptr.numpy()
     counts = np.zeros(graph.nnz, dtype=np.float32)
     if graph.nnz:
         # a row's work grows with its neighbours' degrees: many small chunks even it out
         bounds = row_chunks(rowptr, 8 * _numba.get_num_threads())
         markers = np.zeros((_numba.get_num_threads(), graph.num_rows), dtype=np.uint8)
-        _kernel(rowptr, graph.col.numpy(), bounds, markers, counts)
+        kernel(rowptr, graph.col.numpy(), bounds, markers, counts)
     return torch.from_numpy(counts)
