@@ -216,7 +216,7 @@ def sort_coo(
     nnz = col_np.shape[0]
     shift = bucket_shift(num_rows)
     num_buckets = ((num_rows - 1) >> shift) + 1 if num_rows else 1
-    num_chunks = max(1, min(_numba.get_num_threads(), nnz // max(num_buckets, 1)))
+    num_chunks = max(1, min(optional.kernel_threads(), nnz // max(num_buckets, 1)))
     bounds = np.linspace(0, nnz, num_chunks + 1).astype(np.int64)
     counts, rows_in_order = bucket_counts(row_np, shift, num_buckets, bounds)
     pointer = offsets(counts)

@@ -24,13 +24,13 @@ from torch import Tensor
 
 from graphops.ops import pool_kernels
 from graphops.ops.csr import CSR, _from_coo, _from_sorted, torch_csr_tensor
-from graphops.ops.validate import check_edge_index, check_index
+from graphops.ops.validate import check_edge_index, check_index, check_index_or_mask
 
 
 def check_node_subset(index, num_nodes: int, name: str = 'index') -> Tensor:
-    """A 1-D integer tensor of distinct node indices in ``[0, num_nodes)``; returned as long."""
-    check_index(index, name, upper=num_nodes, upper_name='num_nodes')
-    index = index.long()
+    """Distinct node indices in ``[0, num_nodes)``, or a bool mask of length ``num_nodes``;
+    returned as long ids."""
+    index = check_index_or_mask(index, name, size=num_nodes)
     if index.numel() and int(torch.bincount(index, minlength=num_nodes).max()) > 1:
         raise ValueError(f'{name} repeats a node; pass each kept node once (e.g. {name}.unique())')
     return index

@@ -9,6 +9,7 @@ import importlib
 import importlib.util
 import os
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -36,9 +37,60 @@ def numba_applies(tensors, min_entries: int) -> bool:
     return tensors[0].numel() >= min_entries
 
 
+# numba's threading layer is process-wide and fixed at the first parallel launch. Its default
+# on Linux is GNU OpenMP, which aborts a forked child (DataLoader workers) once the parent used it,
+# and which shares libgomp's thread count with torch, so launching it overrides
+# ``torch.set_num_threads``. The workqueue layer does neither; it is not safe for concurrent
+# launches from several threads, hence one lock around every launch.
+FORK_SAFE_THREADING_LAYER = 'workqueue'
+_launch_lock = threading.Lock()
+
+
+def _numba_module():
+    """numba, imported on first use, with the fork-safe threading layer unless the user chose
+    one (``NUMBA_THREADING_LAYER``) or numba's threads already run."""
+    import numba
+
+    if not os.environ.get('NUMBA_THREADING_LAYER') and numba.config.THREADING_LAYER == 'default':
+        numba.config.THREADING_LAYER = FORK_SAFE_THREADING_LAYER
+    return numba
+
+
+def kernel_threads() -> int:
+    """Threads a CPU kernel may use: ``torch.get_num_threads()`` read at call time (so
+    ``torch.set_num_threads`` and DataLoader workers' one thread are respected), capped by the
+    threads numba was started with. It never changes torch's setting."""
+    import torch
+
+    threads = torch.get_num_threads()
+    if has_numba():
+        threads = min(threads, _numba_module().config.NUMBA_NUM_THREADS)
+    return max(1, threads)
+
+
+class ParallelKernel:
+    """A compiled ``parallel=True`` numba kernel run with :func:`kernel_threads` threads (or
+    ``threads=`` given), one launch at a time in the process.
+
+    Args:
+        dispatcher: the numba dispatcher.
+    """
+
+    def __init__(self, dispatcher):
+        self.dispatcher = dispatcher
+
+    def __call__(self, *args, threads: int | None = None):
+        numba = _numba_module()
+        threads = kernel_threads() if threads is None else max(1, min(threads, kernel_threads()))
+        with _launch_lock:
+            # set_num_threads is thread-local: it never changes another thread's (or torch's) count
+            numba.set_num_threads(threads)
+            return self.dispatcher(*args)
+
+
 class NumbaKernels:
-    """A module's numba kernels, compiled on the first call (numba is the optional ``fast``
-    extra, so nothing imports it before a kernel runs); the call returns them in order.
+    """A module's numba kernels, compiled on the first call (nothing imports numba before a
+    kernel runs); the call returns them in order, parallel ones as :class:`ParallelKernel`.
 
     Kernels are module-level functions, not closures, so numba's on-disk cache finds them again in
     a new process. They reach ``prange`` and friends through their module's global ``_numba``,
@@ -56,13 +108,13 @@ class NumbaKernels:
 
     def __call__(self) -> tuple:
         if self._compiled is None:
-            import numba
-
+            numba = _numba_module()
             self._namespace['_numba'] = numba
-            self._compiled = tuple(
-                numba.njit(parallel=parallel, cache=True, nogil=True)(function)
-                for function, parallel in self._kernels
-            )
+            compiled = []
+            for function, parallel in self._kernels:
+                dispatcher = numba.njit(parallel=parallel, cache=True, nogil=True)(function)
+                compiled.append(ParallelKernel(dispatcher) if parallel else dispatcher)
+            self._compiled = tuple(compiled)
         return self._compiled
 
 

@@ -46,13 +46,12 @@ Both give the same structure and, on CPU, the same values (terms are summed in t
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import numpy as np
 import torch
 from torch import Tensor
 
 from graphops.ops.csr import CSR, index_dtype_for, to_csr
+from graphops.ops.optional import NumbaKernels, kernel_threads
 from graphops.ops.spmm import has_numba, row_chunks, spmm
 from graphops.ops.validate import (
     check_float,
@@ -67,7 +66,6 @@ DEFAULT_CHUNK_SIZE = 1 << 21
 _PARTIAL_BUDGET_BYTES = 256 << 20
 # Numba kernels with less work than this run on the calling thread alone.
 _SERIAL_WORK = 1 << 16
-_kernels = None
 
 
 # --- public API ---------------------------------------------------------------------------------
@@ -476,14 +474,20 @@ def _sddmm(rowptr, col, left: Tensor, right: Tensor, num_rows: int) -> Tensor:
     """``out[e] = <left[row_e], right[col_e]>`` for every stored entry ``e``."""
     nnz = col.numel()
     if left.device.type == 'cpu' and has_numba() and left.dtype in (torch.float32, torch.float64):
-        kernels = _kernels_loaded()
+        *_, sddmm, _ = _loaded()
         out = torch.empty(nnz, dtype=left.dtype)
         left, right = left.contiguous(), right.contiguous()
-        with _numba_threads(kernels, nnz * left.size(1)) as threads:
-            bounds = row_chunks(rowptr.numpy(), 8 * threads)
-            kernels.sddmm(
-                rowptr.numpy(), col.numpy(), left.numpy(), right.numpy(), bounds, out.numpy()
-            )
+        threads = _threads_for(nnz * left.size(1))
+        bounds = row_chunks(rowptr.numpy(), 8 * threads)
+        sddmm(
+            rowptr.numpy(),
+            col.numpy(),
+            left.numpy(),
+            right.numpy(),
+            bounds,
+            out.numpy(),
+            threads=threads,
+        )
         return out
     row = torch.repeat_interleave(
         torch.arange(num_rows, device=col.device),
@@ -503,14 +507,20 @@ def _spmm_transposed(rowptr, col, value, grad_out: Tensor, num_rows: int, num_co
     features = grad_out.size(1)
     nnz = col.numel()
     if grad_out.device.type == 'cpu' and has_numba() and grad_out.dtype == value.dtype:
-        kernels = _kernels_loaded()
-        with _numba_threads(kernels, nnz * features) as threads:
-            parts = _num_partials(num_cols * features * grad_out.element_size(), threads)
-            out = torch.zeros(parts, num_cols, features, dtype=grad_out.dtype)
-            bounds = row_chunks(rowptr.numpy(), parts)
-            kernels.spmm_t(
-                rowptr.numpy(), col.numpy(), value.numpy(), grad_out.numpy(), bounds, out.numpy()
-            )
+        *_, spmm_t = _loaded()
+        threads = _threads_for(nnz * features)
+        parts = _num_partials(num_cols * features * grad_out.element_size(), threads)
+        out = torch.zeros(parts, num_cols, features, dtype=grad_out.dtype)
+        bounds = row_chunks(rowptr.numpy(), parts)
+        spmm_t(
+            rowptr.numpy(),
+            col.numpy(),
+            value.numpy(),
+            grad_out.numpy(),
+            bounds,
+            out.numpy(),
+            threads=threads,
+        )
         return out.sum(0)
     row = torch.repeat_interleave(
         torch.arange(num_rows, device=col.device),
@@ -529,20 +539,10 @@ def _num_partials(bytes_per_partial: int, threads: int) -> int:
     return max(1, min(threads, _PARTIAL_BUDGET_BYTES // max(bytes_per_partial, 1)))
 
 
-@contextmanager
-def _numba_threads(kernels, work: int):
-    """Yields the thread count for a kernel of ``work`` terms. Small kernels run on the calling
-    thread alone: waking numba's pool costs more than they do (tens of ms on a loaded machine).
-    ``numba.set_num_threads`` is thread-local, so this never affects another thread."""
-    previous = kernels.numba.get_num_threads()
-    if work >= _SERIAL_WORK or previous == 1:
-        yield previous
-        return
-    kernels.numba.set_num_threads(1)
-    try:
-        yield 1
-    finally:
-        kernels.numba.set_num_threads(previous)
+def _threads_for(work: int) -> int:
+    """Threads for a kernel of ``work`` terms: small kernels run on one thread, since waking
+    numba's pool costs more than they do (tens of ms on a loaded machine)."""
+    return kernel_threads() if work >= _SERIAL_WORK else 1
 
 
 # --- the numba backend (CPU) --------------------------------------------------------------------
@@ -551,34 +551,35 @@ def _numba_threads(kernels, work: int):
 def _numba_forward(
     a_rowptr, a_col, a_value, b_rowptr, b_col, b_value, num_rows, num_cols, topk, _chunk
 ):
-    kernels = _kernels_loaded()
+    symbolic, numeric, *_ = _loaded()
     if num_rows == 0:
         empty = torch.zeros(0, dtype=torch.long)
         return torch.zeros(1, dtype=torch.long), empty, torch.zeros(0, dtype=a_value.dtype)
     arrays = (a_rowptr.numpy(), a_col.numpy(), b_rowptr.numpy(), b_col.numpy())
     work = _row_work(a_rowptr, a_col, b_rowptr).numpy()
-    with _numba_threads(kernels, int(work[-1])) as threads:
-        bounds = row_chunks(work, 8 * threads)
-        counts = np.zeros(num_rows, dtype=np.int64)
-        kernels.symbolic(*arrays, max(num_cols, 1), topk, bounds, counts)
-        rowptr = np.zeros(num_rows + 1, dtype=np.int64)
-        np.cumsum(counts, out=rowptr[1:])
-        col = np.empty(int(rowptr[-1]), dtype=np.int64)
-        value = np.empty(int(rowptr[-1]), dtype=a_value.numpy().dtype)
-        kernels.numeric(
-            arrays[0],
-            arrays[1],
-            a_value.contiguous().numpy(),
-            arrays[2],
-            arrays[3],
-            b_value.contiguous().numpy(),
-            max(num_cols, 1),
-            topk,
-            bounds,
-            rowptr,
-            col,
-            value,
-        )
+    threads = _threads_for(int(work[-1]))
+    bounds = row_chunks(work, 8 * threads)
+    counts = np.zeros(num_rows, dtype=np.int64)
+    symbolic(*arrays, max(num_cols, 1), topk, bounds, counts, threads=threads)
+    rowptr = np.zeros(num_rows + 1, dtype=np.int64)
+    np.cumsum(counts, out=rowptr[1:])
+    col = np.empty(int(rowptr[-1]), dtype=np.int64)
+    value = np.empty(int(rowptr[-1]), dtype=a_value.numpy().dtype)
+    numeric(
+        arrays[0],
+        arrays[1],
+        a_value.contiguous().numpy(),
+        arrays[2],
+        arrays[3],
+        b_value.contiguous().numpy(),
+        max(num_cols, 1),
+        topk,
+        bounds,
+        rowptr,
+        col,
+        value,
+        threads=threads,
+    )
     return torch.from_numpy(rowptr), torch.from_numpy(col), torch.from_numpy(value)
 
 
@@ -598,170 +599,162 @@ def _numba_backward(
     need_b,
     _chunk,
 ):
-    kernels = _kernels_loaded()
+    *_, backward, _, _ = _loaded()
     dtype = a_value.dtype
     grad_a = torch.zeros(a_value.numel(), dtype=dtype)
     work = _row_work(a_rowptr, a_col, b_rowptr).numpy()
-    with _numba_threads(kernels, int(work[-1])) as threads:
-        parts = _num_partials(b_value.numel() * b_value.element_size(), threads)
-        parts = parts if need_b else threads
-        grad_b_parts = torch.zeros(parts, b_value.numel() if need_b else 0, dtype=dtype)
-        # One partial gradient of B per chunk: chunks never write to the same slot.
-        bounds = row_chunks(work, parts)
-        kernels.backward(
-            a_rowptr.numpy(),
-            a_col.numpy(),
-            a_value.contiguous().numpy(),
-            b_rowptr.numpy(),
-            b_col.numpy(),
-            b_value.contiguous().numpy(),
-            c_rowptr.long().numpy(),
-            c_col.long().numpy(),
-            grad_c.to(dtype).numpy(),
-            max(num_cols, 1),
-            bounds,
-            need_b,
-            grad_a.numpy(),
-            grad_b_parts.numpy(),
-        )
+    threads = _threads_for(int(work[-1]))
+    parts = _num_partials(b_value.numel() * b_value.element_size(), threads)
+    parts = parts if need_b else threads
+    grad_b_parts = torch.zeros(parts, b_value.numel() if need_b else 0, dtype=dtype)
+    # One partial gradient of B per chunk: chunks never write to the same slot.
+    bounds = row_chunks(work, parts)
+    backward(
+        a_rowptr.numpy(),
+        a_col.numpy(),
+        a_value.contiguous().numpy(),
+        b_rowptr.numpy(),
+        b_col.numpy(),
+        b_value.contiguous().numpy(),
+        c_rowptr.long().numpy(),
+        c_col.long().numpy(),
+        grad_c.to(dtype).numpy(),
+        max(num_cols, 1),
+        bounds,
+        need_b,
+        grad_a.numpy(),
+        grad_b_parts.numpy(),
+        threads=threads,
+    )
     return (grad_a if need_a else None), (grad_b_parts.sum(0) if need_b else None)
 
 
-class _Kernels:
-    def __init__(self):
-        import numba
-        from numba import njit, prange
-
-        self.numba = numba
-
-        @njit(parallel=True, cache=True, nogil=True)
-        def symbolic(a_rowptr, a_col, b_rowptr, b_col, num_cols, topk, bounds, counts):
-            for chunk in prange(bounds.shape[0] - 1):
-                marker = np.full(num_cols, -1, dtype=np.int64)
-                for i in range(bounds[chunk], bounds[chunk + 1]):
-                    n = 0
-                    for e in range(a_rowptr[i], a_rowptr[i + 1]):
-                        m = a_col[e]
-                        for f in range(b_rowptr[m], b_rowptr[m + 1]):
-                            k = b_col[f]
-                            if marker[k] != i:
-                                marker[k] = i
-                                n += 1
-                    counts[i] = min(n, topk) if topk > 0 else n
-
-        @njit(parallel=True, cache=True, nogil=True)
-        def numeric(
-            a_rowptr,
-            a_col,
-            a_value,
-            b_rowptr,
-            b_col,
-            b_value,
-            num_cols,
-            topk,
-            bounds,
-            c_rowptr,
-            c_col,
-            c_value,
-        ):
-            for chunk in prange(bounds.shape[0] - 1):
-                acc = np.zeros(num_cols, dtype=c_value.dtype)
-                marker = np.full(num_cols, -1, dtype=np.int64)
-                touched = np.empty(num_cols, dtype=np.int64)
-                for i in range(bounds[chunk], bounds[chunk + 1]):
-                    n = 0
-                    # Terms are summed in (A entry, B entry) order, as the torch backend does.
-                    for e in range(a_rowptr[i], a_rowptr[i + 1]):
-                        m = a_col[e]
-                        a = a_value[e]
-                        for f in range(b_rowptr[m], b_rowptr[m + 1]):
-                            k = b_col[f]
-                            if marker[k] != i:
-                                marker[k] = i
-                                touched[n] = k
-                                n += 1
-                            acc[k] += a * b_value[f]
-                    cols = np.sort(touched[:n])
-                    if topk > 0 and n > topk:
-                        magnitude = np.empty(n, dtype=c_value.dtype)
-                        for t in range(n):
-                            magnitude[t] = -abs(acc[cols[t]])
-                        order = np.argsort(magnitude, kind='mergesort')
-                        cols = np.sort(cols[order[:topk]])
-                    start = c_rowptr[i]
-                    for t in range(cols.shape[0]):
-                        c_col[start + t] = cols[t]
-                        c_value[start + t] = acc[cols[t]]
-                    for t in range(n):
-                        acc[touched[t]] = 0
-
-        @njit(parallel=True, cache=True, nogil=True)
-        def backward(
-            a_rowptr,
-            a_col,
-            a_value,
-            b_rowptr,
-            b_col,
-            b_value,
-            c_rowptr,
-            c_col,
-            grad_c,
-            num_cols,
-            bounds,
-            need_b,
-            grad_a,
-            grad_b_parts,
-        ):
-            for chunk in prange(bounds.shape[0] - 1):
-                grad_row = np.zeros(num_cols, dtype=grad_a.dtype)
-                for i in range(bounds[chunk], bounds[chunk + 1]):
-                    for t in range(c_rowptr[i], c_rowptr[i + 1]):
-                        grad_row[c_col[t]] = grad_c[t]
-                    for e in range(a_rowptr[i], a_rowptr[i + 1]):
-                        m = a_col[e]
-                        a = a_value[e]
-                        total = 0.0
-                        for f in range(b_rowptr[m], b_rowptr[m + 1]):
-                            g = grad_row[b_col[f]]
-                            total += g * b_value[f]
-                            if need_b:
-                                grad_b_parts[chunk, f] += a * g
-                        grad_a[e] = total
-                    for t in range(c_rowptr[i], c_rowptr[i + 1]):
-                        grad_row[c_col[t]] = 0
-
-        @njit(parallel=True, cache=True, nogil=True)
-        def sddmm(rowptr, col, left, right, bounds, out):
-            features = left.shape[1]
-            for chunk in prange(bounds.shape[0] - 1):
-                for i in range(bounds[chunk], bounds[chunk + 1]):
-                    for e in range(rowptr[i], rowptr[i + 1]):
-                        j = col[e]
-                        total = 0.0
-                        for f in range(features):
-                            total += left[i, f] * right[j, f]
-                        out[e] = total
-
-        @njit(parallel=True, cache=True, nogil=True)
-        def spmm_t(rowptr, col, value, grad_out, bounds, parts):
-            features = grad_out.shape[1]
-            for chunk in prange(bounds.shape[0] - 1):
-                for i in range(bounds[chunk], bounds[chunk + 1]):
-                    for e in range(rowptr[i], rowptr[i + 1]):
-                        j = col[e]
-                        w = value[e]
-                        for f in range(features):
-                            parts[chunk, j, f] += w * grad_out[i, f]
-
-        self.symbolic = symbolic
-        self.numeric = numeric
-        self.backward = backward
-        self.sddmm = sddmm
-        self.spmm_t = spmm_t
+# Kernels: compiled by ``_loaded`` (:class:`~graphops.ops.optional.NumbaKernels`) on first use.
+def _symbolic_kernel(a_rowptr, a_col, b_rowptr, b_col, num_cols, topk, bounds, counts):
+    for chunk in _numba.prange(bounds.shape[0] - 1):
+        marker = np.full(num_cols, -1, dtype=np.int64)
+        for i in range(bounds[chunk], bounds[chunk + 1]):
+            n = 0
+            for e in range(a_rowptr[i], a_rowptr[i + 1]):
+                m = a_col[e]
+                for f in range(b_rowptr[m], b_rowptr[m + 1]):
+                    k = b_col[f]
+                    if marker[k] != i:
+                        marker[k] = i
+                        n += 1
+            counts[i] = min(n, topk) if topk > 0 else n
 
 
-def _kernels_loaded() -> _Kernels:
-    global _kernels
-    if _kernels is None:
-        _kernels = _Kernels()
-    return _kernels
+def _numeric_kernel(
+    a_rowptr,
+    a_col,
+    a_value,
+    b_rowptr,
+    b_col,
+    b_value,
+    num_cols,
+    topk,
+    bounds,
+    c_rowptr,
+    c_col,
+    c_value,
+):
+    for chunk in _numba.prange(bounds.shape[0] - 1):
+        acc = np.zeros(num_cols, dtype=c_value.dtype)
+        marker = np.full(num_cols, -1, dtype=np.int64)
+        touched = np.empty(num_cols, dtype=np.int64)
+        for i in range(bounds[chunk], bounds[chunk + 1]):
+            n = 0
+            # Terms are summed in (A entry, B entry) order, as the torch backend does.
+            for e in range(a_rowptr[i], a_rowptr[i + 1]):
+                m = a_col[e]
+                a = a_value[e]
+                for f in range(b_rowptr[m], b_rowptr[m + 1]):
+                    k = b_col[f]
+                    if marker[k] != i:
+                        marker[k] = i
+                        touched[n] = k
+                        n += 1
+                    acc[k] += a * b_value[f]
+            cols = np.sort(touched[:n])
+            if topk > 0 and n > topk:
+                magnitude = np.empty(n, dtype=c_value.dtype)
+                for t in range(n):
+                    magnitude[t] = -abs(acc[cols[t]])
+                order = np.argsort(magnitude, kind='mergesort')
+                cols = np.sort(cols[order[:topk]])
+            start = c_rowptr[i]
+            for t in range(cols.shape[0]):
+                c_col[start + t] = cols[t]
+                c_value[start + t] = acc[cols[t]]
+            for t in range(n):
+                acc[touched[t]] = 0
+
+
+def _backward_kernel(
+    a_rowptr,
+    a_col,
+    a_value,
+    b_rowptr,
+    b_col,
+    b_value,
+    c_rowptr,
+    c_col,
+    grad_c,
+    num_cols,
+    bounds,
+    need_b,
+    grad_a,
+    grad_b_parts,
+):
+    for chunk in _numba.prange(bounds.shape[0] - 1):
+        grad_row = np.zeros(num_cols, dtype=grad_a.dtype)
+        for i in range(bounds[chunk], bounds[chunk + 1]):
+            for t in range(c_rowptr[i], c_rowptr[i + 1]):
+                grad_row[c_col[t]] = grad_c[t]
+            for e in range(a_rowptr[i], a_rowptr[i + 1]):
+                m = a_col[e]
+                a = a_value[e]
+                total = 0.0
+                for f in range(b_rowptr[m], b_rowptr[m + 1]):
+                    g = grad_row[b_col[f]]
+                    total += g * b_value[f]
+                    if need_b:
+                        grad_b_parts[chunk, f] += a * g
+                grad_a[e] = total
+            for t in range(c_rowptr[i], c_rowptr[i + 1]):
+                grad_row[c_col[t]] = 0
+
+
+def _sddmm_kernel(rowptr, col, left, right, bounds, out):
+    features = left.shape[1]
+    for chunk in _numba.prange(bounds.shape[0] - 1):
+        for i in range(bounds[chunk], bounds[chunk + 1]):
+            for e in range(rowptr[i], rowptr[i + 1]):
+                j = col[e]
+                total = 0.0
+                for f in range(features):
+                    total += left[i, f] * right[j, f]
+                out[e] = total
+
+
+def _spmm_t_kernel(rowptr, col, value, grad_out, bounds, parts):
+    features = grad_out.shape[1]
+    for chunk in _numba.prange(bounds.shape[0] - 1):
+        for i in range(bounds[chunk], bounds[chunk + 1]):
+            for e in range(rowptr[i], rowptr[i + 1]):
+                j = col[e]
+                w = value[e]
+                for f in range(features):
+                    parts[chunk, j, f] += w * grad_out[i, f]
+
+
+_numba = None  # bound by _loaded before the kernels compile
+_loaded = NumbaKernels(
+    globals(),
+    (_symbolic_kernel, True),
+    (_numeric_kernel, True),
+    (_backward_kernel, True),
+    (_sddmm_kernel, True),
+    (_spmm_t_kernel, True),
+)

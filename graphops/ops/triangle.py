@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from graphops.ops.csr import CSR, symmetrize
-from graphops.ops.optional import NumbaKernels
+from graphops.ops.optional import NumbaKernels, kernel_threads
 from graphops.ops.spmm import has_numba, row_chunks
 
 BACKENDS = ('auto', 'numba', 'torch')
@@ -149,7 +149,8 @@ def _numba_counts(graph: CSR) -> Tensor:
     counts = np.zeros(graph.nnz, dtype=np.float32)
     if graph.nnz:
         # a row's work grows with its neighbours' degrees: many small chunks even it out
-        bounds = row_chunks(rowptr, 8 * _numba.get_num_threads())
-        markers = np.zeros((_numba.get_num_threads(), graph.num_rows), dtype=np.uint8)
-        kernel(rowptr, graph.col.numpy(), bounds, markers, counts)
+        threads = kernel_threads()
+        bounds = row_chunks(rowptr, 8 * threads)
+        markers = np.zeros((threads, graph.num_rows), dtype=np.uint8)
+        kernel(rowptr, graph.col.numpy(), bounds, markers, counts, threads=threads)
     return torch.from_numpy(counts)

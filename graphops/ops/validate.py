@@ -31,6 +31,11 @@ def check_index(
 ) -> Tensor:
     """An integer index tensor with entries in ``[0, upper)``."""
     check_tensor(index, name)
+    if index.dtype == torch.bool:
+        raise TypeError(
+            f'{name} must hold integer indices (torch.long or torch.int32), got a bool mask; '
+            f'convert the mask with {name}.nonzero().view(-1) (not .long(), which gives 0/1)'
+        )
     if index.dtype not in INDEX_DTYPES:
         raise TypeError(
             f'{name} must hold integer indices (torch.long or torch.int32), got {index.dtype}; '
@@ -52,6 +57,20 @@ def check_index(
                 f'indices must lie in [0, {upper})'
             )
     return index
+
+
+def check_index_or_mask(index, name: str, *, size: int, size_name: str = 'num_nodes') -> Tensor:
+    """Node ids in ``[0, size)`` or, as PyG accepts, a bool mask of length ``size``; returns the
+    ids as ``torch.long`` (a mask becomes ``mask.nonzero().view(-1)``, in increasing order)."""
+    check_tensor(index, name)
+    if index.dtype == torch.bool:
+        if index.dim() != 1 or index.numel() != size:
+            raise ValueError(
+                f'{name} is a bool mask of shape {tuple(index.shape)}; a mask must be 1-D with '
+                f'one entry per node ({size_name} = {size}), or pass node ids instead'
+            )
+        return index.nonzero().view(-1)
+    return check_index(index, name, upper=size, upper_name=size_name).long()
 
 
 def check_edge_index(edge_index, name: str = 'edge_index') -> Tensor:

@@ -61,7 +61,7 @@ from graphops.ops import to_csr
 from graphops.ops.csr import CSR
 from graphops.ops.spmm import host_empty
 from graphops.ops.streaming import RowBlockStream
-from graphops.ops.validate import check_finite, check_index, check_nonempty_graph
+from graphops.ops.validate import check_finite, check_index_or_mask, check_nonempty_graph
 from graphops.precompute.feature_store import FeatureStore, storage_name, to_storage
 from graphops.precompute.plan import PrecomputePlan
 from graphops.transforms.operator import SIGNOperator, graph_adjacency
@@ -105,8 +105,7 @@ def precompute(
     storage_name(storage_dtype)
     num_nodes, num_features = adj.num_rows, int(x.shape[1])
     if rows is not None:
-        check_index(rows, 'rows', upper=num_nodes, upper_name='num_nodes')
-        rows = rows.cpu().long()
+        rows = check_index_or_mask(rows, 'rows', size=num_nodes).cpu()
     num_rows = num_nodes if rows is None else rows.numel()
     plan = PrecomputePlan.build(num_nodes, num_features, operators, num_rows, column_budget_bytes)
 

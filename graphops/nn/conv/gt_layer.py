@@ -16,13 +16,7 @@ from graphops.nn.conv.gt_conv import (
 from graphops.ops.csr import CSR, normalize
 from graphops.ops.edge_type import check_edge_type_stack
 from graphops.ops.spgemm import _check_topk, spgemm
-from graphops.ops.validate import check_index, check_positive_int, check_same_device
-
-
-def _check_node_index(node_index, num_nodes: int) -> Tensor | None:
-    if node_index is None:
-        return None
-    return check_index(node_index, 'node_index', upper=num_nodes, upper_name='num_nodes').long()
+from graphops.ops.validate import check_index_or_mask, check_positive_int, check_same_device
 
 
 class GTLayer(Module):
@@ -124,7 +118,8 @@ class GTLayer(Module):
         num_nodes = check_edge_type_stack(
             edge_index, edge_type, num_nodes, edge_weight, self.num_edge_types
         )
-        node_index = _check_node_index(node_index, num_nodes)
+        if node_index is not None:
+            node_index = check_index_or_mask(node_index, 'node_index', size=num_nodes)
         check_same_device([('edge_index', edge_index), ('node_index', node_index)])
         stack = _build_edge_type_stack(
             edge_index, edge_type, num_nodes, edge_weight, self.num_edge_types, self.identity

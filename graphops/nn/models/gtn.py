@@ -15,11 +15,16 @@ from graphops.nn.conv.gt_conv import (
     GTConv,
     _build_edge_type_stack,
 )
-from graphops.nn.conv.gt_layer import GTLayer, _check_node_index
+from graphops.nn.conv.gt_layer import GTLayer
 from graphops.ops.csr import CSR
 from graphops.ops.edge_type import _edge_type_norm, check_edge_type_stack
 from graphops.ops.spgemm import _check_topk, spmm_with_value_grad
-from graphops.ops.validate import check_node_features, check_positive_int, check_same_device
+from graphops.ops.validate import (
+    check_index_or_mask,
+    check_node_features,
+    check_positive_int,
+    check_same_device,
+)
 
 CHANNEL_AGGREGATIONS = ('concat', 'mean')
 # Meta-path enumeration is exhaustive below this many edge-type chains, a beam search above.
@@ -201,7 +206,8 @@ class GTN(Module):
         node_index: Tensor | None = None,
     ) -> Tensor:
         stack = self._prepare(x, edge_index, edge_type, edge_weight)
-        node_index = _check_node_index(node_index, x.size(0))
+        if node_index is not None:
+            node_index = check_index_or_mask(node_index, 'node_index', size=x.size(0))
         check_same_device([('x', x), ('node_index', node_index)])
         if self.fast:
             return self._forward_fast(x, stack, node_index)
@@ -224,7 +230,8 @@ class GTN(Module):
         num_nodes = check_edge_type_stack(
             edge_index, edge_type, num_nodes, edge_weight, self.num_edge_types
         )
-        node_index = _check_node_index(node_index, num_nodes)
+        if node_index is not None:
+            node_index = check_index_or_mask(node_index, 'node_index', size=num_nodes)
         stack = _build_edge_type_stack(
             edge_index, edge_type, num_nodes, edge_weight, self.num_edge_types, self.identity
         )
