@@ -233,3 +233,18 @@ def test_engine_cuda_matches_cpu(tmp_path, row_block_nnz):
     )
     for key, value in in_memory().items():
         torch.testing.assert_close(store[key], value, atol=1e-5, rtol=1e-4)
+
+
+def test_rows_accepts_a_bool_mask(tmp_path):
+    mask = torch.zeros(300, dtype=torch.bool)
+    mask[ROWS] = True
+    kw = {'num_nodes': 300, 'edge_weight': GRAPH.edge_weight, 'progress': False}
+    store = precompute(GRAPH.edge_index, X, [Adjacency(2)], tmp_path / 'm', rows=mask, **kw)
+    ids = mask.nonzero().view(-1)
+    ref = precompute(GRAPH.edge_index, X, [Adjacency(2)], tmp_path / 'i', rows=ids, **kw)
+    keys = ref.keys()
+    assert store.keys() == keys
+    for key in keys:
+        assert torch.equal(store[key], ref[key]), key
+    with pytest.raises(ValueError, match='one entry per node'):
+        precompute(GRAPH.edge_index, X, [Adjacency(1)], tmp_path / 'b', rows=mask[:10], **kw)

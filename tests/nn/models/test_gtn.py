@@ -409,3 +409,18 @@ def test_hgb_acm_training_step():
         assert out.shape == (train.numel(), data.num_classes)
         names = model.metapath_attention(data.edge_type_names)['edge_type_names']
         assert names[:2] == ['paper-cite-paper', 'paper-ref-paper'] and names[-1] == 'identity'
+
+
+@pytest.mark.parametrize('fast', [False, True])
+def test_node_index_accepts_a_bool_mask(fast):
+    # PyG users pass data.train_mask; .long() would have selected rows 0 and 1.
+    graph = random_graph(30, 120, seed=3)
+    edge_type = typed(graph, seed=3)
+    x = random_features(30, IN, seed=3)
+    model = randomized(GTN(IN, HIDDEN, OUT, NUM_TYPES, num_layers=2, fast=fast).double())
+    mask = torch.zeros(30, dtype=torch.bool)
+    mask[[0, 7, 29]] = True
+    expected = model(x, graph.edge_index, edge_type, node_index=mask.nonzero().view(-1))
+    torch.testing.assert_close(model(x, graph.edge_index, edge_type, node_index=mask), expected)
+    with pytest.raises(ValueError, match='one entry per node'):
+        model(x, graph.edge_index, edge_type, node_index=mask[:-1])

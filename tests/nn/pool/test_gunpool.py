@@ -67,3 +67,10 @@ def test_bad_input(override, error, match):
     call = {'x': torch.ones(2, 1), 'perm': torch.tensor([0, 3]), 'num_nodes': 4, **override}
     with pytest.raises(error, match=match):
         GUnpool()(**call)
+
+
+def test_perm_accepts_a_bool_mask():
+    x = torch.randn(3, 4)
+    mask = torch.tensor([True, False, True, True, False])
+    expected = GUnpool()(x, mask.nonzero().view(-1), 5)
+    assert torch.equal(GUnpool()(x, mask, 5), expected)
