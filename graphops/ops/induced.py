@@ -199,8 +199,10 @@ def _dense_product(rows: CSR, cols: CSR, left_value: Tensor, right_value: Tensor
 
 def _torch_product(rows: CSR, cols: CSR, left_value: Tensor, right_value: Tensor, k: int) -> CSR:
     """``rows @ cols`` with torch's sparse CSR kernel (a per-row accumulator; no autograd)."""
-    left = torch_csr_tensor(rows.rowptr.long(), rows.col.long(), left_value, rows.shape)
-    right = torch_csr_tensor(cols.rowptr.long(), cols.col.long(), right_value, cols.shape)
+    # cuSPARSE SpGEMM documents sorted, duplicate-free CSR inputs; ``rows`` may hold duplicate
+    # edges and appended self-loops out of order. Summing duplicates first is exact by linearity.
+    left = _canonical_csr_tensor(rows, left_value)
+    right = _canonical_csr_tensor(cols, right_value)
     product = left @ right
     counts = product.crow_indices().diff()
     row = torch.repeat_interleave(
@@ -214,6 +216,13 @@ def _torch_product(rows: CSR, cols: CSR, left_value: Tensor, right_value: Tensor
         key, inverse = torch.unique_consecutive(key, return_inverse=True)
         value = value.new_zeros(key.numel()).index_add_(0, inverse, value)
     return _from_sorted(key // k, key % k, value, k, k)
+
+
+def _canonical_csr_tensor(csr: CSR, value: Tensor) -> Tensor:
+    """``csr`` (weights ``value``) as a torch CSR tensor with sorted columns and no repeats."""
+    canonical = _from_coo(csr.row(), csr.col, value, csr.num_rows, csr.num_cols).coalesce()
+    rowptr, col = canonical.rowptr.long(), canonical.col.long()
+    return torch_csr_tensor(rowptr, col, canonical.value, canonical.shape)
 
 
 def _expand_product(

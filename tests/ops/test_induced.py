@@ -159,3 +159,67 @@ def test_non_square_and_bad_method():
             fn(rect, torch.tensor([0]))
     with pytest.raises(ValueError, match='method'):
         augmented_subgraph(to_csr(torch.tensor([[0], [1]]), None, 2), torch.tensor([0]), method='x')
+
+
+def _assert_canonical(tensor):
+    """Sorted columns within every row, no repeated (row, column) pair."""
+    crow, col = tensor.crow_indices(), tensor.col_indices()
+    for r in range(crow.numel() - 1):
+        cols = col[crow[r] : crow[r + 1]]
+        assert bool((cols[1:] > cols[:-1]).all()), f'row {r}: {cols.tolist()}'
+
+
+@pytest.mark.parametrize('self_loops', [False, True])
+def test_sparse_product_gets_sorted_duplicate_free_csr(monkeypatch, self_loops):
+    # duplicates (random_graph repeats a tenth of its edges) and appended self-loops both reach
+    # the product; cuSPARSE SpGEMM needs them merged and sorted
+    import graphops.ops.induced as induced
+
+    graph = random_graph(30, 200, seed=5, weighted=True)
+    csr = to_csr(graph.edge_index, graph.edge_weight, 30)
+    handed = []
+    real_matmul = torch.Tensor.__matmul__
+
+    def recording_matmul(left, right):
+        if left.layout == torch.sparse_csr:
+            handed.extend([left, right])
+        return real_matmul(left, right)
+
+    monkeypatch.setattr(torch.Tensor, '__matmul__', recording_matmul)
+    index = torch.randperm(30, generator=torch.Generator().manual_seed(0))[:20]
+    out = induced.augmented_subgraph(csr, index, method='sparse', self_loops=self_loops)
+    assert len(handed) == 2
+    for tensor in handed:
+        _assert_canonical(tensor)
+    dense = dense_adjacency(graph.edge_index, 30, graph.edge_weight)
+    if self_loops:
+        dense = dense + torch.eye(30, dtype=dense.dtype)
+    torch.testing.assert_close(out.to_dense(torch.float64), (dense @ dense)[index][:, index], **TOL)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('method', METHODS)
+@pytest.mark.parametrize('self_loops', [False, True])
+def test_augmented_subgraph_device_matches_cpu(device, method, self_loops):
+    graph = random_graph(60, 600, seed=6, weighted=True)
+    csr = to_csr(graph.edge_index, graph.edge_weight, 60)
+    index = torch.randperm(60, generator=torch.Generator().manual_seed(1))[:35]
+    expected = augmented_subgraph(csr, index, method=method, self_loops=self_loops)
+    got = augmented_subgraph(csr.to(device), index.to(device), method=method, self_loops=self_loops)
+    assert torch.equal(got.rowptr.cpu(), expected.rowptr)
+    assert torch.equal(got.col.cpu(), expected.col)
+    torch.testing.assert_close(got.value.cpu(), expected.value, **TOL)
+
+
+@pytest.mark.gpu
+def test_induced_subgraph_and_edge_index_device_match_cpu(device):
+    graph = random_graph(50, 400, seed=7, weighted=True)
+    csr = to_csr(graph.edge_index, graph.edge_weight, 50)
+    index = torch.randperm(50, generator=torch.Generator().manual_seed(2))[:30]
+    expected = induced_subgraph(csr, index)
+    got = induced_subgraph(csr.to(device), index.to(device))
+    assert torch.equal(got.col.cpu(), expected.col)
+    torch.testing.assert_close(got.value.cpu(), expected.value, **TOL)
+    edges, mask = induced_edge_index(graph.edge_index, index, 50)
+    got_edges, got_mask = induced_edge_index(graph.edge_index.to(device), index.to(device), 50)
+    assert torch.equal(got_edges.cpu(), edges) and torch.equal(got_mask.cpu(), mask)
