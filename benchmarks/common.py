@@ -14,9 +14,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 
 import torch
+
+# Shared with the packaged pipeline, defined once there.
+from graphops.apps.runtime import process_peak_rss_bytes, threads  # noqa: F401
 
 
 def synchronize(device: torch.device | str | None = None) -> None:
@@ -167,13 +169,6 @@ def peak_memory(fn: Callable[[], object], device: torch.device | str = 'cpu') ->
     return meter.peak_bytes
 
 
-def process_peak_rss_bytes() -> int:
-    """This process's peak RSS so far (ru_maxrss), in bytes."""
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
 def emit(record: dict, file=None) -> dict:
     """Prints one JSON line (the benchmarks' output format) and returns the record."""
     print(json.dumps(record, sort_keys=False), file=file or sys.stdout, flush=True)
@@ -183,18 +178,6 @@ def emit(record: dict, file=None) -> dict:
 def ratio(baseline_s: float, ours_s: float) -> float:
     """Speed-up of ours over the baseline (> 1 means ours is faster)."""
     return round(baseline_s / ours_s, 3) if ours_s > 0 else float('inf')
-
-
-@contextmanager
-def threads(num: int | None):
-    """Temporarily set torch's intra-op thread count."""
-    old = torch.get_num_threads()
-    if num:
-        torch.set_num_threads(num)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def plot_bars(

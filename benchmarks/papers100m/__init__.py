@@ -1,1 +1,1 @@
-"""ogbn-papers100M with SIGN: precompute.py, train.py and run.py (see README.md)."""
+"""ogbn-papers100M with SIGN: thin scripts over :mod:`graphops.apps.papers100m` (see README.md)."""

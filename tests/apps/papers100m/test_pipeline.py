@@ -10,25 +10,24 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
 
-from benchmarks.papers100m import precompute as pc
-from benchmarks.papers100m import train as tr
-from benchmarks.papers100m.config import (
+from graphops.apps.papers100m import precompute as pc
+from graphops.apps.papers100m import train as tr
+from graphops.apps.papers100m.config import (
     CONFIG_DIR,
-    apply_overrides,
+    add_config_arguments,
     config_from_args,
     load_config,
-    merge,
+    load_saved,
+    to_dict,
 )
 from graphops.datasets.synthetic_papers import SyntheticPapers
 
-REPO = Path(__file__).resolve().parents[2]
 DROPEDGE_OFF = ['operators.0.dropedge=0.0', 'operators.1.dropedge=0.0', 'operators.2.dropedge=0.0']
 SMALL = [
     *DROPEDGE_OFF,
@@ -52,7 +51,7 @@ def pipeline(ogb_root, tmp_path_factory):
     """precompute.py then train.py on the fake dataset, in-process, through their CLIs."""
     output = tmp_path_factory.mktemp('out')
     common = ['--dataset', 'ogbn-papers100M', '--root', str(ogb_root), '--output', str(output)]
-    common += ['--config', 'sign_authors', '--no-progress', '--set', *SMALL]
+    common += ['--config', 'sign_authors', '--no-progress', '--cfg-options', *SMALL]
     record = pc.main(common)
     summary = tr.main([*common, 'train.epochs=3', 'train.runs=2'])
     return {'output': output, 'record': record, 'summary': summary, 'argv': common}
@@ -117,8 +116,6 @@ def test_precompute_reads_ogb_layout_and_keeps_labelled_rows(ogb_root, pipeline)
 def _args(argv):
     import argparse
 
-    from benchmarks.papers100m.config import add_config_arguments
-
     parser = argparse.ArgumentParser()
     add_config_arguments(parser)
     parser.add_argument('--no-progress', action='store_true')
@@ -147,7 +144,13 @@ def test_train_writes_results_for_mlp_and_sign(pipeline):
         assert results['peak_rss_bytes'] > 0
         assert (runs_dir / variant / 'checkpoints' / 'run1_best.pt').is_file()
         assert (runs_dir / variant / 'curves.png').stat().st_size > 1000
+        # The resolved config is saved beside the results it made.
+        saved = load_saved(runs_dir / variant / 'config.yaml')
+        assert saved['train']['max_hops'] == (0 if variant == 'mlp' else None)
     assert (runs_dir / 'curves.png').is_file()
+    expected = config_from_args(_args([*pipeline['argv'], 'train.epochs=3', 'train.runs=2']))
+    assert load_saved(runs_dir / 'config.yaml') == expected
+    assert load_saved(runs_dir / 'sign' / 'config.yaml') == expected
     # The learnt model is the authors' concat MLP over the ten blocks.
     assert (
         'SIGNClassifier([128, 128, 128, 128, 128, 128, 128, 128, 128, 128], 16, 172'
@@ -237,7 +240,7 @@ def test_train_before_precompute_says_what_to_run(ogb_root, tmp_path):
 
 
 def _train_command(argv):
-    return [sys.executable, '-m', 'benchmarks.papers100m.train', *argv]
+    return [sys.executable, '-m', 'graphops.apps.papers100m.train', *argv]
 
 
 def test_resume_after_sigkill_matches_an_uninterrupted_run(pipeline, tmp_path):
@@ -263,17 +266,18 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(pipeline, tmp_path):
         out[out.index('--output') + 1] = str(output)
         return out + settings
 
-    env = {**os.environ, 'PYTHONPATH': str(REPO), 'OMP_NUM_THREADS': '1'}
+    # From a folder outside the repository: the installed package is what runs.
+    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
     straight = subprocess.Popen(
         _train_command(argv(outputs['straight'])),
-        cwd=REPO,
+        cwd=tmp_path,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     killed = subprocess.Popen(
         _train_command(argv(outputs['killed'])),
-        cwd=REPO,
+        cwd=tmp_path,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -291,7 +295,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(pipeline, tmp_path):
 
     resumed = subprocess.run(
         _train_command(argv(outputs['killed'])),
-        cwd=REPO,
+        cwd=tmp_path,
         env=env,
         capture_output=True,
         text=True,
@@ -321,131 +325,12 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(pipeline, tmp_path):
     assert not list(last.parent.glob('.*.tmp-*'))
 
 
-# --- configs ----------------------------------------------------------------------------------------
-
-
-def write(path, text):
-    path.write_text(text)
-    return path
-
-
-def test_config_inherits_and_merges(tmp_path):
-    write(tmp_path / 'grand.yaml', 'a: 1\nnested: {x: 1, y: 2, deep: {p: 1}}\nitems: [1, 2]\n')
-    write(tmp_path / 'parent.yaml', '_base_: grand.yaml\nnested: {y: 3}\nitems: [9]\n')
-    child = write(tmp_path / 'child.yaml', '_base_: parent.yaml\nb: 2\nnested: {deep: {q: 2}}\n')
-    assert load_config(child) == {
-        'a': 1,
-        'b': 2,
-        'nested': {'x': 1, 'y': 3, 'deep': {'p': 1, 'q': 2}},
-        'items': [9],  # lists replace, never concatenate
-    }
-
-
-def test_config_delete_replaces_a_mapping(tmp_path):
-    write(tmp_path / 'base.yaml', 'model: {mode: inception, hidden: 8}\n')
-    child = write(
-        tmp_path / 'child.yaml', '_base_: base.yaml\nmodel: {_delete_: true, mode: concat-mlp}\n'
-    )
-    assert load_config(child) == {'model': {'mode': 'concat-mlp'}}
-
-
-def test_config_multiple_bases_merge_left_to_right(tmp_path):
-    write(tmp_path / 'one.yaml', 'a: 1\nb: 1\n')
-    write(tmp_path / 'two.yaml', 'b: 2\nc: 2\n')
-    child = write(tmp_path / 'child.yaml', '_base_: [one.yaml, two.yaml]\nc: 3\n')
-    assert load_config(child) == {'a': 1, 'b': 2, 'c': 3}
-
-
-def test_config_base_loop_is_an_error(tmp_path):
-    write(tmp_path / 'a.yaml', '_base_: b.yaml\n')
-    write(tmp_path / 'b.yaml', '_base_: a.yaml\n')
-    with pytest.raises(ValueError, match='_base_ loop'):
-        load_config(tmp_path / 'a.yaml')
-
-
-def test_merge_does_not_touch_its_inputs():
-    base = {'a': {'b': [1]}}
-    child = {'a': {'c': 2}}
-    merged = merge(base, child)
-    merged['a']['b'].append(5)
-    assert base == {'a': {'b': [1]}} and child == {'a': {'c': 2}}
-
-
-@pytest.mark.parametrize(
-    'override,expected',
-    [
-        ('train.lr=1e-3', ('train', 'lr', 1e-3)),
-        ('train.runs=3', ('train', 'runs', 3)),
-        ('model.mode=concat-mlp', ('model', 'mode', 'concat-mlp')),
-        ('train.max_hops=null', ('train', 'max_hops', None)),
-        ('model.batch_norm=false', ('model', 'batch_norm', False)),
-    ],
-)
-def test_set_overrides_parse_yaml_values(override, expected):
-    config = apply_overrides(load_config('sign_authors'), [override])
-    section, key, value = expected
-    assert config[section][key] == value
-    assert type(config[section][key]) is type(value)
-
-
-def test_set_override_indexes_lists():
-    config = apply_overrides(load_config('sign_authors'), ['operators.1.hops=5'])
-    assert config['operators'][1]['hops'] == 5
-    assert config['operators'][0]['hops'] == 3
-
-
-@pytest.mark.parametrize(
-    'override,error,match',
-    [
-        ('train.lrr=1', KeyError, "train has no key 'lrr'"),
-        ('trian.lr=1', KeyError, "the config has no key 'trian'"),
-        ('operators.7.hops=1', KeyError, 'is a list of 3 items'),
-        ('train.lr.x=1', KeyError, 'is a float, not a mapping'),
-        ('train.lr', ValueError, 'expects key=value'),
-        ('train..lr=1', ValueError, 'malformed'),
-    ],
-)
-def test_bad_overrides(override, error, match):
-    with pytest.raises(error, match=match):
-        apply_overrides(load_config('sign_authors'), [override])
-
-
-def test_cli_shortcuts_and_default_config(tmp_path):
-    args = _args(['--runs', '2', '--epochs', '4', '--output', str(tmp_path), '--device', 'cpu'])
-    config = config_from_args(args)
-    assert config['config_name'] == 'synthetic_default'
-    assert (config['train']['runs'], config['train']['epochs']) == (2, 4)
-    assert config['output'] == str(tmp_path) and config['device'] == 'cpu'
-    real = config_from_args(_args(['--dataset', 'ogbn-papers100M', '--root', '/data']))
-    assert real['config_name'] == 'sign_authors'
-    assert real['dataset'] == {**real['dataset'], 'name': 'ogbn-papers100M', 'root': '/data'}
-    # A flag wins over --set, which wins over the file.
-    both = config_from_args(_args(['--set', 'train.runs=7', '--runs', '2']))
-    assert both['train']['runs'] == 2
-
-
-def test_sign_authors_config_is_the_authors_setting():
-    config = load_config('sign_authors')
-    ops = config['operators']
-    assert [op['hops'] for op in ops] == [3, 3, 3]
-    assert [op['direction'] for op in ops] == ['symmetric', 'transposed', 'directed']
-    assert [op['dropedge'] for op in ops] == [0.4, 0.2, 0.2]
-    assert config['model'] == {
-        **config['model'],
-        'mode': 'concat-mlp',
-        'hidden_channels': 512,
-        'head_layers': 3,
-        'dropout': 0.3,
-    }
-    train = config['train']
-    assert (train['lr'], train['epochs'], train['batch_size'], train['runs']) == (5e-5, 45, 256, 10)
-    xl = load_config('sign_xl')
-    assert xl['operators'] == ops and xl['model']['hidden_channels'] == 2048
+# --- operators from configs ---------------------------------------------------------------------
 
 
 @pytest.mark.parametrize('path', sorted(CONFIG_DIR.glob('*.yaml')), ids=lambda p: p.stem)
 def test_every_shipped_config_builds(path):
-    config = load_config(path)
+    config = to_dict(load_config(path))
     assert set(config) >= {'dataset', 'operators', 'precompute', 'model', 'train'}
     if path.stem != 'base':
         ops = pc.build_operators(config['operators'])

@@ -1,0 +1,3 @@
+from graphops.apps.papers100m.cli import main
+
+main()
