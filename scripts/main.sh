@@ -7,6 +7,6 @@
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck disable=SC1091
-source "$repo/scripts/env.sh" ogb,bench,fast "${GRAPHOPS_SPARSE:-}"
+source "$repo/scripts/env.sh" ogb,bench "${GRAPHOPS_SPARSE:-}"
 cd "$repo"
-exec python -m benchmarks.papers100m.run "$@"
+exec graphops-papers100m run "$@"

@@ -67,6 +67,21 @@ def _slice_task(operator, matrix_parts, x, rows, start, end, storage_dtype, devi
     return blocks, seconds
 
 
+def worker_py_modules() -> list[str]:
+    """What Ray's ``runtime_env`` must ship for workers to import this graphops: nothing when it
+    is an installed distribution (workers run the same environment), else this package's folder
+    (a checkout on ``sys.path`` only), which Ray uploads to every worker as ``py_modules``."""
+    from importlib import metadata
+
+    import graphops
+
+    try:
+        installed = metadata.version('graphops') == graphops.__version__
+    except metadata.PackageNotFoundError:
+        installed = False
+    return [] if installed else [str(Path(graphops.__file__).resolve().parent)]
+
+
 class RayBackend:
     r"""Runs the precompute engine's column slices as Ray tasks.
 
@@ -118,13 +133,10 @@ class RayBackend:
             kwargs = dict(self.init_kwargs)
             if self.address is None:
                 kwargs.setdefault('num_cpus', self.num_cpus or os.cpu_count())
-                # local workers import this very graphops, installed or not
-                root = str(Path(__file__).resolve().parents[2])
-                env = kwargs.setdefault('runtime_env', {}).setdefault('env_vars', {})
-                env.setdefault(
-                    'PYTHONPATH',
-                    os.pathsep.join(filter(None, [root, os.environ.get('PYTHONPATH')])),
-                )
+            modules = worker_py_modules()
+            if modules:
+                env = kwargs.setdefault('runtime_env', {})
+                env.setdefault('py_modules', modules)
             ray.init(address=self.address, **kwargs)
         return ray
 

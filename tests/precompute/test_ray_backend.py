@@ -58,3 +58,19 @@ def test_ray_backend_bad_input():
     with pytest.raises(ValueError, match='max_in_flight'):
         RayBackend(max_in_flight=0)
     assert repr(RayBackend(num_cpus=2)).startswith('RayBackend(address=None, num_cpus=2')
+
+
+def test_workers_get_graphops_from_the_install_or_py_modules(monkeypatch):
+    from importlib import metadata
+    from pathlib import Path
+
+    import graphops
+    from graphops.precompute.ray_backend import worker_py_modules
+
+    assert worker_py_modules() == []  # installed (here: editable): workers share the environment
+
+    def not_installed(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, 'version', not_installed)
+    assert worker_py_modules() == [str(Path(graphops.__file__).resolve().parent)]

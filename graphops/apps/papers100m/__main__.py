@@ -1,3 +1,5 @@
+import sys
+
 from graphops.apps.papers100m.cli import main
 
-main()
+sys.exit(main())

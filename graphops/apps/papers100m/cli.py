@@ -22,17 +22,22 @@ def usage() -> str:
     return '\n'.join(lines)
 
 
-def main(argv: list[str] | None = None):
+def main(argv: list[str] | None = None) -> int:
+    """Runs one command; returns the exit status (the stages' results are in their files)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ('-h', '--help'):
         print(usage())
-        return None if argv else sys.exit(2)
+        return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
-        sys.exit(f'graphops-papers100m: unknown command {command!r}; use one of {list(COMMANDS)}')
-    module = importlib.import_module(f'graphops.apps.papers100m.{command}')
-    return module.main(rest)
+        print(
+            f'graphops-papers100m: unknown command {command!r}; use one of {list(COMMANDS)}',
+            file=sys.stderr,
+        )
+        return 2
+    importlib.import_module(f'graphops.apps.papers100m.{command}').main(rest)
+    return 0
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())
