@@ -32,7 +32,10 @@ _numba = None  # bound by _loaded before the kernels compile
 def numba_applies(*tensors: Tensor) -> bool:
     """True when the numba kernels should run: numba present, CPU tensors, enough entries, no
     autograd on the given tensors."""
-    return optional.numba_applies(tensors, NUMBA_MIN_ENTRIES)
+    applies = optional.numba_applies(tensors, NUMBA_MIN_ENTRIES)
+    if not applies:
+        optional.warn_torch_fallback('CSR construction/normalisation', tensors)
+    return applies
 
 
 # Kernels: compiled by ``_loaded`` (:class:`~graphops.ops.optional.NumbaKernels`) on first use.

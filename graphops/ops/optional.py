@@ -148,3 +148,51 @@ def torch_sparse():
             "torch_sparse is not installed. Install graphops' 'sparse' extra: "
             'pip install --no-build-isolation torch_scatter torch_sparse'
         ) from err
+
+
+# The pure-torch fallbacks are correct but several times slower on big graphs; below this many
+# entries (edges, nonzeros) the difference is milliseconds and not worth a warning.
+FALLBACK_WARN_ENTRIES = 1 << 20
+_fallback_warned = False
+_fallback_lock = threading.Lock()
+
+
+def warn_torch_fallback(what: str, tensors, reason: str | None = None) -> bool:
+    """Issues one ``UserWarning`` per process when a CPU dispatch point runs its pure-torch
+    fallback on a large input because the fast kernels are unavailable.
+
+    Call it where the numba/LLVM kernel was not chosen. It warns only when ``reason`` is given or
+    numba is missing (or ``GRAPHOPS_DISABLE_NUMBA`` is set), every tensor of ``tensors``
+    (``None`` skipped) is on the CPU without autograd (autograd paths run torch regardless), and
+    the first holds at least :data:`FALLBACK_WARN_ENTRIES` elements. Returns whether it warned.
+    """
+    global _fallback_warned
+    if _fallback_warned:
+        return False
+    tensors = [t for t in tensors if t is not None]
+    if not tensors or tensors[0].numel() < FALLBACK_WARN_ENTRIES:
+        return False
+    if any(t.device.type != 'cpu' or t.requires_grad for t in tensors):
+        return False
+    if reason is None:
+        if has_numba():
+            return False
+        reason = (
+            'GRAPHOPS_DISABLE_NUMBA is set; unset it'
+            if os.environ.get('GRAPHOPS_DISABLE_NUMBA')
+            else 'numba is not installed; pip install numba (a core dependency of graphops)'
+        )
+    with _fallback_lock:
+        if _fallback_warned:
+            return False
+        _fallback_warned = True
+    import warnings
+
+    warnings.warn(
+        f'graphops: {what} runs its pure-torch CPU fallback on {tensors[0].numel():,} entries, '
+        f'several times slower than the numba kernels, because {reason}. This warning is shown '
+        'once per process.',
+        UserWarning,
+        stacklevel=3,
+    )
+    return True

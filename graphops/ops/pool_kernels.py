@@ -27,7 +27,10 @@ _numba = None  # bound by _loaded before the kernels compile
 
 def numba_applies(tensor: Tensor) -> bool:
     """True when the numba kernels should run on ``tensor``: numba present, CPU, large enough."""
-    return optional.numba_applies((tensor,), NUMBA_MIN_ENTRIES)
+    applies = optional.numba_applies((tensor,), NUMBA_MIN_ENTRIES)
+    if not applies:
+        optional.warn_torch_fallback('gPool top-k / induced subgraph', (tensor,))
+    return applies
 
 
 # Kernels: compiled by ``_loaded`` (:class:`~graphops.ops.optional.NumbaKernels`) on first use.

@@ -51,7 +51,7 @@ import torch
 from torch import Tensor
 
 from graphops.ops.csr import CSR, index_dtype_for, to_csr
-from graphops.ops.optional import NumbaKernels, kernel_threads
+from graphops.ops.optional import NumbaKernels, kernel_threads, warn_torch_fallback
 from graphops.ops.spmm import has_numba, row_chunks, spmm
 from graphops.ops.validate import (
     check_float,
@@ -118,6 +118,8 @@ def spgemm(
         raise ValueError(f'chunk_size must be a positive int, got {chunk_size!r}')
     dtype = _result_dtype(a, b)
     chosen = _choose_backend(a.device, backend)
+    if chosen == 'torch' and backend == 'auto':
+        warn_torch_fallback('spgemm', (a.col, b.col))
     a_value = a.values(dtype)
     b_value = b.values(dtype)
     rowptr, col, value = _SpGEMM.apply(

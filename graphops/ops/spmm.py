@@ -27,7 +27,7 @@ from torch import Tensor
 from graphops.ops import llvm_spmm
 from graphops.ops.csr import CSR, torch_csr_tensor
 from graphops.ops.llvm_spmm import row_chunks
-from graphops.ops.optional import has_numba
+from graphops.ops.optional import has_numba, warn_torch_fallback
 from graphops.ops.validate import check_float, check_length, check_same_device
 
 BACKENDS = ('auto', 'numba', 'torch', 'cuda')
@@ -153,6 +153,10 @@ def _choose_backend(csr: CSR, x: Tensor, backend: str) -> str:
         return 'numba'
     if backend == 'auto' and numba_ok:
         return 'numba'
+    if backend == 'auto' and x.dtype in _NUMBA_DTYPES and not _needs_grad(csr, x):
+        # the kernel could run but is missing: say so once, on a large input
+        reason = None if not has_numba() else 'llvmlite cannot compile the kernel for this CPU'
+        warn_torch_fallback('spmm', (csr.col, x), reason)
     return 'torch'
 
 

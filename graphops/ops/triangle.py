@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from graphops.ops.csr import CSR, symmetrize
-from graphops.ops.optional import NumbaKernels, kernel_threads
+from graphops.ops.optional import NumbaKernels, kernel_threads, warn_torch_fallback
 from graphops.ops.spmm import has_numba, row_chunks
 
 BACKENDS = ('auto', 'numba', 'torch')
@@ -60,6 +60,8 @@ def triangle_adjacency(
     graph = symmetrize(csr).remove_self_loops()
     if backend == 'auto':
         backend = 'numba' if graph.device.type == 'cpu' and has_numba() else 'torch'
+        if backend == 'torch':
+            warn_torch_fallback('triangle_adjacency', (graph.col,))
     if backend == 'numba':
         if graph.device.type != 'cpu':
             raise ValueError("backend='numba' runs on CPU only; use 'torch' for CUDA graphs")

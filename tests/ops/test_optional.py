@@ -154,3 +154,66 @@ def test_parallel_kernels_from_many_threads():
     for result in results:
         assert torch.equal(result.rowptr, expected.rowptr)
         assert torch.equal(result.col, expected.col)
+
+
+FALLBACK_SCRIPT = textwrap.dedent(
+    """
+    import warnings
+    import torch
+    from graphops.ops import optional, spmm, to_csr
+    from graphops.ops.triangle import triangle_adjacency
+
+    n, e = 200_000, optional.FALLBACK_WARN_ENTRIES + 1000
+    g = torch.Generator().manual_seed(0)
+    edge_index = torch.randint(0, n, (2, e), generator=g)
+    x = torch.randn(n, 4, generator=g)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        small = to_csr(edge_index[:, :1000], num_nodes=n)
+        spmm(small, x)
+        before = len(caught)
+        csr = to_csr(edge_index, num_nodes=n)
+        out = spmm(csr, x)
+        spmm(csr, x)
+        triangle_adjacency(small)
+    messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    reference = torch.zeros_like(x).index_add_(0, csr.row(), x[csr.col])
+    assert torch.allclose(out, reference, atol=1e-5)
+    print(before, len(messages))
+    print(messages[0] if messages else '')
+    """
+)
+
+
+@pytest.mark.parametrize('disabled', [True, False])
+def test_torch_fallback_warns_once_per_process_on_large_inputs(disabled):
+    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    env.pop('GRAPHOPS_DISABLE_NUMBA', None)
+    if disabled:
+        env['GRAPHOPS_DISABLE_NUMBA'] = '1'
+    done = subprocess.run(
+        [sys.executable, '-c', FALLBACK_SCRIPT],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    counts, message = (done.stdout + '\n').split('\n', 1)
+    if disabled:
+        # small inputs stay quiet; the large to_csr and two spmm calls give one warning in all
+        assert counts.split() == ['0', '1']
+        assert 'pure-torch CPU fallback' in message and 'GRAPHOPS_DISABLE_NUMBA is set' in message
+    else:
+        assert counts.split() == ['0', '0']  # numba present: the kernels run, no warning
+
+
+def test_torch_fallback_warning_skips_autograd_and_small_inputs(monkeypatch):
+    monkeypatch.setattr(optional, 'has_numba', lambda: False)
+    monkeypatch.setattr(optional, '_fallback_warned', False)
+    big = torch.zeros(optional.FALLBACK_WARN_ENTRIES)
+    assert not optional.warn_torch_fallback('x', (big[:10],))
+    assert not optional.warn_torch_fallback('x', (big.clone().requires_grad_(),))
+    with pytest.warns(UserWarning, match='numba is not installed'):
+        assert optional.warn_torch_fallback('x', (big, None))
+    assert not optional.warn_torch_fallback('x', (big,))  # once per process
