@@ -208,6 +208,16 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--epochs', type=int, default=None, help='epochs per run')
 
 
+def parse_command(argv: list[str] | None, command: str, description: str):
+    """``(config, args)`` of a pipeline command: the shared options plus ``--no-progress``,
+    parsed, and the resolved config (a bad config fails here, before any work)."""
+    parser = argparse.ArgumentParser(prog=f'graphops-papers100m {command}', description=description)
+    add_config_arguments(parser)
+    parser.add_argument('--no-progress', action='store_true', help='hide the progress bars')
+    args = parser.parse_args(argv)
+    return config_from_args(args), args
+
+
 def config_from_args(args: argparse.Namespace) -> dict:
     """The resolved config: file (and its defaults), then ``--cfg-options``, then the shortcut
     flags; as a plain dict with ``config_name`` added."""

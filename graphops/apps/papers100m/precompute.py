@@ -18,7 +18,6 @@ is not generated again, and an interrupted store is resumed by the engine.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -33,10 +32,9 @@ import numpy as np
 import torch
 
 from graphops.apps.papers100m.config import (
-    add_config_arguments,
-    config_from_args,
     dump,
     fingerprint,
+    parse_command,
 )
 from graphops.apps.runtime import process_peak_rss_bytes, threads
 
@@ -449,11 +447,7 @@ def precompute_stage(config: dict, progress: bool = True) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    add_config_arguments(parser)
-    parser.add_argument('--no-progress', action='store_true', help='hide the progress bars')
-    args = parser.parse_args(argv)
-    config = config_from_args(args)
+    config, args = parse_command(argv, 'precompute', __doc__.split('\n\n')[0])
     with threads(config['threads']):
         return precompute_stage(config, progress=not args.no_progress)
 

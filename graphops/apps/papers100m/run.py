@@ -14,23 +14,18 @@ where ``summary.json`` and ``curves.png`` are.
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
 import time
 
 from graphops.apps.papers100m import precompute as pc
-from graphops.apps.papers100m.config import add_config_arguments, config_from_args
+from graphops.apps.papers100m.config import parse_command
 
 
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    add_config_arguments(parser)
-    parser.add_argument('--no-progress', action='store_true', help='hide the progress bars')
-    args = parser.parse_args(argv)
-    config = config_from_args(args)  # fail fast on a bad config, before any stage starts
+    config, _ = parse_command(argv, 'run', __doc__.split('\n\n')[0])
     stage = pc.Stage.from_config(config)
 
     precompute_reused = stage.is_complete()

@@ -18,7 +18,6 @@ stopped (on the same device and thread count).
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import math
@@ -36,10 +35,9 @@ from tqdm.auto import tqdm
 
 from graphops.apps.papers100m import precompute as pc
 from graphops.apps.papers100m.config import (
-    add_config_arguments,
-    config_from_args,
     dump,
     fingerprint,
+    parse_command,
 )
 from graphops.apps.runtime import process_peak_rss_bytes, threads
 from graphops.nn.models.sign_classifier import SIGNClassifier
@@ -396,11 +394,7 @@ def plot_curves(results_by_variant: dict, path: Path, dataset: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    add_config_arguments(parser)
-    parser.add_argument('--no-progress', action='store_true', help='hide the progress bars')
-    args = parser.parse_args(argv)
-    config = config_from_args(args)
+    config, args = parse_command(argv, 'train', __doc__.split('\n\n')[0])
     with threads(config['threads']):
         return train(config, progress=not args.no_progress)
 
