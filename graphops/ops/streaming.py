@@ -1,8 +1,10 @@
 r"""Sparse x dense products with bounded memory, for graphs and features larger than a device.
 
 * :func:`sliced_spmm` cuts the *features* into column slices: only ``[N, w]`` of ``X`` and of the
-  output live on the device at a time, the rest stays in host memory (pinned staging buffers on
-  CUDA, so copies run asynchronously at full PCIe speed).
+  output live on the device at a time, the rest stays in host memory. On CUDA two pairs of pinned
+  staging buffers alternate, so copies run asynchronously at full PCIe speed and the host fills
+  slice :math:`k+1` and stores slice :math:`k-1` while slice :math:`k` runs; a CUDA event per
+  slice says when its buffers may be reused.
 * :class:`RowBlockStream` cuts the *matrix* into row blocks of at most ``block_nnz`` entries kept
   in pinned host memory, and copies block :math:`b+1` to the device on a side stream while block
   :math:`b` is multiplied, for a matrix that does not fit the device.
@@ -88,6 +90,8 @@ class RowBlockStream:
             raise ValueError(f'x is on {x.device} but this stream runs on {self.device}')
         if out is None:
             out = x.new_empty(self.num_rows, x.size(1))
+        else:
+            _check_out(out, self.num_rows, x, contiguous=True)
         if self.device.type == 'cuda':
             return self._spmm_cuda(x, out)
         for start, end, block in self.blocks:
@@ -122,7 +126,7 @@ class RowBlockStream:
             for tensor in (moved.rowptr, moved.col, moved.value):
                 if tensor is not None:
                     tensor.record_stream(compute)
-            out[start:end] = spmm(moved, x)
+            spmm(moved, x, out=out[start:end])  # a row range of a contiguous out is contiguous
         return out
 
     def __repr__(self) -> str:
@@ -147,7 +151,8 @@ def sliced_spmm(
         x (Tensor): ``[N_src, F]`` features in host memory (or on ``device``).
         slice_width (int): columns per slice.
         device (torch.device or str, optional): where the products run (default: ``x``'s).
-        out (Tensor, optional): ``[N_dst, F]`` result buffer on ``x``'s device.
+        out (Tensor, optional): ``[N_dst, F]`` result buffer of ``x``'s dtype on ``x``'s device
+            (host memory when ``x`` is).
 
     Shapes:
         ``x``: :math:`(N_{src}, F)` -> output :math:`(N_{dst}, F)` on ``x``'s device.
@@ -161,21 +166,68 @@ def sliced_spmm(
     check_length(x, csr.num_cols, 'x', 'the number of source nodes (adjacency columns)')
     if out is None:
         out = x.new_empty(num_rows, x.size(1))
-    elif tuple(out.shape) != (num_rows, x.size(1)) or out.dtype != x.dtype:
-        raise ValueError(f'out must be a [{num_rows}, {x.size(1)}] {x.dtype} tensor')
-    cross = device.type == 'cuda' and x.device.type != 'cuda'
-    staging = None
+    else:
+        _check_out(out, num_rows, x, contiguous=False)
+    if device.type == 'cuda' and x.device.type != 'cuda':
+        return _sliced_spmm_from_host(csr, x, slice_width, device, out)
     for start in range(0, x.size(1), slice_width):
         end = min(start + slice_width, x.size(1))
-        block = x[:, start:end]
-        if cross:
-            # contiguous pinned staging makes the host->device copy asynchronous
-            if staging is None or staging.size(1) != end - start:
-                staging = torch.empty(block.shape, dtype=x.dtype, pin_memory=True)
-            staging.copy_(block)
-            block = staging.to(device, non_blocking=True)
-        else:
-            block = block.contiguous()
-        result = csr.spmm(block) if isinstance(csr, RowBlockStream) else spmm(csr, block)
-        out[:, start:end].copy_(result)
+        out[:, start:end].copy_(_product(csr, x[:, start:end].contiguous()))
     return out
+
+
+def _product(csr, x: Tensor) -> Tensor:
+    return csr.spmm(x) if isinstance(csr, RowBlockStream) else spmm(csr, x)
+
+
+def _check_out(out, num_rows: int, x: Tensor, contiguous: bool) -> None:
+    if not isinstance(out, Tensor):
+        raise TypeError(f'out must be a torch.Tensor, got {type(out).__name__}')
+    if tuple(out.shape) != (num_rows, x.size(1)) or out.dtype != x.dtype or out.device != x.device:
+        raise ValueError(
+            f'out must be a [{num_rows}, {x.size(1)}] {x.dtype} tensor on {x.device} (where x '
+            f'is), got {list(out.shape)} {out.dtype} on {out.device}; allocate it like '
+            'x.new_empty(...)'
+        )
+    if contiguous and not out.is_contiguous():
+        raise ValueError('out must be contiguous; pass out.contiguous() or let spmm allocate it')
+
+
+def _sliced_spmm_from_host(csr, x: Tensor, slice_width: int, device, out: Tensor) -> Tensor:
+    """:func:`sliced_spmm` for host ``x`` and ``out`` with products on a CUDA ``device``.
+
+    Slice :math:`k` uses the pinned (input, result) staging pair :math:`k \bmod 2`. Its upload, its
+    product and its download are queued without blocking, then the host waits for slice
+    :math:`k-1`'s event and copies its result into ``out``: when slice :math:`k+1` refills a pair,
+    the event of the slice that last used it (:math:`k-1`) has completed, so no copy still in
+    flight reads or writes a buffer the host is changing.
+    """
+    stream = torch.cuda.current_stream(device)
+    pairs: list[tuple[Tensor, Tensor] | None] = [None, None]
+    in_flight = None  # (event, result staging, start, end) of the previous slice
+    for index, start in enumerate(range(0, x.size(1), slice_width)):
+        end = min(start + slice_width, x.size(1))
+        pair = pairs[index % 2]
+        if pair is None or pair[0].size(1) != end - start:
+            pair = (
+                torch.empty(x.size(0), end - start, dtype=x.dtype, pin_memory=True),
+                torch.empty(out.size(0), end - start, dtype=x.dtype, pin_memory=True),
+            )
+            pairs[index % 2] = pair
+        pair[0].copy_(x[:, start:end])
+        result = _product(csr, pair[0].to(device, non_blocking=True))
+        pair[1].copy_(result, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record(stream)
+        if in_flight is not None:
+            _drain(in_flight, out)
+        in_flight = (done, pair[1], start, end)
+    if in_flight is not None:
+        _drain(in_flight, out)
+    return out
+
+
+def _drain(in_flight, out: Tensor) -> None:
+    done, result, start, end = in_flight
+    done.synchronize()  # its upload, product and download have completed
+    out[:, start:end].copy_(result)

@@ -48,11 +48,44 @@ def test_streaming_bad_input():
     assert repr(stream).startswith('RowBlockStream(shape=(120, 120)')
 
 
+def test_streaming_out_must_live_where_x_does():
+    # host x with products elsewhere writes into a host out; an out on another device is refused
+    with pytest.raises(ValueError, match=r'on cpu \(where x is\)'):
+        sliced_spmm(CSR_, X, 2, out=torch.empty(120, 10, device='meta'))
+    with pytest.raises(ValueError, match='on cpu'):
+        RowBlockStream(CSR_, 10).spmm(X, out=torch.empty(120, 10, dtype=torch.float64))
+    with pytest.raises(ValueError, match='contiguous'):
+        RowBlockStream(CSR_, 10).spmm(X, out=torch.empty(10, 120).t())
+    out = torch.empty(120, 10)
+    assert RowBlockStream(CSR_, 10).spmm(X, out=out) is out
+    assert torch.equal(out, spmm(CSR_, X))
+
+
+# --- CUDA (gpu-marked) ---
+
+
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
-def test_streaming_cuda_pinned():
-    stream = RowBlockStream(CSR_, 64, 'cuda')
-    assert stream.blocks[0][2].col.is_pinned()
-    torch.testing.assert_close(stream.spmm(X.cuda()).cpu(), spmm(CSR_, X))
-    torch.testing.assert_close(sliced_spmm(stream, X, 4, device='cuda'), spmm(CSR_, X))
-    torch.testing.assert_close(sliced_spmm(CSR_.to('cuda'), X, 3, device='cuda'), spmm(CSR_, X))
+@pytest.mark.parametrize('width', [1, 3, 4, 10])
+def test_streaming_device_matches_cpu(device, width):
+    expected = spmm(CSR_, X)
+    stream = RowBlockStream(CSR_, 64, device)
+    assert stream.blocks[0][2].col.is_pinned() == (device.type == 'cuda')
+    torch.testing.assert_close(stream.spmm(X.to(device)).cpu(), expected)
+    out = torch.empty(120, 10, device=device)
+    assert stream.spmm(X.to(device), out=out) is out
+    torch.testing.assert_close(out.cpu(), expected)
+    # host x and out, products on the device: the slices cycle both pinned staging pairs
+    out = torch.full_like(X, float('nan'))
+    assert sliced_spmm(stream, X, width, device=device, out=out) is out
+    torch.testing.assert_close(out, expected)
+    got = sliced_spmm(CSR_.to(device), X, width, device=device)
+    assert got.device == X.device
+    torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.gpu
+def test_sliced_spmm_device_many_slices(device):
+    # 97 one-column slices: a staging pair reused before its copies finished would show here
+    x = random_features(120, 97, dtype=torch.float32, seed=3)
+    got = sliced_spmm(CSR_.to(device), x, 1, device=device)
+    torch.testing.assert_close(got, spmm(CSR_, x))
