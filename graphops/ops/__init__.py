@@ -13,6 +13,7 @@ from graphops.ops.csr import (
 from graphops.ops.edge_type import edge_type_norm
 from graphops.ops.induced import augmented_subgraph, induced_edge_index, induced_subgraph
 from graphops.ops.optional import has_torch_sparse, is_sparse_tensor
+from graphops.ops.sddmm import sddmm
 from graphops.ops.spgemm import spgemm, spspmm
 from graphops.ops.spmm import has_numba, host_empty, spmm
 from graphops.ops.streaming import RowBlockStream, sliced_spmm
@@ -24,6 +25,7 @@ __all__ = [
     'has_numba',
     'host_empty',
     'sliced_spmm',
+    'sddmm',
     'spgemm',
     'spspmm',
     'triangle_adjacency',

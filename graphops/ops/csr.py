@@ -120,7 +120,30 @@ class CSR:
 
     # --- conversions out ----------------------------------------------------------------------
     def with_value(self, value: Tensor | None) -> CSR:
-        return CSR(self.rowptr, self.col, value, self.num_rows, self.num_cols)
+        """The same pattern with other weights (it shares the cached transposed pattern)."""
+        csr = CSR(self.rowptr, self.col, value, self.num_rows, self.num_cols)
+        transposed = self.__dict__.get('_transposed')
+        if transposed is not None:
+            object.__setattr__(csr, '_transposed', transposed)
+        return csr
+
+    def transposed_pattern(self) -> tuple[CSR, Tensor]:
+        """``(pattern, perm)``: the transpose's unweighted structure and, for each of its entries,
+        the index of the same entry here, so ``pattern.with_value(self.value[perm])`` equals
+        :meth:`t`. Built on the first call and kept on this matrix (a cache, not state: it is
+        left out of pickles)."""
+        cached = self.__dict__.get('_transposed')
+        if cached is None:
+            entry = torch.arange(self.nnz, device=self.device)
+            transposed = _from_coo(self.col, self.row(), entry, self.num_cols, self.num_rows)
+            cached = (transposed.with_value(None), transposed.value)
+            object.__setattr__(self, '_transposed', cached)
+        return cached
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop('_transposed', None)
+        return state
 
     def to(self, device=None, index_dtype: torch.dtype | None = None) -> CSR:
         index_dtype = index_dtype or self.index_dtype

@@ -14,8 +14,13 @@ Backends (``backend='auto'`` picks the first that applies):
   they are, skips the value array of an unweighted matrix, and builds no sparse tensor;
 * ``'torch'``: ``torch.sparse.mm`` on CPU (MKL when torch has it).
 
-Autograd: when ``x`` or the weights require a gradient (and grad mode is on) the product goes
-through ``torch.sparse.mm``, which differentiates; the numba kernel is for inference only.
+Autograd: one :class:`torch.autograd.Function` for every backend. The forward runs the chosen
+kernel on detached inputs; the backward runs the same kernel on the transposed matrix for
+:math:`\nabla X = M^\top \nabla Y` (the transposed pattern is built once per matrix and kept on
+it) and :func:`graphops.ops.sddmm` for the values,
+:math:`\nabla M_{e} = \langle \nabla Y_{i_e}, X_{j_e} \rangle`, so duplicate entries each get
+their own gradient and no ``[nnz, F]`` tensor is formed. Under :func:`torch.compile` the product
+is a gather and an ``index_add`` that the compiler traces and differentiates itself.
 """
 
 from __future__ import annotations
@@ -23,15 +28,18 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from graphops.ops import llvm_spmm
 from graphops.ops.csr import CSR, torch_csr_tensor
 from graphops.ops.llvm_spmm import row_chunks
 from graphops.ops.optional import has_numba, warn_torch_fallback
+from graphops.ops.sddmm import sddmm_unchecked
 from graphops.ops.validate import check_float, check_length, check_same_device
 
 BACKENDS = ('auto', 'numba', 'torch', 'cuda')
 _NUMBA_DTYPES = (torch.float32, torch.float64)
+_TORCH_SPARSE_CPU_DTYPES = (torch.float32, torch.float64)
 _NUMPY_DTYPES = {torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64}
 # Large host buffers start on a 2 MiB boundary: a whole huge page, and every row on a cache line.
 HUGE_PAGE = 2 << 20
@@ -74,20 +82,79 @@ def spmm(
     if out is not None:
         _check_out(out, (csr.num_rows, x.size(1)), x)
     chosen = _choose_backend(csr, x, backend)
+    mean = reduce == 'mean'
+    value = None if csr.value is None else csr.value.to(x.dtype)
+    if torch.compiler.is_compiling():
+        result = _gather_scatter(csr, value, x, mean)
+        return result if out is None else out.copy_(result)
+    if _needs_grad(csr, x):
+        result = _SpMM.apply(value, x, csr, mean, chosen)
+        return result if out is None else out.copy_(result)
+    return _product(csr, value, x, mean, chosen, out)
 
+
+class _SpMM(torch.autograd.Function):
+    """The one SpMM autograd: the chosen kernel forward, its transposed twin and SDDMM backward."""
+
+    @staticmethod
+    def forward(ctx, value, x, csr, mean, backend):
+        ctx.csr, ctx.mean, ctx.backend = csr, mean, backend
+        ctx.save_for_backward(value, x)
+        detached = None if value is None else value.detach()
+        return _product(csr, detached, x.detach(), mean, backend, None)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        value, x = ctx.saved_tensors
+        csr = ctx.csr
+        grad = grad.contiguous()
+        if ctx.mean:
+            grad = grad / csr.row_counts().clamp(min=1).to(grad.dtype).unsqueeze(-1)
+        grad_value = grad_x = None
+        if ctx.needs_input_grad[1]:
+            pattern, perm = csr.transposed_pattern()
+            moved = None if value is None else value.detach()[perm]
+            grad_x = _product(pattern, moved, grad, False, ctx.backend, None)
+        if ctx.needs_input_grad[0]:
+            grad_value = sddmm_unchecked(csr, grad, x.detach())
+        return grad_value, grad_x, None, None, None
+
+
+def _product(
+    csr: CSR, value: Tensor | None, x: Tensor, mean: bool, backend: str, out: Tensor | None
+) -> Tensor:
+    """``M @ x`` (``value`` overriding ``csr.value``) without autograd, written into ``out`` when
+    given (the torch backends too: no ``[N, F]`` temporary and copy)."""
     if csr.nnz == 0 or x.size(1) == 0 or csr.num_rows == 0:
-        result = x.new_zeros(csr.num_rows, x.size(1)) if out is None else out.zero_()
+        return x.new_zeros(csr.num_rows, x.size(1)) if out is None else out.zero_()
+    if backend == 'numba':
+        result = host_empty(csr.num_rows, x.size(1), x.dtype) if out is None else out
+        weights = None if value is None else value.contiguous()
+        llvm_spmm.spmm_into(
+            csr.rowptr.contiguous(), csr.col.contiguous(), weights, x.contiguous(), result, mean
+        )
         return result
-    if chosen == 'numba':
-        result = _kernel_spmm(csr, x, reduce == 'mean', out)
-        return result
-    value = csr.values(x.dtype)
-    result = torch.sparse.mm(torch_csr_tensor(csr.rowptr, csr.col, value, csr.shape), x)
-    if reduce == 'mean':
-        count = csr.row_counts().clamp_(min=1).to(x.dtype).unsqueeze(-1)
-        result = result / count
-    if out is not None:
-        return out.copy_(result)
+    if x.device.type == 'cpu' and x.dtype not in _TORCH_SPARSE_CPU_DTYPES:
+        result = _gather_scatter(csr, value, x, mean)  # MKL's sparse product lacks half types
+        return result if out is None else out.copy_(result)
+    weights = torch.ones(csr.nnz, dtype=x.dtype, device=x.device) if value is None else value
+    matrix = torch_csr_tensor(csr.rowptr, csr.col, weights, csr.shape)
+    result = torch.sparse.mm(matrix, x) if out is None else torch.mm(matrix, x, out=out)
+    if mean:
+        result.div_(csr.row_counts().clamp_(min=1).to(x.dtype).unsqueeze(-1))
+    return result
+
+
+def _gather_scatter(csr: CSR, value: Tensor | None, x: Tensor, mean: bool) -> Tensor:
+    """``M @ x`` as a row gather and an ``index_add``: plain tensor ops that any dtype and
+    :func:`torch.compile` handle, and that autograd differentiates without help."""
+    messages = x.index_select(0, csr.col.long())
+    if value is not None:
+        messages = messages * value.unsqueeze(-1)
+    result = x.new_zeros(csr.num_rows, x.size(1)).index_add_(0, csr.row().long(), messages)
+    if mean:
+        result = result / csr.row_counts().clamp(min=1).to(x.dtype).unsqueeze(-1)
     return result
 
 
@@ -136,7 +203,7 @@ def _choose_backend(csr: CSR, x: Tensor, backend: str) -> str:
         return 'cuda'
     if backend == 'cuda':
         raise ValueError(f"backend='cuda' needs CUDA tensors, got x on {x.device}")
-    numba_ok = x.dtype in _NUMBA_DTYPES and not _needs_grad(csr, x) and llvm_spmm.available()
+    numba_ok = x.dtype in _NUMBA_DTYPES and llvm_spmm.available()
     if backend == 'numba':
         if not has_numba():
             raise ImportError("backend='numba' needs the numba package: pip install numba")
@@ -147,22 +214,14 @@ def _choose_backend(csr: CSR, x: Tensor, backend: str) -> str:
             )
         if not numba_ok:
             raise ValueError(
-                "backend='numba' handles float32/float64 inputs without autograd; use "
-                "backend='torch' for other dtypes or when gradients are needed"
+                f"backend='numba' handles float32/float64 inputs, got {x.dtype}; use "
+                "backend='torch' (or 'auto') for other dtypes"
             )
         return 'numba'
     if backend == 'auto' and numba_ok:
         return 'numba'
-    if backend == 'auto' and x.dtype in _NUMBA_DTYPES and not _needs_grad(csr, x):
+    if backend == 'auto' and x.dtype in _NUMBA_DTYPES:
         # the kernel could run but is missing: say so once, on a large input
         reason = None if not has_numba() else 'llvmlite cannot compile the kernel for this CPU'
         warn_torch_fallback('spmm', (csr.col, x), reason)
     return 'torch'
-
-
-def _kernel_spmm(csr: CSR, x: Tensor, mean: bool, out: Tensor | None) -> Tensor:
-    x = x.detach().contiguous()
-    result = host_empty(csr.num_rows, x.size(1), x.dtype) if out is None else out
-    value = None if csr.value is None else csr.value.detach().to(x.dtype).contiguous()
-    llvm_spmm.spmm_into(csr.rowptr.contiguous(), csr.col.contiguous(), value, x, result, mean)
-    return result

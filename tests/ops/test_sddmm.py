@@ -1,0 +1,52 @@
+import importlib
+
+import pytest
+import torch
+
+from graphops.ops import sddmm, to_csr
+from graphops.testing import DTYPES, awkward_graphs, random_features, random_graph, tolerance
+
+GRAPHS = list(awkward_graphs())
+# the module (graphops.ops exports the function under the same name)
+sddmm_module = importlib.import_module('graphops.ops.sddmm')
+
+
+@pytest.mark.parametrize('graph', GRAPHS, ids=[g.name for g in GRAPHS])
+@pytest.mark.parametrize('dtype', DTYPES)
+def test_sddmm_matches_dense(graph, dtype):
+    csr = to_csr(graph.edge_index, None, graph.num_nodes)
+    left = random_features(graph.num_nodes, 5, seed=1, dtype=dtype)
+    right = random_features(graph.num_nodes, 5, seed=2, dtype=dtype)
+    expected = (left @ right.t())[csr.row().long(), csr.col.long()]
+    torch.testing.assert_close(sddmm(csr, left, right), expected, **tolerance(dtype))
+
+
+@pytest.mark.parametrize('kernel', [True, False])
+def test_kernel_and_torch_paths_agree(kernel, monkeypatch):
+    if not kernel:
+        monkeypatch.setattr(sddmm_module, 'numba_applies', lambda *args: False)
+    g = random_graph(30, 400, seed=3)
+    csr = to_csr(g.edge_index, None, 30)
+    left, right = random_features(30, 7, seed=4), random_features(30, 7, seed=5)
+    expected = (left[csr.row().long()] * right[csr.col.long()]).sum(1)
+    torch.testing.assert_close(sddmm(csr, left, right), expected)
+
+
+def test_sddmm_is_differentiable_when_asked():
+    g = random_graph(12, 40, seed=6)
+    csr = to_csr(g.edge_index, None, 12)
+    left = random_features(12, 3, seed=7).requires_grad_()
+    right = random_features(12, 3, seed=8).requires_grad_()
+    torch.autograd.gradcheck(lambda a, b: sddmm(csr, a, b), (left, right))
+
+
+def test_sddmm_bad_input():
+    csr = to_csr(torch.tensor([[0, 1], [1, 0]]))
+    with pytest.raises(ValueError, match='left has 3 entries'):
+        sddmm(csr, torch.randn(3, 2), torch.randn(2, 2))
+    with pytest.raises(ValueError, match='one feature width'):
+        sddmm(csr, torch.randn(2, 2), torch.randn(2, 3))
+    with pytest.raises(TypeError, match='share one dtype'):
+        sddmm(csr, torch.randn(2, 2), torch.randn(2, 2, dtype=torch.float64))
+    with pytest.raises(TypeError, match='floating-point'):
+        sddmm(csr, torch.ones(2, 2, dtype=torch.long), torch.randn(2, 2))
