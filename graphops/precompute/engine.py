@@ -32,9 +32,13 @@ Arguments (all keyword-only after ``store_path``):
 * ``storage_dtype``: products always accumulate in float32 (float64 when ``x`` is float64); the
   result is rounded to this type when stored.
 * ``include_input``: also store the input rows ``x[rows]`` under key ``'x'`` (default ``True``).
+* ``device``: on CUDA each operator's matrix is built on the device when the graph fits there
+  (:func:`operator_matrix`), feature slices are uploaded from pinned host memory, and each hop's
+  kept rows are converted to the storage dtype on the device and copied back on a side stream
+  while the next hop runs.
 * ``row_block_nnz``: on CUDA, stream the matrix from pinned host memory in row blocks of at most
-  this many entries (:class:`graphops.ops.streaming.RowBlockStream`); ``None`` moves the whole
-  matrix to the device when it takes at most half of the free device memory, else streams.
+  this many entries (:class:`graphops.ops.streaming.RowBlockStream`); ``None`` keeps the whole
+  matrix on the device when it takes at most half of the free device memory, else streams.
 * ``backend``: ``'local'`` (this process) or ``'ray'`` (``ray.init()`` on this machine, or an
   already-connected cluster) or a :class:`~graphops.precompute.ray_backend.RayBackend`.
 * ``progress``: a tqdm bar per operator and hop, with columns/s and the gather bandwidth.
@@ -43,7 +47,9 @@ Arguments (all keyword-only after ``store_path``):
 
 A run killed at any point (even by SIGKILL) resumes when called again with the same arguments and
 ends with byte-identical files: every product sums each row's entries in CSR order, whatever the
-thread count or the worker, so recomputing a slice reproduces its bytes.
+thread count or the worker, so recomputing a slice reproduces its bytes. The store records the
+device type and the compute dtype; a run resumed on another device type (whose kernels round
+differently) is refused rather than mixing slices from both.
 """
 
 from __future__ import annotations
@@ -107,9 +113,18 @@ def precompute(
     if rows is not None:
         rows = check_index_or_mask(rows, 'rows', size=num_nodes).cpu()
     num_rows = num_nodes if rows is None else rows.numel()
-    plan = PrecomputePlan.build(num_nodes, num_features, operators, num_rows, column_budget_bytes)
+    compute = _compute_dtype(x)
+    plan = PrecomputePlan.build(
+        num_nodes,
+        num_features,
+        operators,
+        num_rows,
+        column_budget_bytes,
+        compute_dtype=compute,
+        storage_dtype=storage_dtype,
+    )
 
-    groups, identity = _describe(adj, x, operators, rows, include_input, storage_dtype)
+    groups, identity = _describe(adj, x, operators, rows, include_input, storage_dtype, device)
     store = FeatureStore.create(
         store_path,
         identity=identity,
@@ -138,7 +153,7 @@ def precompute(
         pending = store.pending(group)
         if not pending:
             continue
-        matrix = operator.matrix(adj, _compute_dtype(x))
+        matrix = operator_matrix(operator, adj, compute, device)
         bars = _Progress(operator, matrix.nnz, [plan.slices[s] for s in pending], progress)
         results = runner.map_slices(
             operator,
@@ -168,32 +183,79 @@ def _compute_dtype(x) -> torch.dtype:
     return torch.float64 if x.dtype in (torch.float64, np.float64) else torch.float32
 
 
-def read_columns(x, start: int, end: int) -> Tensor:
+def read_columns(x, start: int, end: int, pin_memory: bool = False) -> Tensor:
     """``x[:, start:end]`` as a contiguous float tensor (``x``: a Tensor or a numpy array /
-    memmap), checked for NaN/Inf."""
+    memmap), checked for NaN/Inf. ``pin_memory``: in page-locked memory, so that its upload to a
+    CUDA device is one asynchronous DMA instead of a staged copy."""
+    dtype = x.dtype if isinstance(x, Tensor) else _TORCH_OF_NUMPY[np.dtype(x.dtype)]
+    if pin_memory:
+        block = torch.empty(x.shape[0], end - start, dtype=dtype, pin_memory=True)
+    else:
+        block = host_empty(x.shape[0], end - start, dtype)
     if isinstance(x, Tensor):
-        block = host_empty(x.shape[0], end - start, x.dtype).copy_(x[:, start:end])
+        block.copy_(x[:, start:end])
     else:  # a numpy array or a read-only memmap: copied by numpy, never written
-        block = host_empty(x.shape[0], end - start, _TORCH_OF_NUMPY[np.dtype(x.dtype)])
         block.numpy()[...] = x[:, start:end]
     # one reduction, not an [N, w] bool tensor: the check stays inside the column budget
     return check_finite(block, f'x (columns {start}..{end})')
 
 
-def device_matrix(matrix: CSR, device: torch.device, row_block_nnz: int | None):
-    """``matrix`` ready for products on ``device``: the CSR itself on CPU, on the device when it
-    fits, else a :class:`RowBlockStream` from pinned host memory."""
+# Peak device bytes of building an operator's matrix, in units of the input graph's CSR bytes:
+# orienting ('symmetric' concatenates A and its transpose), sorting, coalescing and normalising
+# each hold a few nnz-sized arrays at once. An estimate: operator_matrix falls back to the CPU if
+# the device still runs out of memory.
+BUILD_FACTOR = 8
+
+
+def entry_bytes(matrix: CSR, dtype: torch.dtype) -> int:
+    """Bytes per stored entry of ``matrix`` in a product on ``dtype`` features: its index and
+    its value, which the product reads in ``dtype`` (an unweighted matrix gets ones of that
+    dtype)."""
+    return matrix.col.element_size() + dtype.itemsize
+
+
+def matrix_bytes(matrix: CSR, dtype: torch.dtype) -> int:
+    """Device bytes of ``matrix`` ready for products on ``dtype`` features."""
+    return matrix.rowptr.numel() * matrix.rowptr.element_size() + matrix.nnz * entry_bytes(
+        matrix, dtype
+    )
+
+
+def operator_matrix(
+    operator: SIGNOperator, adj: CSR, dtype: torch.dtype, device: torch.device
+) -> CSR:
+    """``operator``'s matrix in ``dtype``, built on ``device`` when it is CUDA and about
+    :data:`BUILD_FACTOR` times the graph's CSR takes at most half of the free device memory (a
+    build that still runs out of device memory is redone on the CPU); else on the CPU."""
+    if device.type == 'cuda':
+        free, _ = torch.cuda.mem_get_info(device)
+        if BUILD_FACTOR * matrix_bytes(adj, dtype) <= free // 2:
+            try:
+                return operator.matrix(adj.to(device), dtype)
+            except torch.cuda.OutOfMemoryError:
+                torch.cuda.empty_cache()
+    return operator.matrix(adj, dtype)
+
+
+def device_matrix(
+    matrix: CSR,
+    device: torch.device,
+    row_block_nnz: int | None,
+    dtype: torch.dtype = torch.float32,
+):
+    """``matrix`` ready for products on ``dtype`` features on ``device``: the CSR itself on CPU,
+    on the device when it fits (already there when :func:`operator_matrix` built it there), else
+    a :class:`RowBlockStream` from pinned host memory."""
     if device.type != 'cuda':
         return matrix
     if row_block_nnz is None:
+        if matrix.device.type == 'cuda':
+            return matrix
         free, _ = torch.cuda.mem_get_info(device)
-        size = matrix.rowptr.numel() * matrix.rowptr.element_size() + matrix.nnz * (
-            matrix.col.element_size() + 4
-        )
-        if size <= free // 2:
+        if matrix_bytes(matrix, dtype) <= free // 2:
             return matrix.to(device)
-        row_block_nnz = max(1, (free // 4) // (matrix.col.element_size() + 4))
-    return RowBlockStream(matrix, row_block_nnz, device)
+        row_block_nnz = max(1, (free // 4) // entry_bytes(matrix, dtype))
+    return RowBlockStream(matrix.to('cpu'), row_block_nnz, device)
 
 
 def device_spmm(matrix, x: Tensor, out: Tensor | None = None) -> Tensor:
@@ -214,6 +276,8 @@ def run_slice(
     """All hops of ``operator`` for one column block ``x_block`` ``[N, w]``: ``{key: [R, w]
     array in the storage dtype}``. ``matrix`` comes from :func:`device_matrix`."""
     compute = torch.float64 if x_block.dtype == torch.float64 else torch.float32
+    if device.type == 'cuda':
+        return _run_slice_cuda(operator, matrix, x_block, rows, storage_dtype, device, on_hop)
     states = [x_block.to(device=device, dtype=compute)] * operator.num_streams
     # Callers pass the block without keeping a name for it: once ``states`` moves on after the
     # first hop the input block is freed, so a hop holds the budgeted buffers (old and new state)
@@ -234,20 +298,72 @@ def run_slice(
     return out
 
 
+def _run_slice_cuda(operator, matrix, x_block, rows, storage_dtype, device, on_hop):
+    """:func:`run_slice` on CUDA. The block is uploaded without blocking (from pinned memory when
+    :func:`read_columns` pinned it); each hop's kept rows are converted to the storage dtype on the
+    device (not on the host after a float32 copy) and copied into pinned host memory on a side
+    stream, which overlaps the next hop's products; the host waits once, at the end of the slice.
+    Hop times come from CUDA events."""
+    compute = torch.float64 if x_block.dtype == torch.float64 else torch.float32
+    main = torch.cuda.current_stream(device)
+    side = torch.cuda.Stream(device)
+    states = [x_block.to(device=device, dtype=compute, non_blocking=True)] * operator.num_streams
+    del x_block  # as in run_slice: the upload's source is freed (pinned blocks are recycled safely)
+    device_rows = None if rows is None else rows.to(device, non_blocking=True)
+    host: dict[str, Tensor] = {}
+    timers = []
+    tags = operator.stream_tags()
+    with torch.inference_mode():
+        for hop in range(1, operator.hops + 1):
+            started = torch.cuda.Event(enable_timing=True)
+            started.record(main)
+            states = operator.step(matrix, states, device_spmm)
+            finished = torch.cuda.Event(enable_timing=True)
+            finished.record(main)
+            timers.append((started, finished))
+            for tag, state in zip(tags, states):
+                kept = state if device_rows is None else state[device_rows]
+                kept = kept.to(storage_dtype)
+                target = torch.empty(kept.shape, dtype=storage_dtype, pin_memory=True)
+                side.wait_stream(main)
+                with torch.cuda.stream(side):
+                    target.copy_(kept, non_blocking=True)
+                # the allocator must not hand kept's memory to the next hop before the copy ran
+                kept.record_stream(side)
+                host[f'{operator.prefix}{tag}{hop}'] = target
+    done = torch.cuda.Event()
+    done.record(side)
+    done.synchronize()
+    if on_hop is not None:
+        for hop, (started, finished) in enumerate(timers, start=1):
+            on_hop(hop, started.elapsed_time(finished) / 1000.0)
+    return {key: to_storage(value, storage_dtype) for key, value in host.items()}
+
+
 class LocalBackend:
     """Runs the slices one after the other in this process (the products are multi-threaded)."""
 
     def map_slices(
         self, operator, matrix, x, rows, slices, storage_dtype, device, row_block_nnz, on_hop
     ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
-        handle = device_matrix(matrix, device, row_block_nnz)
+        compute = _compute_dtype(x)
+        handle = device_matrix(matrix, device, row_block_nnz, compute)
+        pin = device.type == 'cuda'
+        if rows is not None and pin:
+            rows = rows.to(device)  # once, not per slice
         for slice_index, start, end in slices:
 
             def hop_done(hop: int, seconds: float, width=end - start) -> None:
                 on_hop(hop, width, seconds)
 
             block = run_slice(
-                operator, handle, read_columns(x, start, end), rows, storage_dtype, device, hop_done
+                operator,
+                handle,
+                read_columns(x, start, end, pin_memory=pin),
+                rows,
+                storage_dtype,
+                device,
+                hop_done,
             )
             yield slice_index, block
             del block
@@ -338,7 +454,7 @@ def features_fingerprint(x) -> str:
     return digest.hexdigest()
 
 
-def _describe(adj, x, operators, rows, include_input, storage_dtype):
+def _describe(adj, x, operators, rows, include_input, storage_dtype, device):
     groups = []
     if include_input:
         groups.append({'name': 'input', 'params': {}, 'keys': [INPUT_KEY]})
@@ -353,6 +469,9 @@ def _describe(adj, x, operators, rows, include_input, storage_dtype):
         'rows': rows_fingerprint,
         'operators': [{'name': g['name'], 'params': g['params']} for g in groups],
         'storage_dtype': storage_name(storage_dtype),
+        # the kernels of another device type round differently: a resumed run must not mix them
+        'device': device.type,
+        'compute_dtype': storage_name(_compute_dtype(x)),
     }
     return groups, identity
 

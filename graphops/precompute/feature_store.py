@@ -8,7 +8,8 @@ Layout of a store folder::
 
 The manifest records, for every array, its shape, dtype and file; the *identity* of the run
 (graph fingerprint from :meth:`graphops.ops.CSR.fingerprint`, a SHA-256 of the features and of the
-kept rows, the operators' parameters, storage dtype and column slices); which
+kept rows, the operators' parameters, storage dtype, column slices, and the device type and
+compute dtype the products ran on); which
 ``(group, column slice)`` units are done, each with the SHA-256 of the bytes it wrote into each
 array; and, once every unit is done, the SHA-256 of every array file.
 
@@ -19,7 +20,9 @@ computation being deterministic) ends with byte-identical files.
 
 Opening a store checks every recorded checksum (a flipped byte raises
 :class:`FeatureStoreCorruptError`); a writer that finds a store made from another graph, other
-features or other parameters raises :class:`FeatureStoreMismatchError` naming what differs.
+features or other parameters, or on another device type or compute dtype, raises
+:class:`FeatureStoreMismatchError` naming what differs (the last bits of a product depend on the
+device's kernels, so slices from two devices are never mixed in one store).
 
 Reading::
 
@@ -55,6 +58,19 @@ _STORAGE = {
     torch.bfloat16: ('bfloat16', np.uint16),
 }
 _TORCH_DTYPE = {name: dtype for dtype, (name, _) in _STORAGE.items()}
+
+
+# what to do when an identity field that is a property of the run, not of its inputs, differs
+_RESUME_HINTS = {
+    'device': (
+        ' (a store is finished on the device type it was started on: their kernels round '
+        'differently, so mixing slices would break the byte-identical resume; pass that device)'
+    ),
+    'compute_dtype': (
+        ' (float64 features are propagated in float64, every other type in float32; resume with '
+        'features of the same kind)'
+    ),
+}
 
 
 class FeatureStoreError(ValueError):
@@ -253,7 +269,10 @@ class FeatureStore:
                 mine, theirs = self.manifest.get('identity', {}), wanted['identity']
                 for name in sorted(set(mine) | set(theirs)):
                     if mine.get(name) != theirs.get(name):
-                        out.append(f'{name}: stored {mine.get(name)!r}, now {theirs.get(name)!r}')
+                        out.append(
+                            f'{name}: stored {mine.get(name)!r}, now {theirs.get(name)!r}'
+                            + _RESUME_HINTS.get(name, '')
+                        )
             elif self.manifest.get(field) != wanted[field]:
                 out.append(f'{field}: stored {self.manifest.get(field)!r}, now {wanted[field]!r}')
         return out

@@ -5,14 +5,16 @@ of one operator for one *column slice* ``X[:, a:b]`` at a time. A slice of width
 on the device that runs it,
 
 .. math::
-    \text{bytes}(w) = w \cdot \big( 4 N (1 + S \cdot B) + 4 R \cdot S \cdot K \big)
+    \text{bytes}(w) = w \cdot \big( c N (1 + S \cdot B) + s R \cdot S \cdot K \big)
 
 for :math:`N` nodes, :math:`R` kept rows, an operator with :math:`S` streams of :math:`K` hops
-whose step keeps :math:`B` float32 ``[N, w]`` buffers per stream (``buffers_per_stream``), plus
-the input slice; the last term holds one slice of every output (what a worker returns). The plan
-takes the widest :math:`w` (at most ``F``) whose bytes fit ``column_budget_bytes`` for the most
-demanding operator. The sparse matrix itself is not part of this budget: it stays on the host,
-or is streamed by row blocks (:mod:`graphops.ops.streaming`) when it does not fit the device.
+whose step keeps :math:`B` ``[N, w]`` buffers per stream (``buffers_per_stream``), plus the input
+slice, all in the compute dtype of :math:`c` bytes a value (4 for float32, 8 when the features
+are float64); the last term holds one slice of every output (what a worker returns) in the
+storage dtype of :math:`s` bytes a value. The plan takes the widest :math:`w` (at most ``F``)
+whose bytes fit ``column_budget_bytes`` for the most demanding operator. The sparse matrix itself
+is not part of this budget: it stays on the host, is moved to the device when it fits, or is
+streamed by row blocks (:mod:`graphops.ops.streaming`) when it does not.
 """
 
 from __future__ import annotations
@@ -20,7 +22,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-ACCUMULATE_BYTES = 4  # float32
+import torch
+
+
+def _itemsize(dtype: torch.dtype, name: str) -> int:
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f'{name} must be a floating torch.dtype, got {dtype!r}')
+    return dtype.itemsize
 
 
 @dataclass(frozen=True)
@@ -34,6 +42,9 @@ class PrecomputePlan:
         slices (list of (int, int)): column ranges ``[start, end)`` covering ``0..F``.
         bytes_per_column (int): the most demanding operator's bytes per column.
         column_budget_bytes (int, optional): the budget the slices were sized for.
+
+    Shapes:
+        ``slices``: one ``(start, end)`` pair per column slice, ``end - start <= slice_width``.
     """
 
     num_nodes: int
@@ -44,10 +55,19 @@ class PrecomputePlan:
     column_budget_bytes: int | None = None
 
     @staticmethod
-    def operator_bytes_per_column(num_nodes: int, num_rows: int, operator) -> int:
+    def operator_bytes_per_column(
+        num_nodes: int,
+        num_rows: int,
+        operator,
+        compute_dtype: torch.dtype = torch.float32,
+        storage_dtype: torch.dtype = torch.float32,
+    ) -> int:
+        """Bytes one feature column of ``operator`` takes (the formula in the module docstring)."""
+        compute = _itemsize(compute_dtype, 'compute_dtype')
+        storage = _itemsize(storage_dtype, 'storage_dtype')
         streams, hops = operator.num_streams, operator.hops
-        working = ACCUMULATE_BYTES * num_nodes * (1 + streams * operator.buffers_per_stream)
-        return working + ACCUMULATE_BYTES * num_rows * streams * hops
+        working = compute * num_nodes * (1 + streams * operator.buffers_per_stream)
+        return working + storage * num_rows * streams * hops
 
     @classmethod
     def build(
@@ -57,9 +77,14 @@ class PrecomputePlan:
         operators: list,
         num_rows: int | None = None,
         column_budget_bytes: int | None = None,
+        *,
+        compute_dtype: torch.dtype = torch.float32,
+        storage_dtype: torch.dtype = torch.float32,
     ) -> PrecomputePlan:
         """Slices of equal width (the last may be narrower) fitting ``column_budget_bytes``;
-        ``None`` means one slice of all ``F`` columns.
+        ``None`` means one slice of all ``F`` columns. ``compute_dtype`` is the dtype the hops
+        are computed in (float32, or float64 for float64 features), ``storage_dtype`` the dtype
+        the outputs are returned in.
 
         Raises:
             ValueError: the budget cannot hold even one column.
@@ -67,7 +92,10 @@ class PrecomputePlan:
         num_rows = num_nodes if num_rows is None else num_rows
         if not operators:
             raise ValueError('operators must name at least one SIGN operator')
-        per_column = max(cls.operator_bytes_per_column(num_nodes, num_rows, op) for op in operators)
+        per_column = max(
+            cls.operator_bytes_per_column(num_nodes, num_rows, op, compute_dtype, storage_dtype)
+            for op in operators
+        )
         if column_budget_bytes is None:
             width = num_features
         else:

@@ -54,11 +54,13 @@ def _slice_task(operator, matrix_parts, x, rows, start, end, storage_dtype, devi
         )
         rows = None if rows is None else torch.from_numpy(rows)
     device = torch.device(device)
+    compute = torch.float64 if x.dtype == np.float64 else torch.float32
     seconds: list[float] = []
     blocks = run_slice(
         operator,
-        device_matrix(matrix, device, block_nnz),
-        read_columns(x, start, end),  # unnamed: run_slice frees it after the first hop
+        device_matrix(matrix, device, block_nnz, compute),
+        # unnamed: run_slice frees it after the first hop
+        read_columns(x, start, end, pin_memory=device.type == 'cuda'),
         rows,
         storage_dtype,
         device,

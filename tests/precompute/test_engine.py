@@ -12,7 +12,12 @@ import torch
 from torch_geometric.data import Data
 
 from graphops.ops import to_csr
-from graphops.precompute.engine import precompute
+from graphops.precompute.engine import (
+    device_matrix,
+    matrix_bytes,
+    operator_matrix,
+    precompute,
+)
 from graphops.precompute.feature_store import FeatureStoreCorruptError, FeatureStoreMismatchError
 from graphops.testing import random_features, random_graph
 from graphops.transforms.adjacency import Adjacency
@@ -92,7 +97,12 @@ CHILD = r"""
 import sys, time, torch
 from graphops.testing import random_features, random_graph
 import graphops.transforms.adjacency as adjacency
-from graphops.precompute.engine import precompute
+from graphops.precompute.engine import (
+    device_matrix,
+    matrix_bytes,
+    operator_matrix,
+    precompute,
+)
 
 original = adjacency.Adjacency.step
 def slow_step(self, *args, **kwargs):  # a slow hop, so the kill lands inside one
@@ -215,26 +225,6 @@ def test_engine_bad_input(tmp_path):
             precompute(ei, X, [Adjacency(1)], tmp_path / 'd', device='cuda', **kw)
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
-@pytest.mark.parametrize('row_block_nnz', [None, 500])
-def test_engine_cuda_matches_cpu(tmp_path, row_block_nnz):
-    store = precompute(
-        GRAPH.edge_index,
-        X,
-        operators(),
-        tmp_path / 's',
-        num_nodes=300,
-        edge_weight=GRAPH.edge_weight,
-        device='cuda',
-        row_block_nnz=row_block_nnz,
-        column_budget_bytes=300 * 4 * 7 * 5,
-        progress=False,
-    )
-    for key, value in in_memory().items():
-        torch.testing.assert_close(store[key], value, atol=1e-5, rtol=1e-4)
-
-
 def test_rows_accepts_a_bool_mask(tmp_path):
     mask = torch.zeros(300, dtype=torch.bool)
     mask[ROWS] = True
@@ -248,3 +238,130 @@ def test_rows_accepts_a_bool_mask(tmp_path):
         assert torch.equal(store[key], ref[key]), key
     with pytest.raises(ValueError, match='one entry per node'):
         precompute(GRAPH.edge_index, X, [Adjacency(1)], tmp_path / 'b', rows=mask[:10], **kw)
+
+
+def interrupted(path, **kwargs):
+    """A run stopped after its first recorded slice (as a crash would leave it)."""
+
+    def stop(group, slice_index):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        precompute(**{**run_args(path), **kwargs, 'on_slice': stop})
+    assert not json.loads((path / 'manifest.json').read_text())['complete']
+
+
+def test_store_records_device_and_compute_dtype_and_refuses_to_mix(tmp_path):
+    path = tmp_path / 's'
+    interrupted(path)
+    manifest = json.loads((path / 'manifest.json').read_text())
+    assert manifest['identity']['device'] == 'cpu'
+    assert manifest['identity']['compute_dtype'] == 'float32'
+    # the same partial store, as if it had been started on a GPU
+    manifest['identity']['device'] = 'cuda'
+    (path / 'manifest.json').write_text(json.dumps(manifest))
+    with pytest.raises(FeatureStoreMismatchError, match="device: stored 'cuda', now 'cpu'"):
+        precompute(**run_args(path))
+    done = precompute(**run_args(path), overwrite=True)
+    assert done.complete and done.identity['device'] == 'cpu'
+
+
+def test_compute_dtype_follows_features_and_sizes_the_plan(tmp_path):
+    # Adjacency(3), 300 nodes, 150 float16 rows: 4 * 300 * 3 + 2 * 150 * 3 bytes a float32 column
+    budget = 2 * (4 * 300 * 3 + 2 * 150 * 3)
+    args = {**run_args(tmp_path / 's'), 'column_budget_bytes': budget}
+    wide = precompute(**{**args, 'x': args['x'].double(), 'store_path': tmp_path / 'd'})
+    assert wide.identity['compute_dtype'] == 'float64'
+    # float64 columns take twice the working bytes: the budget holds one column, not two
+    assert len(wide.slices) == 24 and len(precompute(**args).slices) == 12
+    interrupted(tmp_path / 'm', column_budget_bytes=budget)
+    with pytest.raises(FeatureStoreMismatchError, match="compute_dtype: stored 'float32'"):
+        precompute(**{**args, 'store_path': tmp_path / 'm', 'x': args['x'].double()})
+
+
+def test_matrix_bytes_count_values_in_the_compute_dtype():
+    csr = to_csr(GRAPH.edge_index, None, 300)  # unweighted: the product reads ones of its dtype
+    index = csr.col.element_size()
+    rowptr = csr.rowptr.numel() * csr.rowptr.element_size()
+    assert matrix_bytes(csr, torch.float32) == rowptr + csr.nnz * (index + 4)
+    assert matrix_bytes(csr, torch.float64) == rowptr + csr.nnz * (index + 8)
+    assert device_matrix(csr, torch.device('cpu'), None, torch.float64) is csr
+
+
+# --- CUDA (gpu-marked) ---
+
+
+def assert_store_close(store, expected, rows=None):
+    assert store.keys() == list(expected)
+    for key, value in expected.items():
+        value = value if rows is None else value[rows]
+        torch.testing.assert_close(store[key].to(value.dtype), value, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('row_block_nnz', [None, 500])
+@pytest.mark.parametrize('rows', [None, ROWS])
+def test_engine_device_matches_cpu(tmp_path, device, row_block_nnz, rows):
+    store = precompute(
+        GRAPH.edge_index,
+        X,
+        operators(),
+        tmp_path / 's',
+        num_nodes=300,
+        edge_weight=GRAPH.edge_weight,
+        rows=rows,
+        device=device,
+        row_block_nnz=row_block_nnz,
+        column_budget_bytes=300 * 4 * 7 * 5,
+        progress=False,
+    )
+    assert len(store.slices) > 1 and store.identity['device'] == device.type
+    assert_store_close(store, in_memory(), rows)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('storage', [torch.float16, torch.bfloat16, torch.float64])
+def test_engine_device_storage_dtypes(tmp_path, device, storage):
+    x = X.double() if storage == torch.float64 else X
+    store = precompute(
+        Data(x=x, edge_index=GRAPH.edge_index, edge_weight=GRAPH.edge_weight),
+        operators=[Adjacency(2), PPR(1, tol=1e-3)],
+        store_path=tmp_path / 's',
+        device=device,
+        rows=ROWS,
+        storage_dtype=storage,
+        column_budget_bytes=300 * 8 * 5 * 4,
+        progress=False,
+    )
+    csr = to_csr(GRAPH.edge_index, GRAPH.edge_weight, 300)
+    expected = {'x': x, **Adjacency(2).propagate(csr, x), **PPR(1, tol=1e-3).propagate(csr, x)}
+    assert store.storage_dtype == storage
+    tol = {'atol': 1e-2, 'rtol': 1e-2} if storage.itemsize == 2 else {}
+    for key, value in expected.items():
+        torch.testing.assert_close(store[key].double(), value[ROWS].to(storage).double(), **tol)
+
+
+@pytest.mark.gpu
+def test_engine_device_resume_is_byte_identical(tmp_path, device):
+    interrupted(tmp_path / 'r', device=device)
+    resumed = precompute(**run_args(tmp_path / 'r'), device=device)
+    clean = precompute(**run_args(tmp_path / 'c'), device=device)
+    assert resumed.identity['device'] == device.type
+    assert resumed.manifest['checksums'] == clean.manifest['checksums']
+    if device.type == 'cuda':  # a store started on the GPU is not finished on the CPU
+        interrupted(tmp_path / 'x', device=device)
+        with pytest.raises(FeatureStoreMismatchError, match="device: stored 'cuda', now 'cpu'"):
+            precompute(**run_args(tmp_path / 'x'))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('op', operators(), ids=repr)
+def test_operator_matrix_built_on_device(device, op):
+    adj = to_csr(GRAPH.edge_index, GRAPH.edge_weight, 300)
+    built = operator_matrix(op, adj, torch.float32, device)
+    assert built.device.type == device.type
+    expected = op.matrix(adj, torch.float32)
+    assert torch.equal(built.rowptr.cpu(), expected.rowptr)
+    assert torch.equal(built.col.cpu(), expected.col)
+    torch.testing.assert_close(built.values().cpu(), expected.values())
+    assert device_matrix(built, device, None) is built

@@ -126,3 +126,23 @@ def test_store_bad_use(tmp_path):
     (tmp_path / 's' / 'manifest.json').write_text('{broken')
     with pytest.raises(FeatureStoreCorruptError, match='not valid JSON'):
         FeatureStore(tmp_path / 's')
+
+
+# --- CUDA (gpu-marked) ---
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16, torch.float32])
+def test_store_tensors_move_to_device(tmp_path, device, dtype):
+    store = make(tmp_path / 's', dtype=dtype)
+    value = torch.tensor(1.5, dtype=dtype)
+    raw = value.view(torch.int16).numpy().view(np.uint16) if dtype == torch.bfloat16 else value
+    for group, keys in ((0, ['x']), (1, ['a1', 'a2'])):
+        for s in range(2):
+            store.write(
+                group, s, {k: np.full((5, 2), raw, dtype=store.array(k).dtype) for k in keys}
+            )
+    store.finalize()
+    moved = FeatureStore(tmp_path / 's')['a1'].to(device)
+    assert moved.dtype == dtype and moved.device.type == device.type
+    assert torch.equal(moved.cpu(), torch.full((5, 4), 1.5, dtype=dtype))

@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from graphops.precompute.plan import PrecomputePlan
 from graphops.transforms.adjacency import Adjacency
@@ -31,3 +32,31 @@ def test_plan_bad_input():
         PrecomputePlan.build(10, 8, [Adjacency(2)], column_budget_bytes=1e6)
     with pytest.raises(ValueError, match='at least one'):
         PrecomputePlan.build(10, 8, [])
+
+
+@pytest.mark.parametrize(
+    ('compute', 'storage', 'expected'),
+    [
+        (torch.float32, torch.float32, 4 * 1000 * 3 + 4 * 100 * 2),
+        (torch.float64, torch.float32, 8 * 1000 * 3 + 4 * 100 * 2),
+        (torch.float64, torch.float64, 8 * 1000 * 3 + 8 * 100 * 2),
+        (torch.float32, torch.float16, 4 * 1000 * 3 + 2 * 100 * 2),
+        (torch.float32, torch.bfloat16, 4 * 1000 * 3 + 2 * 100 * 2),
+    ],
+)
+def test_plan_counts_bytes_of_the_compute_and_storage_dtypes(compute, storage, expected):
+    # Adjacency(2): the input and 2 buffers of [N, w] in the compute dtype, 2 outputs of [R, w]
+    got = PrecomputePlan.operator_bytes_per_column(1000, 100, Adjacency(2), compute, storage)
+    assert got == expected
+    plan = PrecomputePlan.build(
+        1000,
+        10,
+        [Adjacency(2)],
+        100,
+        column_budget_bytes=3 * expected,
+        compute_dtype=compute,
+        storage_dtype=storage,
+    )
+    assert plan.slice_width == 3 and plan.bytes_per_column == expected
+    with pytest.raises(TypeError, match='compute_dtype must be a floating'):
+        PrecomputePlan.build(10, 8, [Adjacency(2)], compute_dtype=torch.int64)
