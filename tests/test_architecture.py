@@ -1,0 +1,67 @@
+"""The one-way import rule of ARCHITECTURE.md, read from every module's import statements."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / 'graphops'
+# what each layer may import from graphops (besides itself)
+ALLOWED = {
+    'ops': set(),
+    'testing': {'ops'},
+    'nn': {'ops'},
+    'transforms': {'ops'},
+    'datasets': {'ops'},
+    'precompute': {'ops', 'transforms'},
+    'apps': {'ops', 'nn', 'transforms', 'datasets', 'precompute'},
+}
+
+
+def imported_modules(path: Path) -> list[str]:
+    modules = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            modules += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            modules.append(node.module)
+            # `from graphops import nn` names the layer in the alias
+            if node.module == 'graphops':
+                modules += [f'graphops.{alias.name}' for alias in node.names]
+    return modules
+
+
+def layer_of(path: Path) -> str | None:
+    parts = path.relative_to(PACKAGE).parts
+    return parts[0] if len(parts) > 1 else None
+
+
+MODULES = sorted(p for p in PACKAGE.rglob('*.py') if layer_of(p) is not None)
+
+
+def test_every_layer_is_known():
+    assert {layer_of(p) for p in MODULES} <= set(ALLOWED)
+
+
+@pytest.mark.parametrize('path', MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_imports_point_one_way(path):
+    layer = layer_of(path)
+    for module in imported_modules(path):
+        root = module.split('.')[0]
+        assert root not in ('benchmarks', 'examples', 'tests'), f'{path} imports {module}'
+        if root != 'graphops' or module.count('.') == 0:
+            continue
+        target = module.split('.')[1]
+        if target in ('__version__',) or target == layer:
+            continue
+        assert target in ALLOWED[layer], (
+            f'{path.relative_to(PACKAGE)} ({layer}) imports {module}; {layer} may import only '
+            f'{sorted(ALLOWED[layer]) or "nothing else in graphops"} (ARCHITECTURE.md)'
+        )
+
+
+def test_the_rule_catches_an_upward_import(tmp_path):
+    bad = tmp_path / 'bad.py'
+    bad.write_text('from graphops.nn import RGCNConv\nimport graphops.apps.runtime\n')
+    assert imported_modules(bad) == ['graphops.nn', 'graphops.apps.runtime']
+    assert 'nn' not in ALLOWED['ops'] and 'apps' not in ALLOWED['precompute']
