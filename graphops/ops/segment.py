@@ -921,7 +921,7 @@ def relational_matmul(
             f'{"bases" if bases else "blocks" if blocks else "plain"}); use one of {sorted(costs)}'
         )
     if graph.num_edges == 0 or graph.num_dst == 0:
-        return weight.new_zeros(graph.num_dst, out_channels)
+        return zeros_touching(graph.num_dst, out_channels, weight, comp, x)
     if featureless:
         return _featureless(graph, weight, comp, aggr)
     if strategy == 'pairs':
@@ -1036,3 +1036,251 @@ def _featureless(graph, weight, comp, aggr):
     plan = graph.pair_plan(1, max(1, graph.num_pairs))
     hidden = _reduce_into(plan.layout.num_slots, plan.slot_of_edge, messages, aggr)
     return hidden.new_zeros(graph.num_dst, out_channels).index_add(0, plan.dst_of_slot, hidden)
+
+
+# --- the relational product with static shapes (the torch.compile path) -------------------------
+
+
+def zeros_touching(rows: int, cols: int, *inputs: Tensor | None) -> Tensor:
+    """``[rows, cols]`` zeros (dtype and device of the first input) that depend on ``inputs``:
+    their gradients are zeros rather than ``None``, as when the sum is over no terms in PyG.
+
+    The link is the sum of an empty slice of each input: exactly 0, never NaN, and traceable.
+    """
+    first = next(t for t in inputs if t is not None)
+    out = first.new_zeros(rows, cols)
+    for tensor in inputs:
+        if tensor is not None and tensor.requires_grad:
+            out = out + tensor.reshape(-1)[:0].sum().to(out.dtype)
+    return out
+
+
+@dataclass(eq=False)
+class StaticRelationalPlan:
+    """What :func:`static_relational_matmul` reads from a :class:`RelationalGraph`, built
+    beforehand (eagerly, by :func:`static_plan`) so that a compiled forward sees only Python
+    ints and ready index tensors: no sort, no data-dependent size, no value read back.
+
+    Edges are in the graph's (relation, target, source) order: ``src``, ``dst``, ``rel``, the
+    mean scale ``1 / |N_r(i)|`` (float64), the (target, relation) pair of each edge and, with
+    features, the tile slot of each edge (pairs padded to tiles of one relation, as
+    :meth:`RelationalGraph.pair_plan`).
+    """
+
+    num_src: int
+    num_dst: int
+    num_relations: int
+    src: Tensor
+    dst: Tensor
+    rel: Tensor
+    scale: Tensor
+    pair: Tensor
+    pair_dst: Tensor
+    num_pairs: int
+    slot: Tensor | None = None
+    tile_type: Tensor | None = None
+    dst_of_slot: Tensor | None = None
+    num_slots: int = 0
+
+    @property
+    def num_edges(self) -> int:
+        return self.src.numel()
+
+
+def static_plan(
+    graph: RelationalGraph,
+    in_channels: int | None = None,
+    out_channels: int | None = None,
+    num_bases: int | None = None,
+) -> StaticRelationalPlan:
+    """The :class:`StaticRelationalPlan` of ``graph``; with ``in_channels`` and
+    ``out_channels`` (float features) it includes the tile layout of the pairs, with the tile
+    size of the eager ``'pairs'`` strategy."""
+    order = graph.order
+    plan = StaticRelationalPlan(
+        num_src=graph.num_src,
+        num_dst=graph.num_dst,
+        num_relations=graph.num_relations,
+        src=graph.src[order],
+        dst=graph.dst[order],
+        rel=graph.rel[order],
+        scale=graph._mean_scale,
+        pair=graph.pair_of_sorted,
+        pair_dst=graph.pair_dst,
+        num_pairs=graph.num_pairs,
+    )
+    if in_channels is not None and out_channels is not None and graph.num_edges:
+        tile, chunk_tiles = pair_layout(graph, in_channels, out_channels, num_bases)
+        pairs = graph.pair_plan(tile, chunk_tiles)
+        plan.slot = pairs.slot_of_edge
+        plan.tile_type = pairs.layout.tile_type
+        plan.dst_of_slot = pairs.dst_of_slot
+        plan.num_slots = pairs.layout.num_slots
+    return plan
+
+
+def _mixed(weight: Tensor, comp: Tensor | None) -> Tensor:
+    """``[R, in, out]`` from bases ``[B, in, out]`` and coefficients ``[R, B]`` (or ``weight``)."""
+    if comp is None:
+        return weight
+    return (comp @ weight.reshape(weight.size(0), -1)).view(-1, *weight.shape[1:])
+
+
+def _reduce_rows(rows: int, index: Tensor, values: Tensor, aggr: str) -> Tensor:
+    """``out[index[k]] (+)= values[k]``: a sum for ``'sum'``/``'mean'`` (scale applied by the
+    caller), else the element-wise max/min (rows nothing reaches stay zero)."""
+    out = values.new_zeros(rows, values.size(1))
+    if aggr in ('sum', 'mean'):
+        return out.index_add(0, index, values)
+    reduce = 'amax' if aggr == 'max' else 'amin'
+    return out.scatter_reduce(
+        0, index.view(-1, 1).expand(-1, values.size(1)), values, reduce=reduce, include_self=False
+    )
+
+
+def _check_static_args(x, weight, comp, aggr, num_src, num_relations):
+    if aggr == 'add':
+        aggr = 'sum'
+    if aggr not in AGGRS:
+        raise ValueError(f"aggr must be one of 'sum', 'mean', 'max', 'min', got {aggr!r}")
+    if comp is not None and weight.dim() == 4:
+        raise ValueError('comp (basis coefficients) cannot be combined with block weights')
+    if x is None and weight.dim() == 4:
+        raise ValueError(
+            'block-diagonal weights need float features; featureless input (x=None or node ids) '
+            'works with plain or basis weights'
+        )
+    if (weight.size(0) if comp is None else comp.size(0)) != num_relations:
+        raise ValueError(
+            f'weight (or comp) must hold one row per relation ({num_relations}), got '
+            f'{tuple((weight if comp is None else comp).shape)}'
+        )
+    return aggr
+
+
+def static_relational_matmul(
+    plan: StaticRelationalPlan,
+    x: Tensor | None,
+    weight: Tensor,
+    comp: Tensor | None = None,
+    *,
+    aggr: str = 'mean',
+) -> Tensor:
+    r""":func:`relational_matmul` on a :class:`StaticRelationalPlan`, in torch ops of static
+    shape only: what a layer runs inside ``torch.compile`` (``fullgraph=True``), where the
+    eager strategies' data-dependent chunking cannot be traced. Same sum, same result:
+
+    with float features the edges are aggregated into their (target, relation) pairs padded to
+    tiles of one relation, every tile is multiplied by its relation's weight in one ``bmm`` (with
+    bases, each tile's weight is mixed from the bases) and the pairs are added into their targets;
+    without features (``x=None``), row ``j`` of :math:`\mathbf{W}_r` is the message of an edge
+    ``j -> i`` of type ``r`` (with bases the ``[R, num_src, out]`` weights are mixed first, as
+    PyG does).
+
+    Shapes:
+        ``x``: :math:`(N_{src}, F_{in})` or :obj:`None` -> :math:`(N_{dst}, F_{out})`.
+    """
+    aggr = _check_static_args(x, weight, comp, aggr, plan.num_src, plan.num_relations)
+    out_channels = weight.size(-1) * (weight.size(1) if weight.dim() == 4 else 1)
+    if plan.num_edges == 0 or plan.num_dst == 0:
+        return zeros_touching(plan.num_dst, out_channels, weight, comp, x)
+    scale = plan.scale.to(weight.dtype).unsqueeze(-1) if aggr == 'mean' else None
+    if x is None:
+        mixed = _mixed(weight, comp).reshape(-1, out_channels)
+        messages = mixed.index_select(0, plan.rel * plan.num_src + plan.src)
+        if aggr in ('sum', 'mean'):
+            if scale is not None:
+                messages = messages * scale
+            return _reduce_rows(plan.num_dst, plan.dst, messages, aggr)
+        hidden = _reduce_rows(plan.num_pairs, plan.pair, messages, aggr)
+        return _reduce_rows(plan.num_dst, plan.pair_dst, hidden, 'sum')
+    if plan.slot is None:
+        raise ValueError(
+            'this plan has no tile layout: build it with static_plan(graph, in_channels, '
+            'out_channels) for float features'
+        )
+    messages = x.index_select(0, plan.src)
+    if scale is not None:
+        messages = messages * scale
+    hidden = _reduce_rows(plan.num_slots, plan.slot, messages, aggr)
+    if comp is None:
+        per_tile = weight.index_select(0, plan.tile_type)
+    else:
+        mixed = comp.index_select(0, plan.tile_type) @ weight.reshape(weight.size(0), -1)
+        per_tile = mixed.view(-1, *weight.shape[1:])
+    y = _tile_forward(hidden, per_tile)
+    return _reduce_rows(plan.num_dst, plan.dst_of_slot, y, 'sum')
+
+
+def dense_relational_matmul(
+    src: Tensor,
+    dst: Tensor,
+    rel: Tensor,
+    num_src: int,
+    num_dst: int,
+    num_relations: int,
+    x: Tensor | None,
+    weight: Tensor,
+    comp: Tensor | None = None,
+    *,
+    aggr: str = 'mean',
+) -> Tensor:
+    r""":func:`relational_matmul` on raw edges, with no plan: torch ops of static shape only,
+    so it traces into one graph under ``torch.compile``. What a layer without a cached plan runs
+    there. The counts :math:`|\mathcal{N}_r(i)|` come from one scatter into ``num_dst * R`` slots;
+    with float features the edges are aggregated into a dense ``[num_dst, R * in]`` and
+    multiplied by the stacked weights in one GEMM, or, when ``num_src * out < num_dst * in`` and
+    the aggregation is a sum or mean, transformed first (``x @ W_r`` for every ``r``) and summed
+    per edge. With bases the ``[R, in, out]`` weights are mixed first (as PyG does); a cached plan
+    (:func:`static_relational_matmul`) avoids that.
+
+    Args:
+        src, dst, rel (Tensor): ``[E]`` source, target and relation of each edge (validated).
+        num_src, num_dst, num_relations (int): sizes.
+        x, weight, comp, aggr: as :func:`relational_matmul`.
+
+    Shapes:
+        ``x``: :math:`(N_{src}, F_{in})` or :obj:`None` -> :math:`(N_{dst}, F_{out})`.
+    """
+    aggr = _check_static_args(x, weight, comp, aggr, num_src, num_relations)
+    R = num_relations
+    out_channels = weight.size(-1) * (weight.size(1) if weight.dim() == 4 else 1)
+    if src.numel() == 0 or num_dst == 0:
+        return zeros_touching(num_dst, out_channels, weight, comp, x)
+    src, dst, rel = src.long(), dst.long(), rel.long()
+    key = dst * R + rel
+    scale = None
+    if aggr == 'mean':
+        count = torch.zeros(num_dst * R, dtype=weight.dtype, device=weight.device)
+        count = count.index_add(0, key, torch.ones_like(key, dtype=weight.dtype))
+        scale = (1.0 / count.index_select(0, key)).unsqueeze(-1)
+    mixed = _mixed(weight, comp)
+    if x is None:
+        messages = mixed.reshape(-1, out_channels).index_select(0, rel * num_src + src)
+        if aggr in ('sum', 'mean'):
+            if scale is not None:
+                messages = messages * scale
+            return _reduce_rows(num_dst, dst, messages, aggr)
+        hidden = _reduce_rows(num_dst * R, key, messages, aggr)
+        return hidden.view(num_dst, R, out_channels).sum(1)
+    in_channels = x.size(1)
+    if (
+        mixed.dim() == 3
+        and aggr in ('sum', 'mean')
+        and num_src * out_channels < num_dst * in_channels
+    ):
+        transformed = x @ mixed.permute(1, 0, 2).reshape(in_channels, R * out_channels)
+        messages = transformed.view(num_src * R, out_channels).index_select(0, src * R + rel)
+        if scale is not None:
+            messages = messages * scale
+        return _reduce_rows(num_dst, dst, messages, 'sum')
+    messages = x.index_select(0, src)
+    if scale is not None:
+        messages = messages * scale
+    hidden = _reduce_rows(num_dst * R, key, messages, aggr)
+    if mixed.dim() == 3:
+        return hidden.view(num_dst, R * in_channels) @ mixed.reshape(R * in_channels, -1)
+    num_blocks, block_in, block_out = mixed.shape[1:]
+    hidden = hidden.view(num_dst, R, num_blocks, block_in)
+    out = torch.einsum('nrbi,rbio->nbo', hidden, mixed)
+    return out.reshape(num_dst, num_blocks * block_out)

@@ -3,6 +3,12 @@
 Each check raises ``TypeError`` (wrong type / dtype) or ``ValueError`` (wrong value / shape /
 device) with a message that names the argument and says how to fix it. Checks on values cost one
 reduction over the tensor; they never copy it.
+
+Checks of values (index ranges, NaN/Inf) read a number back from the tensor. That is free on CPU
+in eager mode, where they run as written. Where reading it back would cost a host-device sync (a
+CUDA tensor) or a graph break (inside ``torch.compile``), they become ``torch._assert_async``
+instead: the same condition, checked by the device without stopping the host, failing with a
+``RuntimeError`` that names the argument. :func:`debug` turns the exact checks on everywhere.
 """
 
 from __future__ import annotations
@@ -13,6 +19,62 @@ import torch
 from torch import Tensor
 
 INDEX_DTYPES = (torch.int32, torch.int64)
+
+_DEBUG = False
+
+
+def is_debug_enabled() -> bool:
+    """Whether :func:`debug` mode is on (full, exact value checks on every call)."""
+    return _DEBUG
+
+
+def set_debug(mode: bool) -> None:
+    """Turns :func:`debug` mode on or off for the rest of the process."""
+    global _DEBUG
+    if not isinstance(mode, bool):
+        raise TypeError(f'mode must be a bool, got {type(mode).__name__}')
+    _DEBUG = mode
+
+
+class debug:  # noqa: N801 (a context manager named like torch_geometric.debug)
+    r"""Context manager (and decorator-free switch, like :class:`torch_geometric.debug`) that
+    turns on the full per-call value checks of every public entry point:
+
+    .. code-block:: python
+
+        with graphops.debug():
+            out = conv(x, edge_index, edge_type)
+
+    Inside it, index ranges and NaN/Inf are checked exactly, with the messages of eager CPU mode,
+    on every device and also inside ``torch.compile`` (where each check then costs a graph
+    break), and layers with a cached graph plan compare the graph they are given with the one
+    the plan was built from.
+
+    Args:
+        mode (bool, optional): the mode inside the block. (default: :obj:`True`)
+    """
+
+    def __init__(self, mode: bool = True) -> None:
+        if not isinstance(mode, bool):
+            raise TypeError(f'mode must be a bool, got {type(mode).__name__}')
+        self.mode = mode
+        self.previous = _DEBUG
+
+    def __enter__(self) -> debug:
+        self.previous = _DEBUG
+        set_debug(self.mode)
+        return self
+
+    def __exit__(self, *args) -> None:
+        set_debug(self.previous)
+
+
+def _deferred(tensor: Tensor) -> bool:
+    """Whether a value check on ``tensor`` must not read a value back to the host: inside
+    ``torch.compile`` (a graph break) or on a non-CPU device (a sync), unless in debug mode."""
+    if _DEBUG:
+        return False
+    return torch.compiler.is_compiling() or tensor.device.type != 'cpu'
 
 
 def check_tensor(value, name: str) -> Tensor:
@@ -44,6 +106,13 @@ def check_index(
     if dim is not None and index.dim() != dim:
         raise ValueError(f'{name} must be {dim}-dimensional, got shape {tuple(index.shape)}')
     if index.numel() == 0:
+        return index
+    if _deferred(index):
+        bound = f' and < {upper_name or upper} = {upper}' if upper is not None else ''
+        ok = (index >= 0).all()
+        if upper is not None:
+            ok = ok & (index < upper).all()
+        torch._assert_async(ok, f'{name} must hold indices >= 0{bound}')
         return index
     low = int(index.min())
     if low < 0:
@@ -92,6 +161,11 @@ def check_edge_index(edge_index, name: str = 'edge_index') -> Tensor:
 def check_finite(value: Tensor, name: str) -> Tensor:
     floating = value.is_floating_point() or value.is_complex()
     if not floating or value.numel() == 0:
+        return value
+    if _deferred(value):
+        with torch.no_grad():
+            finite = torch.isfinite(value).all()
+        torch._assert_async(finite, f'{name} contains NaN or Inf; clean it (e.g. torch.nan_to_num)')
         return value
     # Any NaN/Inf makes the sum non-finite, so a finite sum clears the tensor in one reduction
     # without a bool tensor; a non-finite sum (or a finite tensor whose sum overflows) gets the

@@ -6,8 +6,16 @@ from torch.nn import Parameter
 from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.nn.inits import glorot, zeros
 
+from graphops.ops.cache import InputCache
 from graphops.ops.optional import is_sparse_tensor
-from graphops.ops.segment import STRATEGIES, RelationalGraph, relational_matmul
+from graphops.ops.segment import (
+    STRATEGIES,
+    RelationalGraph,
+    dense_relational_matmul,
+    relational_matmul,
+    static_plan,
+    static_relational_matmul,
+)
 from graphops.ops.validate import (
     check_edge_index,
     check_float,
@@ -15,9 +23,22 @@ from graphops.ops.validate import (
     check_length,
     check_positive_int,
     check_same_device,
+    is_debug_enabled,
 )
 
 AGGRS = ('add', 'sum', 'mean', 'max', 'min')
+# MessagePassing arguments PyG's RGCNConv forwards: only their defaults are what this layer does.
+_MESSAGE_PASSING_DEFAULTS = {
+    'aggr_kwargs': None,
+    'flow': 'source_to_target',
+    'decomposed_layers': 1,
+}
+_MESSAGE_PASSING_FIXES = {
+    'aggr_kwargs': 'drop it (aggr is one of the built-in reductions)',
+    'flow': "pass edge_index.flip(0) with the default flow='source_to_target'",
+    'decomposed_layers': 'drop it (it changes memory use only, which this layer plans itself)',
+    'node_dim': 'drop it (node features are rows, node_dim=0, as in PyG)',
+}
 
 
 class RGCNConv(MessagePassing):
@@ -58,18 +79,33 @@ class RGCNConv(MessagePassing):
         root_weight (bool, optional): Add the transformed root node features.
             (default: :obj:`True`)
         is_sorted (bool, optional): PyG's flag that ``edge_index`` is sorted by ``edge_type``.
-            The plan here sorts by (relation, target, source) whatever the input order, so it is
-            kept for compatibility; like ``cached`` it marks the graph as static, and the sorted
-            plan is kept across calls. (default: :obj:`False`)
+            The plan here sorts by (relation, target, source) whatever the input order, so the
+            flag changes nothing; it is accepted for compatibility. (default: :obj:`False`)
         bias (bool, optional): Learn an additive bias. (default: :obj:`True`)
         cached (bool, optional): Keep the sorted plan (pairs, per-(node, relation) degrees,
-            sparse patterns) across calls. It is reused only while the same ``edge_index`` and
-            ``edge_type`` tensors (same objects, unmodified) come back, and rebuilt otherwise, so a
-            new graph never meets a stale plan. (default: :obj:`False`)
+            sparse patterns, and the static plan a compiled forward reads) in an
+            :class:`~graphops.ops.cache.InputCache`, built by :meth:`prepare` or on the first
+            eager call. In eager mode it is reused while the same ``edge_index`` and
+            ``edge_type`` tensors (same objects, unmodified) come back, and rebuilt otherwise.
+            Under ``torch.compile`` the held plan is used when the sizes match, and the graph
+            passed in is checked against it on the device (``torch._assert_async``, no sync): a
+            different graph of the same sizes fails; call :meth:`prepare` on it first. The plan
+            is not state: it is left out of the ``state_dict`` and of pickling.
+            (default: :obj:`False`)
         strategy (str, optional): ``'auto'``, ``'pairs'``, ``'aggregate'`` or ``'transform'``;
             every strategy gives the same result. (default: :obj:`'auto'`)
         **kwargs (optional): Additional arguments of
-            :class:`torch_geometric.nn.conv.MessagePassing`.
+            :class:`torch_geometric.nn.conv.MessagePassing`, as PyG's ``RGCNConv`` takes them.
+            ``flow``, ``aggr_kwargs`` and ``decomposed_layers`` are accepted at their defaults
+            only, and ``node_dim`` not at all: any other value raises a ``TypeError`` naming the
+            argument rather than being ignored.
+
+    ``cached=True`` and ``strategy`` are graphops' own and keyword-only. :meth:`__repr__` is
+    PyG's (``RGCNConv(in, out, num_relations=R)``), plus ``cached``/``strategy`` when set.
+
+    Under ``torch.compile`` (``fullgraph=True`` works, with no graph break) the forward runs
+    :func:`~graphops.ops.segment.static_relational_matmul` on the cached plan, or without one
+    :func:`~graphops.ops.segment.dense_relational_matmul`: the same sum in ops of static shape.
 
     Shapes:
         - **input:** node features :math:`(|\mathcal{V}|, F_{in})` or node ids
@@ -99,7 +135,17 @@ class RGCNConv(MessagePassing):
         kwargs.setdefault('aggr', aggr)
         if kwargs['aggr'] not in AGGRS:
             raise ValueError(f'aggr must be one of {AGGRS}, got {kwargs["aggr"]!r}')
-        super().__init__(node_dim=0, **kwargs)
+        for name, value in kwargs.items():
+            if name == 'aggr':
+                continue
+            if name not in _MESSAGE_PASSING_DEFAULTS or value != _MESSAGE_PASSING_DEFAULTS[name]:
+                fix = _MESSAGE_PASSING_FIXES.get(name, 'it is not an argument of RGCNConv')
+                raise TypeError(
+                    f'RGCNConv does not support {name}={value!r}: {fix}'
+                    if name in _MESSAGE_PASSING_FIXES
+                    else f'RGCNConv got an unexpected keyword argument {name!r}: {fix}'
+                )
+        super().__init__(aggr=kwargs['aggr'], node_dim=0)
         if num_bases is not None and num_blocks is not None:
             raise ValueError(
                 'num_bases and num_blocks are exclusive: use the basis decomposition or the '
@@ -124,7 +170,8 @@ class RGCNConv(MessagePassing):
         self.cached = cached
         self.strategy = strategy
         self.in_channels_l = pair[0]
-        self._plan: tuple | None = None
+        # (RelationalGraph, StaticRelationalPlan) of the graph seen last; not state.
+        self._cache = InputCache()
 
         if num_bases is not None:
             check_positive_int(num_bases, 'num_bases')
@@ -235,49 +282,47 @@ class RGCNConv(MessagePassing):
         )  # fmt: skip
         return edge_index[0], edge_index[1], edge_type
 
-    def _graph(
+    def _build(
         self, edge_index, edge_type, ids, featureless: bool, num_src: int, num_dst: int
-    ) -> RelationalGraph:
-        """The sorted plan, reused while the very same graph tensors come back unmodified."""
-        keep = self.cached or self.is_sorted
-        if is_sparse_tensor(edge_index):
-            storage = edge_index.storage
-            parts = (storage._row, storage._col, storage._value, storage._rowptr)
-            tensors = (edge_index, ids, *(t for t in parts if t is not None))
-        else:
-            tensors = (edge_index, edge_type, ids)
-        versions = tuple(t._version if isinstance(t, Tensor) else None for t in tensors)
-        if keep and self._plan is not None:
-            refs, old_versions, sizes, graph = self._plan
-            same = len(refs) == len(tensors) and all(a is b for a, b in zip(refs, tensors))
-            if same and old_versions == versions and sizes == (num_src, num_dst):
-                return graph
+    ) -> tuple[RelationalGraph, object]:
+        """Validates the graph and sorts it: ``(RelationalGraph, StaticRelationalPlan)``."""
         src, dst, rel = self._edges(edge_index, edge_type, num_src, num_dst)
         if ids is not None:  # node ids: source j stands for weight row ids[j]
             src = ids.long()[src.long()]
         num_weight_rows = self.in_channels_l if featureless else num_src
         graph = RelationalGraph(src, dst, rel, num_weight_rows, num_dst, self.num_relations)
-        # Holding the tensors keeps their memory from being reused by another graph.
-        self._plan = (tensors, versions, (num_src, num_dst), graph) if keep else None
-        return graph
+        if featureless:
+            return graph, static_plan(graph)
+        return graph, static_plan(graph, self.in_channels_l, self.out_channels, self.num_bases)
 
-    def forward(
-        self,
-        x: Tensor | None | tuple[Tensor | None, Tensor],
-        edge_index,
-        edge_type: Tensor | None = None,
-    ) -> Tensor:
-        r"""Runs the layer.
+    @staticmethod
+    def _cache_key(edge_index, edge_type, ids, featureless, num_src, num_dst) -> tuple:
+        if is_sparse_tensor(edge_index):
+            storage = edge_index.storage
+            parts = (storage._row, storage._col, storage._value, storage._rowptr)
+            tensors = (edge_index, *parts)
+        else:
+            tensors = (edge_index, edge_type)
+        return (*tensors, ids, featureless, num_src, num_dst)
 
-        Args:
-            x (Tensor, tuple or None): node features ``[N, in_channels]``, node ids ``[N]``
-                (rows of the weights act as embeddings), ``None`` (ids ``0..in_channels-1``), or a
-                ``(source, target)`` pair of those for bipartite graphs.
-            edge_index (Tensor or SparseTensor): ``[2, E]`` edges (row 0 source, row 1 target) or
-                a ``torch_sparse.SparseTensor`` ``adj_t`` carrying the edge types as values.
-            edge_type (Tensor, optional): ``[E]`` relation of each edge in
-                ``[0, num_relations)``; ``None`` only with a SparseTensor.
-        """
+    def _graph(
+        self, edge_index, edge_type, ids, featureless: bool, num_src: int, num_dst: int
+    ) -> RelationalGraph:
+        """The sorted plan: from the cache while the very same graph tensors come back."""
+        build = lambda: self._build(  # noqa: E731
+            edge_index, edge_type, ids, featureless, num_src, num_dst
+        )
+        if not self.cached:
+            src, dst, rel = self._edges(edge_index, edge_type, num_src, num_dst)
+            if ids is not None:
+                src = ids.long()[src.long()]
+            rows = self.in_channels_l if featureless else num_src
+            return RelationalGraph(src, dst, rel, rows, num_dst, self.num_relations)
+        key = self._cache_key(edge_index, edge_type, ids, featureless, num_src, num_dst)
+        return self._cache.get(key, build)[0]
+
+    def _inputs(self, x):
+        """``(x_src, x_dst, featureless, ids, num_src, num_dst)`` from the forward's ``x``."""
         in_src, in_dst = (
             (self.in_channels, self.in_channels)
             if isinstance(self.in_channels, int)
@@ -299,15 +344,6 @@ class RGCNConv(MessagePassing):
             x_src = self._node_input(x_src, 'x[0]', in_src)
             x_dst = self._node_input(x_dst, 'x[1]', in_dst)
         featureless = x_src is None or not x_src.is_floating_point()
-        check_same_device(
-            [
-                ('x', x_src),
-                ('x[1]', x_dst),
-                ('edge_index', edge_index if isinstance(edge_index, Tensor) else None),
-                ('edge_type', edge_type),
-                ('weight', self.weight),
-            ]
-        )
         if self.num_blocks is not None and featureless:
             raise ValueError(
                 'the block-diagonal decomposition needs float input features; featureless input '
@@ -321,17 +357,112 @@ class RGCNConv(MessagePassing):
                 f'{in_dst} rows; pass x_dst ids or features'
             )
         ids = x_src if (x_src is not None and featureless) else None
-        graph = self._graph(edge_index, edge_type, ids, featureless, num_src, num_dst)
+        return x_src, x_dst, featureless, ids, num_src, num_dst
 
-        features = None if featureless else x_src
-        out = relational_matmul(
-            graph,
+    def prepare(self, x, edge_index, edge_type: Tensor | None = None) -> RelationalGraph:
+        r"""Builds the plan of a static graph now, in eager mode, and keeps it (``cached=True``):
+        the step to run before ``torch.compile`` so that the compiled forward reads the plan
+        instead of working without one. Takes the forward's arguments; returns the
+        :class:`~graphops.ops.segment.RelationalGraph`.
+        """
+        if torch.compiler.is_compiling():
+            raise RuntimeError('prepare() builds a plan eagerly; call it outside torch.compile')
+        if not self.cached:
+            raise ValueError(
+                'prepare() keeps a plan for later calls, which needs a cached layer: build it '
+                'with cached=True'
+            )
+        x_src, x_dst, featureless, ids, num_src, num_dst = self._inputs(x)
+        key = self._cache_key(edge_index, edge_type, ids, featureless, num_src, num_dst)
+        value = self._build(edge_index, edge_type, ids, featureless, num_src, num_dst)
+        return self._cache.store(key, value)[0]
+
+    def reset_cache(self) -> None:
+        """Drops the cached plan (it is rebuilt on the next eager call or by :meth:`prepare`)."""
+        self._cache.clear()
+
+    def _compiled_relational(self, edge_index, edge_type, ids, features, num_src, num_dst):
+        """The relational sum inside ``torch.compile``: static shapes, no value read back."""
+        featureless = features is None
+        src, dst, rel = self._edges(edge_index, edge_type, num_src, num_dst)
+        if ids is not None:  # node ids: source j stands for weight row ids[j]
+            src = ids.long()[src.long()]
+        src, dst, rel = src.long(), dst.long(), rel.long()
+        held = self._cache.value if self.cached else None
+        if held is not None:
+            graph, plan = held
+            rows = self.in_channels_l if featureless else num_src
+            if (graph.num_src, graph.num_dst, graph.num_edges) == (rows, num_dst, src.numel()) and (
+                plan.slot is None
+            ) == (featureless or graph.num_edges == 0):
+                same = (src == graph.src).all() & (dst == graph.dst).all()
+                same = same & (rel == graph.rel).all()
+                message = (
+                    'the graph passed to this cached RGCNConv differs from the one its plan was '
+                    'built from; call conv.prepare(x, edge_index, edge_type) on the new graph '
+                    'outside torch.compile (or use cached=False)'
+                )
+                if is_debug_enabled():
+                    if not bool(same):
+                        raise ValueError(message)
+                else:
+                    torch._assert_async(same, message)
+                return static_relational_matmul(
+                    plan, features, self.weight, self.comp, aggr=self.aggr
+                )
+        return dense_relational_matmul(
+            src,
+            dst,
+            rel,
+            self.in_channels_l if featureless else num_src,
+            num_dst,
+            self.num_relations,
             features,
             self.weight,
             self.comp,
             aggr=self.aggr,
-            strategy=self.strategy,
         )
+
+    def forward(
+        self,
+        x: Tensor | None | tuple[Tensor | None, Tensor],
+        edge_index,
+        edge_type: Tensor | None = None,
+    ) -> Tensor:
+        r"""Runs the layer.
+
+        Args:
+            x (Tensor, tuple or None): node features ``[N, in_channels]``, node ids ``[N]``
+                (rows of the weights act as embeddings), ``None`` (ids ``0..in_channels-1``), or a
+                ``(source, target)`` pair of those for bipartite graphs.
+            edge_index (Tensor or SparseTensor): ``[2, E]`` edges (row 0 source, row 1 target) or
+                a ``torch_sparse.SparseTensor`` ``adj_t`` carrying the edge types as values.
+            edge_type (Tensor, optional): ``[E]`` relation of each edge in
+                ``[0, num_relations)``; ``None`` only with a SparseTensor.
+        """
+        x_src, x_dst, featureless, ids, num_src, num_dst = self._inputs(x)
+        check_same_device(
+            [
+                ('x', x_src),
+                ('x[1]', x_dst),
+                ('edge_index', edge_index if isinstance(edge_index, Tensor) else None),
+                ('edge_type', edge_type),
+                ('weight', self.weight),
+            ]
+        )
+        features = None if featureless else x_src
+        if torch.compiler.is_compiling():
+            out = self._compiled_relational(edge_index, edge_type, ids, features, num_src, num_dst)
+        else:
+            graph = self._graph(edge_index, edge_type, ids, featureless, num_src, num_dst)
+            out = relational_matmul(
+                graph,
+                features,
+                self.weight,
+                self.comp,
+                aggr=self.aggr,
+                strategy=self.strategy,
+            )
         if self.root is not None:
             if x_dst is None:
                 out = out + self.root[:num_dst]
@@ -344,17 +475,8 @@ class RGCNConv(MessagePassing):
         return out
 
     def __repr__(self) -> str:
+        # PyG's repr (PyG's own tests assert it), plus graphops' keyword-only options when set.
         extra = ''
-        if self.num_bases is not None:
-            extra += f', num_bases={self.num_bases}'
-        if self.num_blocks is not None:
-            extra += f', num_blocks={self.num_blocks}'
-        if self.aggr != 'mean':
-            extra += f', aggr={self.aggr!r}'
-        if self.root is None:
-            extra += ', root_weight=False'
-        if self.bias is None:
-            extra += ', bias=False'
         if self.cached:
             extra += ', cached=True'
         if self.strategy != 'auto':

@@ -214,43 +214,60 @@ def test_sparse_tensor_input_equals_edge_index(num_bases):
 # --- the plan cache ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize('flag', ['cached', 'is_sorted'])
-def test_plan_is_kept_for_the_same_graph_and_rebuilt_for_another(flag):
+def test_plan_is_kept_for_the_same_graph_and_rebuilt_for_another():
     x, edge_index, edge_type = random_inputs()
-    conv = RGCNConv(4, 6, NUM_RELATIONS, **{flag: True}).double()
+    conv = RGCNConv(4, 6, NUM_RELATIONS, cached=True).double()
     plain = RGCNConv(4, 6, NUM_RELATIONS).double()
     plain.load_state_dict(conv.state_dict())
     first = conv(x, edge_index, edge_type)
-    graph = conv._plan[-1]
+    graph = conv._cache.value[0]
     assert torch.allclose(first, plain(x, edge_index, edge_type))
     conv(x, edge_index, edge_type)
-    assert conv._plan[-1] is graph  # reused
+    assert conv._cache.value[0] is graph  # reused
     other_index, other_type = edge_index.flip(0), edge_type.clone()
     assert torch.allclose(conv(x, other_index, other_type), plain(x, other_index, other_type))
-    assert conv._plan[-1] is not graph
-    graph = conv._plan[-1]
+    assert conv._cache.value[0] is not graph
+    graph = conv._cache.value[0]
     other_type[0] = (other_type[0] + 1) % NUM_RELATIONS  # in place: a new version
     assert torch.allclose(conv(x, other_index, other_type), plain(x, other_index, other_type))
-    assert conv._plan[-1] is not graph
+    assert conv._cache.value[0] is not graph
+    conv.reset_cache()
+    assert not conv._cache
+
+
+@pytest.mark.parametrize('flag', ['cached', 'is_sorted'])
+def test_prepare_builds_the_plan_a_cached_layer_keeps(flag):
+    x, edge_index, edge_type = random_inputs()
+    conv = RGCNConv(4, 6, NUM_RELATIONS, **{flag: True}).double()
+    if flag == 'is_sorted':  # PyG's flag changes nothing: no plan is kept, prepare refuses
+        conv(x, edge_index, edge_type)
+        assert not conv._cache
+        with pytest.raises(ValueError, match='needs a cached layer'):
+            conv.prepare(x, edge_index, edge_type)
+        return
+    graph = conv.prepare(x, edge_index, edge_type)
+    assert graph.num_edges == edge_index.size(1)
+    conv(x, edge_index, edge_type)
+    assert conv._cache.value[0] is graph
 
 
 def test_uncached_layer_keeps_no_plan():
     x, edge_index, edge_type = random_inputs()
     conv = RGCNConv(4, 6, NUM_RELATIONS)
     conv(x.float(), edge_index, edge_type)
-    assert conv._plan is None
+    assert not conv._cache
 
 
 # --- shapes, repr, empty inputs --------------------------------------------------------------------
 
 
 def test_repr():
+    # PyG's repr whatever the PyG arguments (PyG's own tests assert it), graphops' options added.
     assert repr(RGCNConv(4, 6, 3)) == 'RGCNConv(4, 6, num_relations=3)'
-    assert repr(RGCNConv(4, 6, 3, num_bases=2)) == 'RGCNConv(4, 6, num_relations=3, num_bases=2)'
+    assert repr(RGCNConv(4, 6, 3, num_bases=2)) == 'RGCNConv(4, 6, num_relations=3)'
     assert (
         repr(RGCNConv((4, 8), 6, 3, num_blocks=2, aggr='max', root_weight=False, bias=False))
-        == "RGCNConv((4, 8), 6, num_relations=3, num_blocks=2, aggr='max', root_weight=False, "
-        'bias=False)'
+        == 'RGCNConv((4, 8), 6, num_relations=3)'
     )
     assert (
         repr(RGCNConv(4, 6, 3, cached=True, strategy='pairs'))
