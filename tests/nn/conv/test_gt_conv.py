@@ -199,3 +199,18 @@ def test_bad_constructor_arguments_raise():
         GTConv(2, 1.5)
     with pytest.raises(TypeError, match='identity must be a bool'):
         GTConv(2, 1, identity=1)
+
+
+# --- CUDA (gpu-marked) ---
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('identity', [True, False])
+@pytest.mark.parametrize('weighted', [True, False])
+def test_device_matches_cpu(matches_cpu, identity, weighted):
+    graph = GRAPHS[0]
+    torch.manual_seed(0)
+    conv = GTConv(NUM_TYPES, 3, identity=identity).double()
+    torch.nn.init.normal_(conv.weight)
+    weight = graph.edge_weight.clone().requires_grad_() if weighted else None
+    matches_cpu(conv, graph.edge_index, typed(graph), graph.num_nodes, weight, grad=True)

@@ -177,3 +177,22 @@ def test_bad_constructor_arguments_raise():
         GTLayer(2, 1, first='yes')
     with pytest.raises(ValueError, match='topk must be >= 1'):
         GTLayer(2, 1, topk=0)
+
+
+# --- CUDA (gpu-marked) ---
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('topk', [None, 2])
+@pytest.mark.parametrize('rows', [False, True])
+def test_device_matches_cpu(matches_cpu, device, topk, rows):
+    graph = GRAPHS[1]
+    edge_type = typed(graph, seed=4)
+    args = (graph.edge_index, edge_type, graph.num_nodes, graph.edge_weight)
+    node_index = torch.tensor([graph.num_nodes - 1, 0, 3]) if rows else None
+    first = randomized(GTLayer(NUM_TYPES, 2, topk=topk).double(), 2)
+    hs = matches_cpu(first, *args, node_index=node_index, grad=True)
+    later = randomized(GTLayer(NUM_TYPES, 2, first=False, topk=topk).double(), 3)
+    prev = [h.with_value(h.value.detach()) for h in first(*args, node_index=node_index)]
+    matches_cpu(later, *args, prev=prev, grad=True)
+    assert all(h.device.type == device.type for h in hs)

@@ -424,3 +424,52 @@ def test_node_index_accepts_a_bool_mask(fast):
     torch.testing.assert_close(model(x, graph.edge_index, edge_type, node_index=mask), expected)
     with pytest.raises(ValueError, match='one entry per node'):
         model(x, graph.edge_index, edge_type, node_index=mask[:-1])
+
+
+# --- CUDA (gpu-marked) ---
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    'config',
+    [{'num_layers': 2}, {'num_layers': 2, 'topk': 3}, {'num_layers': 2, 'fast': True}],
+    ids=str,
+)
+@pytest.mark.parametrize('rows', [False, True])
+def test_device_matches_cpu(matches_cpu, config, rows):
+    graph = random_graph(30, 120, seed=2, weighted=True)
+    edge_type = typed(graph, seed=2)
+    x = random_features(30, IN, seed=2).requires_grad_()
+    model = randomized(GTN(IN, HIDDEN, OUT, NUM_TYPES, **config).double(), seed=2)
+    node_index = torch.tensor([5, 29, 0, 5]) if rows else None
+    weight = graph.edge_weight.clone().requires_grad_()
+    # forward and backward: the backward runs the products' SDDMM and transposed SpMM
+    matches_cpu(model, x, graph.edge_index, edge_type, weight, node_index=node_index, grad=True)
+
+
+# Not gpu-marked: the pure-torch fallbacks of GTN's CPU kernels (forward and backward) never run
+# while numba is installed; GRAPHOPS_DISABLE_NUMBA forces them, and they must agree with numba.
+@pytest.mark.parametrize('config', [{'num_layers': 2, 'topk': 3}, {'num_layers': 2, 'fast': True}])
+def test_torch_fallbacks_match_numba_kernels(monkeypatch, config):
+    from graphops.ops.optional import has_numba
+
+    graph = random_graph(30, 120, seed=6, weighted=True)
+    edge_type = typed(graph, seed=6)
+    results = []
+    for disable in ('', '1'):
+        monkeypatch.setenv('GRAPHOPS_DISABLE_NUMBA', disable)
+        x = random_features(30, IN, seed=6).requires_grad_()
+        weight = graph.edge_weight.clone().requires_grad_()
+        model = randomized(GTN(IN, HIDDEN, OUT, NUM_TYPES, **config).double(), seed=6)
+        probe = random_features(30, OUT, seed=7)
+        out = model(x, graph.edge_index, edge_type, weight)
+        (out * probe).sum().backward()
+        grads = [p.grad for p in model.parameters()] + [x.grad, weight.grad]
+        results.append((has_numba(), out.detach(), grads))
+    (numba_on, out_numba, grads_numba), (numba_off, out_torch, grads_torch) = results
+    assert not numba_off
+    if not numba_on:
+        pytest.skip('numba is not installed: both runs took the torch paths')
+    torch.testing.assert_close(out_torch, out_numba)
+    for index, (a, b) in enumerate(zip(grads_torch, grads_numba)):
+        torch.testing.assert_close(a, b, msg=f'gradient {index}')
