@@ -472,3 +472,30 @@ def test_cuda_device_mismatch_is_reported():
     conv = RGCNConv(4, 6, NUM_RELATIONS).double().cuda()
     with pytest.raises(ValueError, match='move them to one device'):
         conv(x.cuda(), edge_index, edge_type)
+
+
+# --- CUDA (gpu-marked) ---
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('kind', list(KINDS))
+@pytest.mark.parametrize('strategy', ['pairs', 'aggregate', 'transform'])
+@pytest.mark.parametrize('aggr', ['mean', 'add'])
+def test_device_matches_cpu_with_gradients(matches_cpu, kind, strategy, aggr):
+    x, edge_index, edge_type = random_inputs(num_nodes=50, num_edges=300)
+    torch.manual_seed(0)
+    conv = RGCNConv(4, 6, NUM_RELATIONS, aggr=aggr, strategy=strategy, **KINDS[kind]).double()
+    matches_cpu(conv, x.requires_grad_(), edge_index, edge_type, grad=True)
+
+
+@pytest.mark.gpu
+def test_device_featureless_and_bipartite(matches_cpu):
+    _, edge_index, edge_type = random_inputs(num_nodes=12, num_edges=60)
+    torch.manual_seed(0)
+    conv = RGCNConv(12, 5, NUM_RELATIONS, num_bases=2).double()
+    matches_cpu(conv, None, edge_index, edge_type, grad=True)
+    x_src = torch.randn(12, 4, dtype=torch.float64, requires_grad=True)
+    x_dst = torch.randn(7, 4, dtype=torch.float64, requires_grad=True)
+    keep = edge_index[1] < 7
+    conv = RGCNConv(4, 5, NUM_RELATIONS).double()
+    matches_cpu(conv, (x_src, x_dst), edge_index[:, keep], edge_type[keep], grad=True)

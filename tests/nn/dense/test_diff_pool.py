@@ -268,3 +268,21 @@ def test_bad_loss_norm():
         sparse_diff_pool(
             torch.randn(3, 2), torch.tensor([[0], [1]]), torch.randn(3, 2), loss_norm='authors'
         )
+
+
+# --- CUDA (gpu-marked) ---
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('name', ['ragged', 'self_loops_no_edges'])
+@pytest.mark.parametrize('weighted', [False, True])
+@pytest.mark.parametrize('loss_norm', ['paper', 'pyg'])
+def test_device_matches_cpu(matches_cpu, name, weighted, loss_norm):
+    x, edge_index, s, batch, edge_weight = case_inputs(name, weighted)
+    x, s = x.requires_grad_(), s.requires_grad_()
+    matches_cpu(sparse_diff_pool, x, edge_index, s, batch, edge_weight, loss_norm, grad=True)
+    x_dense, adj, s_dense, mask = dense_batch(
+        x.detach(), edge_index, batch, s.detach(), edge_weight
+    )
+    x_dense, s_dense = x_dense.requires_grad_(), s_dense.requires_grad_()
+    matches_cpu(dense_diff_pool, x_dense, adj, s_dense, mask, loss_norm, grad=True)

@@ -191,3 +191,16 @@ def test_bad_constructor_arguments(kwargs, match):
 def test_non_int_channels_are_a_type_error():
     with pytest.raises(TypeError, match='in_channels must be an int'):
         DiffPool(in_channels=2.5, hidden_channels=4, out_channels=4, num_clusters=2)
+
+
+# --- CUDA (gpu-marked) ---
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('config', CONFIGS, ids=str)
+@pytest.mark.parametrize('weighted', [False, True])
+def test_device_matches_cpu(matches_cpu, config, weighted):
+    layer = make_layer(**config).eval()
+    x, edge_index, batch, edge_weight = inputs('ragged', weighted)
+    x = x.requires_grad_()
+    matches_cpu(layer, x, edge_index, batch=batch, edge_weight=edge_weight, grad=True)

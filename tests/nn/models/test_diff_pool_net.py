@@ -142,3 +142,15 @@ def test_bad_input_is_reported_by_the_first_level():
         model(x[:, :2], edge_index, batch)
     with pytest.raises(ValueError, match='sorted'):
         model(x, edge_index, batch.flip(0))
+
+
+# --- CUDA (gpu-marked) ---
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('kwargs', [{}, {'num_pools': 1}, {'num_pools': 3, 'pool_ratio': 0.5}])
+def test_device_matches_cpu(matches_cpu, kwargs):
+    x, edge_index, batch = batch_inputs()
+    torch.manual_seed(0)
+    model = DiffPoolNet(3, 8, 2, max_num_nodes=20, **kwargs).double().eval()
+    matches_cpu(model, x.requires_grad_(), edge_index, batch, grad=True)

@@ -214,3 +214,16 @@ def test_cuda_matches_cpu(make):
     got = model.to(cuda)(x.to(cuda), edge_index.to(cuda), batch.to(cuda))
     torch.testing.assert_close(got.cpu(), expected, **TOL)
     got.sum().backward()  # the backward runs on the device too
+
+
+# --- CUDA (gpu-marked) ---
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('make', MODELS)
+@pytest.mark.parametrize('augment', [False, True])
+def test_device_matches_cpu_with_gradients(matches_cpu, make, augment):
+    x, edge_index, _, batch, _ = batched(False, seed=4)
+    torch.manual_seed(4)
+    model = make(augment=augment).double().eval()
+    matches_cpu(model, x.requires_grad_(), edge_index, batch, grad=True)

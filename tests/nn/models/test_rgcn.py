@@ -76,3 +76,18 @@ def test_reset_parameters_and_bad_dropout():
     assert not torch.equal(before, model.conv1.weight)
     with pytest.raises(ValueError, match='dropout'):
         RGCN(10, 2, out_channels=3, dropout=1.0)
+
+
+# --- CUDA (gpu-marked) ---
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('kwargs', [{'num_bases': 2}, {'num_blocks': 2, 'in_channels': 4}])
+def test_device_matches_cpu(matches_cpu, kwargs):
+    edge_index, edge_type = relational_graph()
+    torch.manual_seed(0)
+    model = RGCN(20, 3, out_channels=4, hidden_channels=8, **kwargs).double().eval()
+    x = None
+    if 'in_channels' in kwargs:
+        x = torch.randn(20, 4, dtype=torch.float64, requires_grad=True)
+    matches_cpu(model, x, edge_index, edge_type, grad=True)

@@ -259,3 +259,17 @@ def test_inputs_on_another_device():
     model = SIGNClassifier(4, 8, 3, 2).eval()
     with pytest.raises(ValueError, match=r'xs\[0\] is on cuda'):
         model([torch.randn(5, 4, device='cuda'), torch.randn(5, 4, device='cuda')])
+
+
+# --- CUDA (gpu-marked) ---
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('mode', ['inception', 'concat-mlp'])
+@pytest.mark.parametrize('batch_norm', [False, True])
+def test_device_matches_cpu(matches_cpu, mode, batch_norm):
+    torch.manual_seed(0)
+    model = SIGNClassifier(5, 8, 3, 3, mode=mode, batch_norm=batch_norm).double()
+    randomize_batch_norms(model)
+    xs = [x.requires_grad_() for x in operator_outputs(11, [5, 5, 5])]
+    matches_cpu(model.eval(), xs, grad=True)

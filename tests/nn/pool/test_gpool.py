@@ -272,3 +272,16 @@ def test_edge_weight_of_wrong_length_when_augmenting():
     x, edge_index, _, batch, _ = batched_input(weighted=False)
     with pytest.raises(ValueError, match='edge_attr has 2 entries'):
         make_pool(0.5, 'sigmoid', True)(x, edge_index, torch.ones(2, dtype=torch.float64), batch)
+
+
+# --- CUDA (gpu-marked) ---
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('augment', [False, True])
+@pytest.mark.parametrize('ratio', [0.5, 3])
+@pytest.mark.parametrize('weighted', [False, True])
+def test_device_matches_cpu_with_gradients(matches_cpu, augment, ratio, weighted):
+    x, edge_index, edge_weight, batch, _ = batched_input(weighted=weighted, seed=7)
+    pool = make_pool(ratio, 'sigmoid', augment, seed=7)
+    matches_cpu(pool, x.requires_grad_(), edge_index, edge_weight, batch, grad=True)

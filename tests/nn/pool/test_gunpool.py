@@ -74,3 +74,13 @@ def test_perm_accepts_a_bool_mask():
     mask = torch.tensor([True, False, True, True, False])
     expected = GUnpool()(x, mask.nonzero().view(-1), 5)
     assert torch.equal(GUnpool()(x, mask, 5), expected)
+
+
+# --- CUDA (gpu-marked) ---
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(('perm', 'num_nodes'), CASES)
+def test_device_matches_cpu(matches_cpu, perm, num_nodes):
+    x = torch.randn(perm.numel(), 3, dtype=torch.float64, requires_grad=True)
+    matches_cpu(GUnpool(), x, perm, num_nodes, grad=perm.numel() > 0)
