@@ -14,6 +14,9 @@ things do, and a numba loop gets none of them:
 * **aligned operands** (:func:`graphops.ops.spmm.host_empty`): a 512-byte row that starts 16
   bytes into a cache line (numpy's large arrays do) touches nine lines instead of eight.
 
+The SIMD width is read from the host CPU's features (:func:`supported_vector_bytes`: AVX-512,
+AVX2, SSE2/NEON, or scalar code), so one build runs on any x86-64 or Arm machine.
+
 Each output row is computed by one thread, summing its entries in CSR order (a multiply-add per
 entry, fused where the CPU has FMA), so the bytes out do not depend on the thread count or on how
 the feature columns are sliced. Rows are split into chunks of equal work (:func:`row_chunks`) that
@@ -43,7 +46,8 @@ SERIAL_WORK = 1 << 18
 #: chunks per thread: enough to even out rows of unequal cost
 CHUNKS_PER_THREAD = 8
 
-_VECTOR_BYTES = 32
+#: SIMD register width in bytes by CPU feature, widest first (0: scalar code)
+VECTOR_FEATURES = (('avx512f', 64), ('avx', 32), ('sse2', 16), ('neon', 16), ('asimd', 16))
 _LINE = 64
 _IR_TYPES = {torch.float32: 'float', torch.float64: 'double'}
 _IR_INDEX = {torch.int32: 'i32', torch.int64: 'i64'}
@@ -54,6 +58,7 @@ _target_machine = None
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 _unavailable: str | None = None
+_vector_widths: tuple[int, ...] | None = None
 
 
 def available() -> bool:
@@ -86,16 +91,24 @@ def spmm_into(
     x: torch.Tensor,
     out: torch.Tensor,
     mean: bool,
+    *,
+    vector_bytes: int | None = None,
 ) -> None:
     """``out = M @ x`` (``mean``: each row divided by its number of entries) for a CSR ``M`` on
     CPU. ``x`` and ``out`` are contiguous float32 or float64 tensors of one dtype; ``value``, when
     given, has their dtype too; ``rowptr`` and ``col`` share an index dtype. Index ranges are the
     caller's to validate (:func:`graphops.ops.to_csr` does); the layout is checked here, since the
-    kernel reads raw memory."""
+    kernel reads raw memory. ``vector_bytes`` forces a SIMD width that this CPU supports (one of
+    :func:`supported_vector_bytes`; default: the widest)."""
     _check_layout(rowptr, col, value, x, out)
+    supported = supported_vector_bytes()
+    if vector_bytes is None:
+        vector_bytes = supported[0]
+    elif vector_bytes not in supported:
+        raise ValueError(f'vector_bytes must be one of {supported} on this CPU, got {vector_bytes}')
     num_rows, num_features = out.shape
     nnz = col.numel()
-    function = _kernel(num_features, x.dtype, col.dtype, value is not None, mean)
+    function = _kernel(num_features, x.dtype, col.dtype, value is not None, mean, vector_bytes)
     value_address = value.data_ptr() if value is not None else 0
     addresses = (
         rowptr.data_ptr(),
@@ -140,6 +153,21 @@ def _check_layout(rowptr, col, value, x, out) -> None:
 
 
 # --- compilation --------------------------------------------------------------------------------
+
+
+def supported_vector_bytes() -> tuple[int, ...]:
+    """SIMD widths in bytes the kernel can be built for on this CPU, widest first, read from the
+    host's CPU features (AVX-512: 64, AVX/AVX2: 32, SSE2 or NEON: 16); 0 (scalar code) is always
+    supported."""
+    global _vector_widths
+    if _vector_widths is None:
+        import llvmlite.binding as llvm
+
+        _machine()
+        features = llvm.get_host_cpu_features()
+        widest = max((width for name, width in VECTOR_FEATURES if features.get(name)), default=0)
+        _vector_widths = tuple(w for w in (64, 32, 16) if w <= widest) + (0,)
+    return _vector_widths
 
 
 def _machine():
@@ -194,8 +222,8 @@ _SIGNATURE = ctypes.CFUNCTYPE(
 )
 
 
-def _kernel(num_features: int, dtype: torch.dtype, index_dtype: torch.dtype, weighted, mean):
-    key = (num_features, dtype, index_dtype, bool(weighted), bool(mean))
+def _kernel(num_features, dtype, index_dtype, weighted, mean, vector_bytes):
+    key = (num_features, dtype, index_dtype, bool(weighted), bool(mean), vector_bytes)
     function = _compiled.get(key)
     if function is not None:
         return function
@@ -244,12 +272,14 @@ def kernel_ir(
     index_dtype: torch.dtype,
     weighted: bool,
     mean: bool,
+    vector_bytes: int = 32,
 ) -> str:
     """The LLVM IR of ``spmm_rows(first, end, rowptr, col, value, x, out, nnz)`` for rows
-    ``[first, end)``: the feature width, dtypes and variant are constants of the code."""
+    ``[first, end)``: the feature width, dtypes, variant and SIMD width (``vector_bytes``, 0 for
+    scalar code) are constants of the code."""
     scalar, index = _IR_TYPES[dtype], _IR_INDEX[index_dtype]
     size = dtype.itemsize
-    lanes = _VECTOR_BYTES // size
+    lanes = max(1, vector_bytes // size)
     row_bytes = num_features * size
     # (column, width) of each vector of a row: full SIMD vectors, then one shorter tail vector
     vectors = [(c, min(lanes, num_features - c)) for c in range(0, num_features, lanes)]

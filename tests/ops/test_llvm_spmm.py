@@ -50,6 +50,36 @@ def test_kernel_widths_dtypes_and_index_dtypes(width, dtype, index_dtype):
         torch.testing.assert_close(out, reference(csr, x, mean), **tolerance(dtype))
 
 
+@pytest.mark.parametrize('vector_bytes', [64, 32, 16, 0])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_every_simd_width_this_cpu_supports(vector_bytes, dtype):
+    if vector_bytes not in llvm_spmm.supported_vector_bytes():
+        pytest.skip(f'this CPU has no {vector_bytes}-byte vectors')
+    g = random_graph(80, 900, seed=2, isolated=3, weighted=True, dtype=dtype)
+    csr = to_csr(g.edge_index, g.edge_weight, g.num_nodes)
+    for width in (1, 5, 40, 130):
+        x = random_features(80, width, seed=3, dtype=dtype)
+        for mean in (False, True):
+            out = torch.full((80, width), float('nan'), dtype=dtype)
+            llvm_spmm.spmm_into(csr.rowptr, csr.col, csr.value, x, out, mean, vector_bytes=0)
+            forced = torch.full_like(out, float('nan'))
+            llvm_spmm.spmm_into(
+                csr.rowptr, csr.col, csr.value, x, forced, mean, vector_bytes=vector_bytes
+            )
+            torch.testing.assert_close(forced, reference(csr, x, mean), **tolerance(dtype))
+            # one fused multiply-add per entry in CSR order at every width: the same bytes
+            assert torch.equal(forced, out)
+
+
+def test_supported_widths_and_a_width_the_cpu_lacks():
+    widths = llvm_spmm.supported_vector_bytes()
+    assert widths[-1] == 0 and list(widths) == sorted(widths, reverse=True)
+    csr = to_csr(torch.tensor([[0, 1], [1, 0]]))
+    x, out = torch.randn(2, 4), torch.empty(2, 4)
+    with pytest.raises(ValueError, match='vector_bytes must be one of'):
+        llvm_spmm.spmm_into(csr.rowptr, csr.col, None, x, out, False, vector_bytes=48)
+
+
 def test_bytes_independent_of_threads_chunks_and_column_slices(monkeypatch):
     monkeypatch.setattr(llvm_spmm, 'SERIAL_WORK', 0)  # the thread pool even on a small graph
     g = random_graph(3000, 40000, seed=4, weighted=True, dtype=torch.float32)
