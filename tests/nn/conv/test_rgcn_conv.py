@@ -448,6 +448,162 @@ def test_strategy_that_does_not_apply(inputs):
         conv(x, edge_index, edge_type)
 
 
+# --- torch.compile ---------------------------------------------------------------------------------
+
+COMPILE_KINDS = {
+    'plain': {},
+    'bases': {'num_bases': 2},
+    'blocks': {'num_blocks': 2},
+    'sum': {'aggr': 'sum'},
+    'max': {'aggr': 'max'},
+    'bases_min': {'num_bases': 2, 'aggr': 'min'},
+}
+
+
+def compile_inputs(kind: str, featureless: bool, out_channels: int = 6):
+    x, edge_index, edge_type = random_inputs(num_nodes=12, num_edges=50)
+    if featureless:
+        x = None
+    conv = RGCNConv(12 if featureless else 4, out_channels, NUM_RELATIONS, **COMPILE_KINDS[kind])
+    return conv.double(), x, edge_index, edge_type
+
+
+def cases(featureless_too: bool = True):
+    for kind in COMPILE_KINDS:
+        for cached in (False, True):
+            for featureless in (False, True) if featureless_too else (False,):
+                if featureless and kind == 'blocks':
+                    continue
+                yield pytest.param(kind, cached, featureless, id=f'{kind}-{cached}-{featureless}')
+
+
+@pytest.mark.parametrize('kind,cached,featureless', list(cases()))
+def test_no_graph_break(kind, cached, featureless):
+    conv, x, edge_index, edge_type = compile_inputs(kind, featureless)
+    conv.cached = cached
+    if cached:
+        conv.prepare(x, edge_index, edge_type)
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(conv)(x, edge_index, edge_type)
+    assert explained.graph_break_count == 0, explained.break_reasons
+    assert explained.graph_count == 1
+
+
+def compiled_matches_eager(conv, x, edge_index, edge_type, backend, atol=1e-5):
+    upstream = torch.randn(conv(x, edge_index, edge_type).shape, dtype=torch.float64)
+
+    def run(module):
+        conv.zero_grad()
+        inputs = x.clone().requires_grad_() if x is not None else None
+        out = module(inputs, edge_index, edge_type)
+        (out * upstream).sum().backward()
+        grads = [p.grad.clone() for p in conv.parameters()]
+        return [out.detach(), *grads, *([inputs.grad] if inputs is not None else [])]
+
+    expected = run(conv)
+    torch._dynamo.reset()
+    got = run(torch.compile(conv, backend=backend, fullgraph=True))
+    for a, b in zip(got, expected, strict=True):
+        assert torch.allclose(a, b, atol=atol), (a - b).abs().max()
+
+
+# aot_eager traces forward and backward as inductor does, without code generation: every case
+# runs by default; inductor itself runs one small case by default and the table when slow.
+@pytest.mark.parametrize('kind,cached,featureless', list(cases()))
+def test_traced_forward_and_backward_equal_eager(kind, cached, featureless):
+    conv, x, edge_index, edge_type = compile_inputs(kind, featureless)
+    conv.cached = cached
+    if cached:
+        conv.prepare(x, edge_index, edge_type)
+    compiled_matches_eager(conv, x, edge_index, edge_type, 'aot_eager', atol=1e-10)
+
+
+def test_uncached_transform_first_path_equals_eager():
+    # num_src * out < num_dst * in: the uncached compiled path transforms first.
+    conv, x, edge_index, edge_type = compile_inputs('plain', False, out_channels=2)
+    compiled_matches_eager(conv, x, edge_index, edge_type, 'aot_eager', atol=1e-10)
+
+
+def test_inductor_equals_eager_small_case():
+    conv, x, edge_index, edge_type = compile_inputs('bases', False)
+    conv.cached = True
+    conv.prepare(x, edge_index, edge_type)
+    compiled_matches_eager(conv, x, edge_index, edge_type, 'inductor')
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('kind,cached,featureless', list(cases()))
+def test_inductor_equals_eager(kind, cached, featureless):
+    conv, x, edge_index, edge_type = compile_inputs(kind, featureless)
+    conv.cached = cached
+    if cached:
+        conv.prepare(x, edge_index, edge_type)
+    compiled_matches_eager(conv, x, edge_index, edge_type, 'inductor')
+
+
+def test_compiled_cached_layer_checks_the_graph_against_its_plan():
+    conv, x, edge_index, edge_type = compile_inputs('plain', False)
+    conv.cached = True
+    conv.prepare(x, edge_index, edge_type)
+    torch._dynamo.reset()
+    compiled = torch.compile(conv, backend='aot_eager', fullgraph=True)
+    compiled(x, edge_index, edge_type)
+    other = edge_type.clone()
+    other[0] = (other[0] + 1) % NUM_RELATIONS  # same sizes, another graph
+    with pytest.raises(RuntimeError, match='differs from the one its plan was built from'):
+        compiled(x, edge_index, other)
+    with graphops.debug():  # exact check, with the eager-mode exception type
+        torch._dynamo.reset()
+        with pytest.raises(ValueError, match='differs from the one its plan was built from'):
+            torch.compile(conv, backend='aot_eager')(x, edge_index, other)
+    # another size: the plan does not apply and the static dense path gives the right result
+    torch._dynamo.reset()
+    smaller = edge_index[:, :30], edge_type[:30]
+    expected = RGCNConv(4, 6, NUM_RELATIONS).double()
+    expected.load_state_dict(conv.state_dict())
+    out = torch.compile(conv, backend='aot_eager', fullgraph=True)(x, *smaller)
+    assert torch.allclose(out, expected(x, *smaller))
+
+
+def test_compiled_layer_rejects_bad_indices_without_a_graph_break():
+    conv, x, edge_index, edge_type = compile_inputs('plain', False)
+    bad = edge_index.clone()
+    bad[1, 3] = 12  # one past the last node
+    torch._dynamo.reset()
+    compiled = torch.compile(conv, backend='aot_eager', fullgraph=True)
+    with pytest.raises(RuntimeError, match=r'edge_index\[1\] \(targets\) must hold indices'):
+        compiled(x, bad, edge_type)
+    nan = x.clone()
+    nan[0, 0] = float('nan')
+    with pytest.raises(RuntimeError, match='x contains NaN or Inf'):
+        compiled(nan, edge_index, edge_type)
+
+
+# --- the cache is not state ------------------------------------------------------------------------
+
+
+def test_pickled_cached_layer_holds_no_graph_and_rebuilds_its_plan(tmp_path):
+    gen = torch.Generator().manual_seed(0)
+    num_nodes, num_edges = 20_000, 1_000_000
+    edge_index = torch.randint(0, num_nodes, (2, num_edges), generator=gen)
+    edge_type = torch.randint(0, NUM_RELATIONS, (num_edges,), generator=gen)
+    x = torch.randn(num_nodes, 4, generator=gen)
+    conv = RGCNConv(4, 6, NUM_RELATIONS, cached=True)
+    uncached = RGCNConv(4, 6, NUM_RELATIONS)
+    expected = conv(x, edge_index, edge_type)
+    assert conv._cache  # the plan of a 1M-edge graph is held...
+    torch.save(conv, tmp_path / 'cached.pt')
+    torch.save(uncached, tmp_path / 'uncached.pt')
+    size = (tmp_path / 'cached.pt').stat().st_size
+    assert size < (tmp_path / 'uncached.pt').stat().st_size + 4096  # ...but never saved
+    assert size < 64 * 1024
+    assert set(conv.state_dict()) == {'weight', 'root', 'bias'}
+    loaded = torch.load(tmp_path / 'cached.pt', weights_only=False)
+    assert not loaded._cache
+    assert torch.allclose(loaded(x, edge_index, edge_type), expected, atol=1e-5)
+    assert loaded._cache  # rebuilt on first use
+
+
 # --- CUDA ------------------------------------------------------------------------------------------
 
 
