@@ -218,3 +218,26 @@ def test_scipy_values_are_checked():
     mat = sp.csr_matrix(np.array([[0, np.nan], [1, 0]]))
     with pytest.raises(ValueError, match='NaN or Inf'):
         to_csr(mat)
+
+
+# --- CUDA (gpu-marked) ---
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('graph', GRAPHS, ids=IDS)
+@pytest.mark.parametrize('norm', ['sym', 'rw', 'col', None])
+@pytest.mark.parametrize('direction', ['directed', 'transposed', 'symmetric'])
+def test_csr_device_matches_cpu(matches_cpu, graph, norm, direction):
+    def build(edge_index, edge_weight):
+        csr = to_csr(edge_index, edge_weight, graph.num_nodes)
+        oriented = orient(csr, direction)
+        return (
+            csr,
+            oriented,
+            normalize(oriented, norm, add_self_loops=True),
+            symmetrize(csr),
+            in_degree(csr),
+            out_degree(csr),
+        )
+
+    matches_cpu(build, graph.edge_index, graph.edge_weight)

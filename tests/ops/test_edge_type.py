@@ -79,3 +79,15 @@ def test_bad_input_names_the_argument(kwargs, error, match):
     args.update(kwargs)
     with pytest.raises(error, match=match):
         edge_type_norm(**args)
+
+
+# --- CUDA (gpu-marked) ---
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('graph', [g for g in awkward_graphs(weighted=True) if g.num_nodes > 0])
+def test_edge_type_norm_device_matches_cpu(matches_cpu, graph):
+    edge_type = typed(graph)
+    matches_cpu(edge_type_norm, graph.edge_index, edge_type, graph.num_nodes, NUM_TYPES)
+    weight = graph.edge_weight
+    matches_cpu(edge_type_norm, graph.edge_index, edge_type, graph.num_nodes, NUM_TYPES, weight)

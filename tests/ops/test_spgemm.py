@@ -278,3 +278,28 @@ def test_cuda_matches_cpu():
     torch.testing.assert_close(gpu.value.detach().cpu(), cpu.value.detach())
     torch.testing.assert_close(a_cuda.value.grad.cpu(), a.value.grad)
     torch.testing.assert_close(b_cuda.value.grad.cpu(), b.value.grad)
+
+
+# --- CUDA (gpu-marked) ---
+
+
+def _spgemm_parts(a_rowptr, a_col, a_value, b_rowptr, b_col, b_value, shape, topk):
+    from graphops.ops import CSR
+
+    a = CSR(a_rowptr, a_col, a_value, shape[0], shape[1])
+    b = CSR(b_rowptr, b_col, b_value, shape[1], shape[2])
+    return spgemm(a, b, topk=topk)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    'name,a,b', PAIRS[:3] + PAIRS[-3:], ids=[p[0] for p in PAIRS[:3] + PAIRS[-3:]]
+)
+@pytest.mark.parametrize('topk', [None, 3])
+def test_spgemm_device_matches_cpu_with_autograd(matches_cpu, name, a, b, topk):
+    a_value = a.value.detach().clone().requires_grad_()
+    b_value = b.value.detach().clone().requires_grad_()
+    shape = (a.num_rows, a.num_cols, b.num_cols)
+    args = (a.rowptr, a.col, a_value, b.rowptr, b.col, b_value, shape, topk)
+    got = matches_cpu(_spgemm_parts, *args, grad=a.nnz > 0 and b.nnz > 0)
+    assert_coalesced(got)

@@ -195,3 +195,40 @@ def test_spmm_cuda_matches_cpu():
     expected = spmm(csr, x)
     out = spmm(csr.to('cuda'), x.cuda())
     torch.testing.assert_close(out.cpu(), expected, **tolerance(torch.float32))
+
+
+# --- CUDA (gpu-marked) ---
+
+
+def _spmm_parts(rowptr, col, value, x, reduce='sum'):
+    from graphops.ops import CSR
+
+    return spmm(CSR(rowptr, col, value, rowptr.numel() - 1, x.size(0)), x, reduce)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('reduce', ['sum', 'mean'])
+@pytest.mark.parametrize('weighted', [False, True])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_spmm_device_matches_cpu_with_autograd(matches_cpu, reduce, weighted, dtype):
+    # duplicate entries and isolated nodes included; gradients reach x and each stored value
+    g = random_graph(80, 700, seed=5, isolated=6, weighted=True, dtype=dtype)
+    csr = to_csr(g.edge_index, g.edge_weight if weighted else None, 80)
+    value = None if csr.value is None else csr.value.detach().clone().requires_grad_()
+    x = random_features(80, 6, dtype=dtype).requires_grad_()
+    matches_cpu(_spmm_parts, csr.rowptr, csr.col, value, x, reduce, grad=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('reduce', ['sum', 'mean'])
+def test_spmm_device_out(device, reduce):
+    g = random_graph(80, 700, seed=6, isolated=3, weighted=True, dtype=torch.float32)
+    csr = to_csr(g.edge_index, g.edge_weight, 80)
+    x = random_features(80, 9, dtype=torch.float32)
+    expected = spmm(csr, x, reduce)
+    out = torch.full((80, 9), float('nan'), device=device)
+    got = spmm(csr.to(device), x.to(device), reduce, out=out)
+    assert got is out
+    torch.testing.assert_close(out.cpu(), expected)
+    with pytest.raises(ValueError, match='out must be'):
+        spmm(csr.to(device), x.to(device), out=torch.empty(80, 9, device=device).t())

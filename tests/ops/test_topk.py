@@ -122,3 +122,15 @@ def test_score_not_1d():
 def test_num_graphs_too_small():
     with pytest.raises(ValueError, match='num_graphs'):
         topk(torch.randn(3), 0.5, torch.tensor([0, 1, 2]), num_graphs=2)
+
+
+# --- CUDA (gpu-marked) ---
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('sizes', SIZES)
+@pytest.mark.parametrize('ratio', [0.5, 0.01, 1.0, 3])
+def test_topk_device_matches_cpu(matches_cpu, sizes, ratio):
+    batch = random_batch_vector(sizes)
+    score = torch.randn(batch.numel(), generator=torch.Generator().manual_seed(len(sizes)))
+    matches_cpu(topk, score, ratio, batch)

@@ -66,3 +66,13 @@ def test_triangle_adjacency_cuda():
     result = triangle_adjacency(csr.to('cuda'))
     expected = dense_triangle_adjacency(dense_adjacency(g.edge_index, 80))
     torch.testing.assert_close(result.to_dense(torch.float64).cpu(), expected)
+
+
+# --- CUDA (gpu-marked) ---
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('graph', GRAPHS, ids=[g.name for g in GRAPHS])
+def test_triangle_adjacency_device_matches_cpu(matches_cpu, graph):
+    csr = to_csr(graph.edge_index, graph.edge_weight, graph.num_nodes)
+    matches_cpu(triangle_adjacency, csr)

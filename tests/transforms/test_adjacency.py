@@ -102,3 +102,23 @@ def test_adjacency_bad_input():
         op(Data(edge_index=csr.to_edge_index()[0], num_nodes=2))
     with pytest.raises(ValueError, match='neither edge_index nor adj_t'):
         op(Data(x=torch.randn(2, 2)))
+
+
+# --- CUDA (gpu-marked) ---
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('norm,direction,loops', SETTINGS[::3])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_adjacency_device_matches_cpu(device, norm, direction, loops, dtype):
+    add, remove = loops
+    op = Adjacency(3, norm, add_self_loops=add, direction=direction, remove_self_loops=remove)
+    g = random_graph(60, 400, seed=8, isolated=5, weighted=True, dtype=dtype)
+    data = Data(x=random_features(60, 5, dtype=dtype), edge_index=g.edge_index)
+    data.edge_weight = g.edge_weight
+    expected = op(data.clone())
+    got = op(data.clone().to(device))
+    assert got.sign_keys == expected.sign_keys == ['x1', 'x2', 'x3']
+    for key in expected.sign_keys:
+        assert got[key].device.type == device.type and got[key].dtype == dtype
+        torch.testing.assert_close(got[key].cpu(), expected[key])

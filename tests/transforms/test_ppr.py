@@ -79,3 +79,23 @@ def test_ppr_repr_and_bad_input():
         PPR(2, tol=0.0)
     with pytest.raises(ValueError, match='direction'):
         PPR(2, direction='up')
+
+
+# --- CUDA (gpu-marked) ---
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('alpha', [0.3, [0.1, 0.5]])
+@pytest.mark.parametrize('norm', ['sym', 'rw'])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_ppr_device_matches_cpu(device, alpha, norm, dtype):
+    g = random_graph(60, 400, seed=9, isolated=4, weighted=True, dtype=dtype)
+    csr = to_csr(g.edge_index, g.edge_weight, 60)
+    x = random_features(60, 4, dtype=dtype)
+    op = PPR(2, alpha=alpha, norm=norm, tol=1e-4)
+    expected = op.propagate(csr, x)
+    got = op.propagate(csr.to(device), x.to(device))
+    assert list(got) == list(expected) == op.keys()
+    for key, value in expected.items():
+        assert got[key].device.type == device.type and got[key].dtype == dtype
+        torch.testing.assert_close(got[key].cpu(), value)

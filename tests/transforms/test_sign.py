@@ -65,3 +65,25 @@ def test_sign_repr_and_bad_input():
         SIGN(2.5)
     with pytest.raises(ValueError, match='data.x is missing'):
         SIGN(1)(Data(edge_index=torch.tensor([[0], [1]]), num_nodes=2))
+
+
+# --- CUDA (gpu-marked) ---
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('weighted', [False, True])
+def test_sign_device_equals_pyg_and_cpu(device, weighted):
+    g = random_graph(60, 400, seed=8, isolated=5, weighted=weighted, dtype=torch.float32)
+    data = Data(x=random_features(60, 7, dtype=torch.float32), edge_index=g.edge_index)
+    if weighted:
+        data.edge_weight = g.edge_weight
+    ops = [Adjacency(2), PPR(1, alpha=[0.1, 0.2]), Triangle(1)]
+    on_cpu = SIGN(operators=ops)(data.clone())
+    ours = SIGN(operators=ops)(data.clone().to(device))
+    theirs = T.SIGN(2)(data.clone().to(device))  # PyG's, on the same device
+    assert ours.sign_keys == on_cpu.sign_keys
+    for key in ours.sign_keys:
+        assert ours[key].device.type == device.type
+        torch.testing.assert_close(ours[key].cpu(), on_cpu[key])
+    for key in ('x1', 'x2'):
+        torch.testing.assert_close(ours[key], theirs[key])

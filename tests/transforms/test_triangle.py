@@ -43,3 +43,20 @@ def test_triangle_repr_and_bad_input():
         Triangle(2, norm='max')
     with pytest.raises(ValueError, match='hops must be >= 1'):
         Triangle(-1)
+
+
+# --- CUDA (gpu-marked) ---
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('graph', GRAPHS, ids=[g.name for g in GRAPHS])
+@pytest.mark.parametrize('norm', ['sym', None])
+def test_triangle_device_matches_cpu(device, graph, norm):
+    data = Data(x=random_features(graph.num_nodes, 3), edge_index=graph.edge_index)
+    data.num_nodes = graph.num_nodes
+    op = Triangle(2, norm=norm, add_self_loops=True)
+    expected = op(data.clone())
+    got = op(data.clone().to(device))
+    for key in ('tri1', 'tri2'):
+        assert got[key].device.type == device.type
+        torch.testing.assert_close(got[key].cpu(), expected[key])
