@@ -5,8 +5,8 @@ The single SpMM entry point every layer and the precompute engine call.
 Backends (``backend='auto'`` picks the first that applies):
 
 * ``'cuda'``: ``torch.sparse.mm`` on a CSR tensor, i.e. cuSPARSE, for CUDA inputs;
-* ``'numba'``: the ``fast`` extra's row-parallel CPU kernel (:mod:`graphops.ops.llvm_spmm`:
-  LLVM IR for the feature width, compiled by numba's llvmlite), with accumulators in registers
+* ``'llvm'``: the row-parallel CPU kernel (:mod:`graphops.ops.llvm_spmm`: LLVM IR for the
+  feature width and the CPU's SIMD width, compiled by llvmlite), with accumulators in registers
   and prefetched source rows. Rows are split into chunks of equal *nnz* (not equal row counts) so
   power-law graphs stay balanced; each output row is written by one thread, summing its entries
   in CSR order, so the result is bit-identical whatever the thread count
@@ -37,8 +37,8 @@ from graphops.ops.optional import has_numba, warn_torch_fallback
 from graphops.ops.sddmm import sddmm_unchecked
 from graphops.ops.validate import check_float, check_length, check_same_device
 
-BACKENDS = ('auto', 'numba', 'torch', 'cuda')
-_NUMBA_DTYPES = (torch.float32, torch.float64)
+BACKENDS = ('auto', 'llvm', 'torch', 'cuda')
+_LLVM_DTYPES = (torch.float32, torch.float64)
 _TORCH_SPARSE_CPU_DTYPES = (torch.float32, torch.float64)
 _NUMPY_DTYPES = {torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64}
 # Large host buffers start on a 2 MiB boundary: a whole huge page, and every row on a cache line.
@@ -64,7 +64,7 @@ def spmm(
             of each row; empty rows give zeros).
         out (Tensor, optional): a contiguous ``[N_dst, F]`` tensor of ``x``'s dtype and device to
             write into (its old contents are overwritten). Default: a new tensor.
-        backend (str): ``'auto'`` (default), ``'numba'``, ``'torch'`` or ``'cuda'``; see the
+        backend (str): ``'auto'`` (default), ``'llvm'``, ``'torch'`` or ``'cuda'``; see the
             module docstring.
 
     Shapes:
@@ -77,6 +77,11 @@ def spmm(
     check_same_device([('adjacency', csr.col), ('x', x)])
     if reduce not in ('sum', 'mean'):
         raise ValueError(f"reduce must be 'sum' or 'mean', got {reduce!r}")
+    if backend == 'numba':
+        raise ValueError(
+            "backend='numba' is now backend='llvm': the CPU kernel is LLVM IR compiled by "
+            'llvmlite, not a numba function'
+        )
     if backend not in BACKENDS:
         raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
     if out is not None:
@@ -128,7 +133,7 @@ def _product(
     given (the torch backends too: no ``[N, F]`` temporary and copy)."""
     if csr.nnz == 0 or x.size(1) == 0 or csr.num_rows == 0:
         return x.new_zeros(csr.num_rows, x.size(1)) if out is None else out.zero_()
-    if backend == 'numba':
+    if backend == 'llvm':
         result = host_empty(csr.num_rows, x.size(1), x.dtype) if out is None else out
         weights = None if value is None else value.contiguous()
         llvm_spmm.spmm_into(
@@ -198,29 +203,29 @@ def _needs_grad(csr: CSR, x: Tensor) -> bool:
 
 def _choose_backend(csr: CSR, x: Tensor, backend: str) -> str:
     if x.device.type == 'cuda':
-        if backend == 'numba':
-            raise ValueError("backend='numba' runs on CPU tensors only; use 'cuda' or 'auto'")
+        if backend == 'llvm':
+            raise ValueError("backend='llvm' runs on CPU tensors only; use 'cuda' or 'auto'")
         return 'cuda'
     if backend == 'cuda':
         raise ValueError(f"backend='cuda' needs CUDA tensors, got x on {x.device}")
-    numba_ok = x.dtype in _NUMBA_DTYPES and llvm_spmm.available()
-    if backend == 'numba':
+    llvm_ok = x.dtype in _LLVM_DTYPES and llvm_spmm.available()
+    if backend == 'llvm':
         if not has_numba():
-            raise ImportError("backend='numba' needs the numba package: pip install numba")
+            raise ImportError("backend='llvm' needs llvmlite (with numba): pip install numba")
         if not llvm_spmm.available():
             raise ImportError(
-                "backend='numba' could not compile its kernel for this CPU (llvmlite); use "
+                "backend='llvm' could not compile its kernel for this CPU (llvmlite); use "
                 "backend='torch'"
             )
-        if not numba_ok:
+        if not llvm_ok:
             raise ValueError(
-                f"backend='numba' handles float32/float64 inputs, got {x.dtype}; use "
+                f"backend='llvm' handles float32/float64 inputs, got {x.dtype}; use "
                 "backend='torch' (or 'auto') for other dtypes"
             )
-        return 'numba'
-    if backend == 'auto' and numba_ok:
-        return 'numba'
-    if backend == 'auto' and x.dtype in _NUMBA_DTYPES:
+        return 'llvm'
+    if backend == 'auto' and llvm_ok:
+        return 'llvm'
+    if backend == 'auto' and x.dtype in _LLVM_DTYPES:
         # the kernel could run but is missing: say so once, on a large input
         reason = None if not has_numba() else 'llvmlite cannot compile the kernel for this CPU'
         warn_torch_fallback('spmm', (csr.col, x), reason)

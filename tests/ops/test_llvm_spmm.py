@@ -90,11 +90,11 @@ def test_bytes_independent_of_threads_chunks_and_column_slices(monkeypatch):
     try:
         for count in (1, 2, 3):
             torch.set_num_threads(count)
-            results.append(spmm(csr, x, backend='numba'))
+            results.append(spmm(csr, x, backend='llvm'))
     finally:
         torch.set_num_threads(threads)
     assert all(torch.equal(results[0], r) for r in results[1:])
-    sliced = torch.cat([spmm(csr, x[:, a : a + 7], backend='numba') for a in range(0, 40, 7)], 1)
+    sliced = torch.cat([spmm(csr, x[:, a : a + 7], backend='llvm') for a in range(0, 40, 7)], 1)
     assert torch.equal(results[0], sliced)  # the engine's column slices give the same bytes
 
 
@@ -131,7 +131,7 @@ def test_forked_child_gets_its_own_thread_pool(monkeypatch):
     g = random_graph(500, 5000, seed=8, weighted=True, dtype=torch.float32)
     csr = to_csr(g.edge_index, g.edge_weight, g.num_nodes)
     x = random_features(500, 16, dtype=torch.float32)
-    expected = spmm(csr, x, backend='numba')  # the parent's pool exists now
+    expected = spmm(csr, x, backend='llvm')  # the parent's pool exists now
     context = multiprocessing.get_context('fork')
     with context.Pool(1) as pool:
         result = pool.apply_async(_product_in_child, (csr, x)).get(timeout=60)
@@ -140,7 +140,7 @@ def test_forked_child_gets_its_own_thread_pool(monkeypatch):
 
 def _product_in_child(csr, x):
     torch.set_num_threads(2)
-    return spmm(csr, x, backend='numba')
+    return spmm(csr, x, backend='llvm')
 
 
 def test_layout_is_checked_before_raw_memory_is_read():

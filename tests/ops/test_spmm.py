@@ -51,7 +51,7 @@ needs_numba = pytest.mark.skipif(not has_numba(), reason='numba is not installed
 @pytest.mark.parametrize('graph', GRAPHS, ids=[g.name for g in GRAPHS])
 @pytest.mark.parametrize('weighted', [True, False])
 @pytest.mark.parametrize('reduce', ['sum', 'mean'])
-def test_numba_backend_matches_dense_float64(graph, weighted, reduce):
+def test_llvm_backend_matches_dense_float64(graph, weighted, reduce):
     weight = graph.edge_weight if weighted else None
     csr = to_csr(graph.edge_index, weight, graph.num_nodes)
     x = random_features(graph.num_nodes, 7)
@@ -59,24 +59,24 @@ def test_numba_backend_matches_dense_float64(graph, weighted, reduce):
     expected = adj @ x
     if reduce == 'mean':
         expected = expected / csr.row_counts().clamp(min=1).double()[:, None]
-    out = spmm(csr, x, reduce, backend='numba')
+    out = spmm(csr, x, reduce, backend='llvm')
     torch.testing.assert_close(out, expected, **tolerance(torch.float64))
     torch.testing.assert_close(out, spmm(csr, x, reduce, backend='torch'), **tolerance(x.dtype))
 
 
 @needs_numba
 @pytest.mark.parametrize('index_dtype', [torch.int32, torch.int64])
-def test_numba_backend_index_dtypes_and_out(index_dtype):
+def test_llvm_backend_index_dtypes_and_out(index_dtype):
     g = random_graph(300, 3000, seed=3, weighted=True, dtype=torch.float32)
     csr = to_csr(g.edge_index, g.edge_weight, g.num_nodes).to(index_dtype=index_dtype)
     x = random_features(300, 33, dtype=torch.float32)
     out = torch.full((300, 33), float('nan'))
-    result = spmm(csr, x, out=out, backend='numba')
+    result = spmm(csr, x, out=out, backend='llvm')
     assert result.data_ptr() == out.data_ptr()
     torch.testing.assert_close(out, spmm(csr, x, backend='torch'), **tolerance(torch.float32))
 
 
-AUTOGRAD_BACKENDS = ['torch', 'numba'] if has_numba() else ['torch']
+AUTOGRAD_BACKENDS = ['torch', 'llvm'] if has_numba() else ['torch']
 
 
 @pytest.mark.parametrize('graph', GRAPHS, ids=[g.name for g in GRAPHS])
@@ -171,6 +171,8 @@ def test_spmm_bad_backend_and_out():
     x = torch.randn(2, 3)
     with pytest.raises(ValueError, match='backend must be one of'):
         spmm(csr, x, backend='mkl')
+    with pytest.raises(ValueError, match="backend='numba' is now backend='llvm'"):
+        spmm(csr, x, backend='numba')
     with pytest.raises(ValueError, match="backend='cuda' needs CUDA tensors"):
         spmm(csr, x, backend='cuda')
     with pytest.raises(ValueError, match='out must be a'):
@@ -183,7 +185,7 @@ def test_spmm_bad_backend_and_out():
         spmm(csr, x, out=[[0.0] * 3] * 2)
     if has_numba():
         with pytest.raises(ValueError, match='float32/float64'):
-            spmm(csr, x.half(), backend='numba')
+            spmm(csr, x.half(), backend='llvm')
 
 
 @pytest.mark.gpu
