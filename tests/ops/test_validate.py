@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from graphops.ops.validate import check_index, check_index_or_mask
+from graphops.ops.validate import check_float, check_index, check_index_or_mask
 
 
 def test_mask_becomes_ids_in_increasing_order():
@@ -31,3 +31,66 @@ def test_out_of_range_ids_are_refused():
 def test_index_only_checks_name_the_mask_conversion():
     with pytest.raises(TypeError, match=r'perm\.nonzero\(\)\.view\(-1\)'):
         check_index(torch.ones(3, dtype=torch.bool), 'perm')
+
+
+# --- debug mode and checks that must not read values back ----------------------------------------
+
+
+def test_debug_context_sets_and_restores_the_mode():
+    import graphops
+
+    assert not graphops.is_debug_enabled()
+    with graphops.debug():
+        assert graphops.is_debug_enabled()
+        with graphops.debug(False):
+            assert not graphops.is_debug_enabled()
+        assert graphops.is_debug_enabled()
+    assert not graphops.is_debug_enabled()
+    graphops.set_debug(True)
+    try:
+        assert graphops.is_debug_enabled()
+    finally:
+        graphops.set_debug(False)
+    with pytest.raises(TypeError, match='mode must be a bool'):
+        graphops.debug('yes')
+
+
+def _checked(index, x):
+    check_index(index, 'index', upper=4, upper_name='num_nodes')
+    check_float(x, 'x')
+    return x[index]
+
+
+def test_value_checks_trace_without_a_graph_break_and_still_fail():
+    index, x = torch.tensor([0, 3, 1]), torch.randn(4, 2)
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(_checked)(index, x)
+    assert explained.graph_break_count == 0
+    compiled = torch.compile(_checked, backend='aot_eager', fullgraph=True)
+    assert torch.equal(compiled(index, x), x[index])
+    with pytest.raises(RuntimeError, match='index must hold indices >= 0 and < num_nodes = 4'):
+        compiled(torch.tensor([0, 4, 1]), x)
+    with pytest.raises(RuntimeError, match='index must hold indices >= 0'):
+        compiled(torch.tensor([0, -1, 1]), x)
+    with pytest.raises(RuntimeError, match='x contains NaN or Inf'):
+        compiled(index, torch.full((4, 2), float('nan')))
+
+
+def test_debug_mode_gives_the_exact_eager_checks_under_compile():
+    import graphops
+
+    torch._dynamo.reset()
+    with graphops.debug():
+        compiled = torch.compile(_checked, backend='aot_eager')
+        with pytest.raises(ValueError, match='contains index 4, out of range for num_nodes = 4'):
+            compiled(torch.tensor([0, 4, 1]), torch.randn(4, 2))
+    torch._dynamo.reset()
+
+
+def test_eager_cpu_messages_are_unchanged():
+    with pytest.raises(ValueError, match='contains index 4, out of range for num_nodes = 4'):
+        _checked(torch.tensor([0, 4, 1]), torch.randn(4, 2))
+    with pytest.raises(ValueError, match='contains a negative index'):
+        _checked(torch.tensor([0, -1, 1]), torch.randn(4, 2))
+    with pytest.raises(ValueError, match='x contains NaN or Inf'):
+        _checked(torch.tensor([0]), torch.full((4, 2), float('inf')))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import weakref
 from collections.abc import Sequence
 
 import torch
@@ -16,6 +15,7 @@ from graphops.nn.conv.gt_conv import (
     _build_edge_type_stack,
 )
 from graphops.nn.conv.gt_layer import GTLayer
+from graphops.ops.cache import InputCache
 from graphops.ops.csr import CSR
 from graphops.ops.edge_type import _edge_type_norm, check_edge_type_stack
 from graphops.ops.spgemm import _check_topk, spmm_with_value_grad
@@ -177,7 +177,7 @@ class GTN(Module):
             self.bias = Parameter(torch.empty(hidden))
             self.lin_channels = None
             self.lin = Linear(C * hidden, out_channels)
-        self._memo = None
+        self._cache = InputCache()  # the edge-type stack of the last graph; not state
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -246,16 +246,14 @@ class GTN(Module):
     def _prepare(self, x, edge_index, edge_type, edge_weight):
         """Validates the inputs and builds the edge-type stack, once per graph: a transductive
         loop passes the same tensors every epoch, so the stack (a sort of all edges) and the
-        checks (a pass over ``x``) are kept for the last inputs seen, matched by identity and
-        version (weak references: nothing is kept alive). Weights that require a gradient are
+        checks (a pass over ``x``) are kept in an :class:`~graphops.ops.cache.InputCache` for
+        the last inputs seen, matched by identity and version (weak references: nothing is kept
+        alive; not pickled). Weights that require a gradient are
         never memoised (the stack would hold a freed autograd graph)."""
         inputs = (x, edge_index, edge_type, edge_weight)
-        key = tuple(t._version if isinstance(t, Tensor) else None for t in inputs)
-        memo = self._memo
-        if memo is not None and memo[1] == key:
-            alive = [ref() if ref is not None else None for ref in memo[0]]
-            if all(a is b for a, b in zip(alive, inputs)):
-                return memo[2]
+        found = self._cache.lookup(inputs)
+        if found is not None:
+            return found
         # x defines num_nodes: an edge_index reaching past its rows is a num_nodes mismatch.
         check_node_features(x, x.size(0) if isinstance(x, Tensor) and x.dim() == 2 else 0)
         if x.size(1) != self.in_channels:
@@ -275,8 +273,7 @@ class GTN(Module):
             edge_index, edge_type, num_nodes, edge_weight, self.num_edge_types, self.identity
         )
         if stack.weight is None or not stack.weight.requires_grad:
-            refs = tuple(None if t is None else weakref.ref(t) for t in inputs)
-            self._memo = (refs, key, stack)
+            self._cache.store(inputs, stack)
         return stack
 
     def _forward_gtn(self, x, stack, node_index):
@@ -318,11 +315,6 @@ class GTN(Module):
         else:
             z = torch.stack(outs).mean(0)
         return self.lin(z)
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state['_memo'] = None  # weak references do not pickle; the memo is rebuilt on use
-        return state
 
     # --- the learned meta-paths ----------------------------------------------------------------
 

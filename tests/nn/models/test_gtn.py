@@ -167,9 +167,9 @@ def test_repeated_inputs_skip_restacking_but_edits_are_seen():
     x = random_features(20, IN, seed=3, dtype=torch.float32)
     model = GTN(IN, HIDDEN, OUT, NUM_TYPES)
     first = model(x, edge_index, edge_type)
-    stack = model._memo[2]
+    stack = model._cache.value
     torch.testing.assert_close(model(x, edge_index, edge_type), first)
-    assert model._memo[2] is stack  # same graph: the edge-type stack is reused
+    assert model._cache.value is stack  # same graph: the edge-type stack is reused
     edge_index[1, 0] = 25  # an in-place edit bumps the version: validated again
     with pytest.raises(ValueError, match='out of range for num_nodes = 20'):
         model(x, edge_index, edge_type)
@@ -198,9 +198,15 @@ def test_pickles_after_a_forward():
     out = model(x, graph.edge_index, edge_type)
     buffer = io.BytesIO()
     torch.save(model, buffer)
+    fresh = io.BytesIO()
+    torch.save(GTN(IN, HIDDEN, OUT, NUM_TYPES), fresh)
+    # the cached edge-type stack is not state: the pickle is the size of an unused model's
+    assert model._cache and buffer.tell() <= fresh.tell() + 1024
     buffer.seek(0)
     loaded = torch.load(buffer, weights_only=False)
+    assert not loaded._cache
     torch.testing.assert_close(loaded(x, graph.edge_index, edge_type), out)
+    assert loaded._cache  # rebuilt on first use
 
 
 # --- meta-path attention ---------------------------------------------------------------------
