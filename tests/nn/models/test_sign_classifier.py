@@ -253,6 +253,62 @@ def test_bad_forward_inputs(make_xs, error, match):
         model(make_xs())
 
 
+# --- torch.compile ---------------------------------------------------------------------------------
+
+COMPILE_CONFIGS = {
+    'inception': {},
+    'concat-mlp': {'mode': 'concat-mlp'},
+    'deep': {'branch_layers': 2, 'head_layers': 2, 'input_dropout': 0.1},
+    'no-batch-norm': {'batch_norm': False},
+}
+
+
+def compile_case(config):
+    torch.manual_seed(0)
+    model = SIGNClassifier([6, 6, 4], 8, 3, num_operators=3, **COMPILE_CONFIGS[config]).double()
+    xs = [torch.randn(10, c, dtype=torch.float64) for c in (6, 6, 4)]
+    return model, xs
+
+
+@pytest.mark.parametrize('training', [False, True])
+@pytest.mark.parametrize('config', list(COMPILE_CONFIGS))
+def test_no_graph_break(config, training):
+    model, xs = compile_case(config)
+    model.train(training)
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(model)(xs)
+    assert explained.graph_break_count == 0, explained.break_reasons
+
+
+def compiled_equals_eager(config, backend):
+    model, xs = compile_case(config)
+    model.eval()  # dropout off: the same function both ways
+    upstream = torch.randn(10, 3, dtype=torch.float64)
+
+    def run(module):
+        model.zero_grad()
+        inputs = [x.clone().requires_grad_() for x in xs]
+        out = module(inputs)
+        (out * upstream).sum().backward()
+        return [out.detach(), *(p.grad for p in model.parameters()), *(x.grad for x in inputs)]
+
+    expected = run(model)
+    torch._dynamo.reset()
+    got = run(torch.compile(model, backend=backend, fullgraph=True))
+    for a, b in zip(got, expected, strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_inductor_equals_eager_small_case():
+    compiled_equals_eager('inception', 'inductor')
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('config', list(COMPILE_CONFIGS))
+def test_inductor_equals_eager(config):
+    compiled_equals_eager(config, 'inductor')
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
 def test_inputs_on_another_device():
