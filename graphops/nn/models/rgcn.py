@@ -33,7 +33,8 @@ class RGCN(torch.nn.Module):
         in_channels (int, optional): Width of input features if there are any; ``None`` for the
             paper's featureless input. (default: :obj:`None`)
         cached (bool, optional): Keep each layer's sorted plan across calls on the same graph
-            (full-graph training). (default: :obj:`True`)
+            (full-graph training); :meth:`prepare` builds them before ``torch.compile``.
+            (default: :obj:`True`)
         **kwargs (optional): Further :class:`RGCNConv` arguments (``aggr``, ``root_weight``,
             ``bias``, ``strategy``).
 
@@ -84,6 +85,14 @@ class RGCN(torch.nn.Module):
         hidden = F.relu(self.conv1(x, edge_index, edge_type))
         hidden = F.dropout(hidden, p=self.dropout, training=self.training)
         return self.conv2(hidden, edge_index, edge_type)
+
+    def prepare(self, x: Tensor | None, edge_index, edge_type: Tensor | None = None) -> None:
+        """Builds both layers' plans for a static graph now, eagerly (see
+        :meth:`RGCNConv.prepare`): the step before ``torch.compile``. Needs ``cached=True``."""
+        self.conv1.prepare(x, edge_index, edge_type)
+        num_nodes = self.num_nodes if x is None else x.size(0)
+        hidden = self.conv1.weight.new_zeros(num_nodes, self.hidden_channels)
+        self.conv2.prepare(hidden, edge_index, edge_type)
 
     def l2_penalty(self) -> Tensor:
         r""":math:`\lVert \mathbf{W}^{(1)} \rVert_2^2`: the squared L2 norm of the first layer's

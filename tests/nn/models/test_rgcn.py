@@ -91,3 +91,15 @@ def test_device_matches_cpu(matches_cpu, kwargs):
     if 'in_channels' in kwargs:
         x = torch.randn(20, 4, dtype=torch.float64, requires_grad=True)
     matches_cpu(model, x, edge_index, edge_type, grad=True)
+
+
+def test_prepared_model_compiles_without_a_graph_break_and_equals_eager():
+    edge_index, edge_type = relational_graph()
+    model = RGCN(20, 3, out_channels=4, num_bases=2).double().eval()
+    expected = model(None, edge_index, edge_type)
+    model.prepare(None, edge_index, edge_type)
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(model)(None, edge_index, edge_type)
+    assert explained.graph_break_count == 0, explained.break_reasons
+    compiled = torch.compile(model, backend='aot_eager', fullgraph=True)
+    assert torch.allclose(compiled(None, edge_index, edge_type), expected, atol=1e-10)
