@@ -16,6 +16,7 @@ prints the cost model's estimate beside it (how the model's constants were set).
 
     python -m benchmarks.rgcn --cases a,b --plot rgcn.png
     python -m benchmarks.rgcn --quick
+    python -m benchmarks.rgcn --cases b,c --device cuda   # every layer on the GPU (peak: CUDA memory)
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import torch
 from torch_geometric.nn import FastRGCNConv
 from torch_geometric.nn import RGCNConv as PyGRGCNConv
 
-from benchmarks.common import PeakMemory, emit, plot_bars, ratio
+from benchmarks.common import PeakMemory, emit, plot_bars, ratio, synchronize
 from graphops.nn.conv.rgcn_conv import RGCNConv
 from graphops.ops.segment import RelationalGraph, strategy_costs
 
@@ -104,11 +105,12 @@ def check_agree(ours, reference, x, edge_index, edge_type, grad_out, name: str) 
 
 def run_case(case: str, bases: int | None, args) -> dict:
     spec = CASES[case]
+    device = torch.device(args.device)
     edge_index, edge_type, num_nodes, source = make_graph(case)
     channels, relations = spec['channels'], spec['relations']
     torch.manual_seed(0)
-    x = torch.randn(num_nodes, channels, requires_grad=True)
-    grad_out = torch.randn(num_nodes, channels)
+    x = torch.randn(num_nodes, channels).to(device).requires_grad_()
+    grad_out = torch.randn(num_nodes, channels).to(device)
 
     ours = RGCNConv(channels, channels, relations, num_bases=bases)
     ours_cached = RGCNConv(channels, channels, relations, num_bases=bases, cached=True)
@@ -127,14 +129,20 @@ def run_case(case: str, bases: int | None, args) -> dict:
     )
     costs = strategy_costs(graph, channels, channels, num_bases=bases)
     auto = min(costs, key=costs.get)
+    edge_index, edge_type = edge_index.to(device), edge_type.to(device)
+    for conv in impls.values():
+        conv.to(device)
 
     diff = check_agree(ours, pyg, x, edge_index, edge_type, grad_out, f'case {case}')
-    runs = {name: fwd_bwd(conv, x, edge_index, edge_type, grad_out) for name, conv in impls.items()}
+    runs = {
+        name: _synchronized(fwd_bwd(conv, x, edge_index, edge_type, grad_out), device)
+        for name, conv in impls.items()
+    }
 
     peaks = {}
     for name, run in runs.items():  # the first call of each: warm-up and peak memory
         _trim()
-        with PeakMemory('cpu') as meter:
+        with PeakMemory(device) as meter:
             run()
         peaks[name] = meter.peak_bytes
     times = {name: [] for name in runs}
@@ -158,6 +166,7 @@ def run_case(case: str, bases: int | None, args) -> dict:
         'relations': relations,
         'channels': channels,
         'bases': bases,
+        'device': str(device),
         'threads': torch.get_num_threads(),
         'strategy': auto,
         'max_scaled_diff': diff,
@@ -181,7 +190,8 @@ def run_case(case: str, bases: int | None, args) -> dict:
         for strategy, estimate in costs.items():
             conv = RGCNConv(channels, channels, relations, num_bases=bases, strategy=strategy)
             conv.load_state_dict(ours.state_dict())
-            run = fwd_bwd(conv, x, edge_index, edge_type, grad_out)
+            conv.to(device)
+            run = _synchronized(fwd_bwd(conv, x, edge_index, edge_type, grad_out), device)
             run()
             measured = sorted(_timed(run) for _ in range(args.repeat))[args.repeat // 2]
             record['strategies'][strategy] = {
@@ -189,6 +199,16 @@ def run_case(case: str, bases: int | None, args) -> dict:
                 'model_s': round(estimate, 5),
             }
     return emit(record)
+
+
+def _synchronized(run, device: torch.device):
+    """``run`` that returns only once the device has finished its work (CUDA runs async)."""
+
+    def synchronized():
+        run()
+        synchronize(device)
+
+    return synchronized
 
 
 def _timed(run) -> float:
@@ -207,7 +227,10 @@ def main(argv=None) -> list[dict]:
     parser.add_argument('--strategies', action='store_true', help='time every strategy too')
     parser.add_argument('--threads', type=int, default=None, help='torch intra-op threads')
     parser.add_argument('--plot', default=None, help='write a PNG bar chart here')
+    parser.add_argument('--device', default='cpu', help="where the layers run: 'cpu' or 'cuda'")
     args = parser.parse_args(argv)
+    if torch.device(args.device).type == 'cuda' and not torch.cuda.is_available():
+        parser.error('--device cuda but CUDA is not available')
     if args.threads:
         torch.set_num_threads(args.threads)
     cases = ['quick'] if args.quick else [c.strip() for c in args.cases.split(',') if c.strip()]
@@ -231,7 +254,7 @@ def main(argv=None) -> list[dict]:
             args.plot,
             label_key='label',
             value_keys=keys,
-            title='RGCNConv forward + backward (CPU)',
+            title=f'RGCNConv forward + backward ({args.device})',
             log=True,
         )
     return records
