@@ -1,6 +1,7 @@
 """Transforms (``BaseTransform`` subclasses): SIGN operators, edge-type stacks."""
 
 from graphops.transforms.adjacency import Adjacency
+from graphops.transforms.eigen_pooling import EigenPooling
 from graphops.transforms.operator import SIGNOperator
 from graphops.transforms.ppr import PPR
 from graphops.transforms.sign import SIGN
@@ -11,6 +12,7 @@ __all__ = [
     'PPR',
     'SIGN',
     'Adjacency',
+    'EigenPooling',
     'SIGNOperator',
     'ToEdgeTypeStack',
     'Triangle',

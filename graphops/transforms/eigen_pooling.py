@@ -1,0 +1,571 @@
+r"""EigenPooling precompute: spectral partitions, per-subgraph Laplacian eigenvectors, coarsened
+graphs, for every level of an EigenPool hierarchy."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from scipy.sparse.linalg import eigsh
+from torch_geometric.data import Data
+from torch_geometric.transforms import BaseTransform
+
+from graphops.ops.optional import NumbaKernels, has_numba
+from graphops.ops.validate import check_edge_index, check_edge_weight, check_positive_int
+
+ROUNDINGS = ('floor', 'ceil')
+PADDINGS = ('repeat', 'zero')
+
+
+@dataclass
+class EigenLevel:
+    """One pooling level of one graph, as :meth:`EigenPooling.levels` returns it (numpy).
+
+    ``cluster`` ``[N]`` holds each node's cluster in ``[0, K)`` (every cluster non-empty),
+    ``theta`` ``[N, H]`` the entry of :math:`\\Theta_h` on the node's row (its cluster's column),
+    ``adj`` the ``[N, N]`` input adjacency (symmetrised; dense up to ``dense_threshold`` nodes,
+    else scipy CSR) and ``coarse`` the
+    ``[K, K]`` coarsened one :math:`\\Omega^\\top A_{ext} \\Omega`.
+    """
+
+    cluster: np.ndarray
+    theta: np.ndarray
+    adj: np.ndarray | sp.csr_matrix
+    coarse: np.ndarray | sp.csr_matrix
+
+    @property
+    def num_clusters(self) -> int:
+        return self.coarse.shape[0]
+
+
+class EigenPooling(BaseTransform):
+    r"""Precomputes the pooling operators of `"Graph Convolutional Networks with EigenPooling"
+    <https://arxiv.org/abs/1904.13107>`_ (Ma et al., KDD 2019) for every level of the hierarchy,
+    for :class:`~graphops.nn.EigenPool` and :class:`~graphops.nn.models.EigenGCN`.
+
+    Level :math:`l` partitions its graph (:math:`N_l` nodes) into
+    :math:`K_l = \max(1, \lfloor N_l / s_l \rfloor)` subgraphs (``rounding='floor'``, the
+    authors' code; ``'ceil'`` gives :math:`\lceil N_l / s_l \rceil`) by spectral clustering:
+    k-means (k-means++ seeding, ``n_init`` restarts, best inertia kept) on the rows of the
+    :math:`K_l` leading eigenvectors of :math:`\mathbf{D}^{-1/2}\mathbf{A}\mathbf{D}^{-1/2}`
+    scaled by :math:`\mathbf{D}^{-1/2}`, the embedding of scikit-learn's ``SpectralClustering``
+    that the authors run. Graphs up to ``dense_threshold`` nodes use a dense ``eigh``; larger
+    ones a sparse Lanczos solver (``eigsh``) on the normalised adjacency, never an
+    :math:`N \times N` dense matrix. Subgraph :math:`k` (nodes :math:`\mathcal{V}_k`) gets the
+    eigenvectors :math:`\mathbf{u}_k^{(1)}, \dots, \mathbf{u}_k^{(H)}` of the :math:`H` smallest
+    eigenvalues of its Laplacian :math:`\mathbf{L}_k = \mathbf{D}_k - \mathbf{A}_k` (or
+    :math:`\mathbf{I} - \mathbf{D}_k^{-1/2}\mathbf{A}_k\mathbf{D}_k^{-1/2}` with
+    ``normalized=True``), computed by one batched ``eigh`` per subgraph size, and
+
+    .. math::
+        (\boldsymbol{\Theta}_h)_{i,k} = [i \in \mathcal{V}_k]\, \mathbf{u}_k^{(h)}(i), \qquad
+        \boldsymbol{\Omega}_{i,k} = [i \in \mathcal{V}_k], \qquad
+        \mathbf{A}^{(l+1)} = \boldsymbol{\Omega}^\top \mathbf{A}_{ext} \boldsymbol{\Omega},
+
+    with :math:`\mathbf{A}_{ext}` the inter-subgraph edges only, so
+    :math:`\mathbf{A}^{(l+1)}_{ab}` counts (sums the weights of) the edges from subgraph
+    :math:`a` to subgraph :math:`b`. Each eigenvector's sign is fixed so that its first clearly
+    non-zero entry (lowest node id) is positive, as the authors do with the first entry. A
+    subgraph with fewer than :math:`H` nodes has fewer eigenvectors: ``padding='repeat'`` fills
+    the missing modes with its last eigenvector (the authors' code), ``'zero'`` with zeros. A
+    one-node subgraph gets :math:`\mathbf{u} = [1]` (the authors' code and
+    torch-geometric-pool write the node's self-loop weight there, 0 without one, which drops
+    the node from the pooled features).
+
+    ``final_modes > 0`` adds a last level with one cluster, the whole coarsest graph pooled by the
+    eigenvectors of its Laplacian (the authors' ``num_pool_final_matrix``).
+
+    Stored on the :class:`~torch_geometric.data.Data`, for level ``l`` (``prefix='eigen'``):
+    ``eigen{l}_cluster_batch`` ``[N_l]`` (cluster of each level-``l`` node), ``eigen{l}_theta``
+    ``[N_l, H]`` and ``eigen{l}_batch`` ``[K_l]`` (zeros: the graph of each cluster). Their names
+    contain ``batch`` so that :class:`~torch_geometric.data.Batch` offsets them by their
+    maximum + 1, PyG's rule for nested batch vectors: after collation the clusters are numbered
+    across the whole mini-batch and ``eigen{l}_batch`` is the batch vector of level ``l + 1``.
+    The coarsened adjacency is not stored: :class:`~graphops.nn.EigenPool` forms
+    :math:`\boldsymbol{\Omega}^\top \mathbf{A}_{ext} \boldsymbol{\Omega}` from the previous
+    level's edges with two gathers, so it needs no offsets; :meth:`levels` returns it.
+
+    The result depends only on the graph and ``seed`` (the k-means seeding draws from
+    ``numpy.random.default_rng(seed)``, reset for every graph).
+
+    Args:
+        pool_sizes (int or list of int, optional): the pool size :math:`s_l` of each level (one
+            int: one level). (default: ``10``)
+        num_modes (int, optional): eigenvectors :math:`H` per subgraph. (default: ``1``)
+        final_modes (int, optional): eigenvectors of the whole coarsest graph used as a last
+            pooling level; ``0`` for none. (default: ``0``)
+        normalized (bool, optional): use the normalised subgraph Laplacian. (default: ``False``)
+        rounding (str, optional): ``'floor'`` or ``'ceil'`` for :math:`K_l`.
+            (default: ``'floor'``)
+        padding (str, optional): ``'repeat'`` or ``'zero'`` for the modes a small subgraph
+            lacks. (default: ``'repeat'``)
+        n_init (int, optional): k-means restarts. (default: ``10``)
+        seed (int, optional): seed of the k-means seeding and the Lanczos start vector.
+            (default: ``0``)
+        dense_threshold (int, optional): largest graph (or subgraph) solved with a dense
+            ``eigh``. (default: ``1024``)
+        max_iter (int, optional): k-means iterations per restart. (default: ``100``)
+        prefix (str, optional): prefix of the stored keys. (default: ``'eigen'``)
+
+    Shapes:
+        - **input:** ``edge_index`` :math:`(2, E)`, optional ``edge_weight`` :math:`(E)`
+        - **output:** per level :math:`l`: ``eigen{l}_cluster_batch`` :math:`(N_l)`,
+          ``eigen{l}_theta`` :math:`(N_l, H)`, ``eigen{l}_batch`` :math:`(K_l)`
+    """
+
+    def __init__(
+        self,
+        pool_sizes: int | Sequence[int] = 10,
+        num_modes: int = 1,
+        final_modes: int = 0,
+        normalized: bool = False,
+        rounding: str = 'floor',
+        padding: str = 'repeat',
+        n_init: int = 10,
+        seed: int = 0,
+        dense_threshold: int = 1024,
+        max_iter: int = 100,
+        prefix: str = 'eigen',
+    ):
+        if isinstance(pool_sizes, int):
+            pool_sizes = [pool_sizes]
+        pool_sizes = list(pool_sizes)
+        if not pool_sizes and final_modes == 0:
+            raise ValueError('pool_sizes is empty and final_modes = 0: there is nothing to pool')
+        for size in pool_sizes:
+            check_positive_int(size, 'pool_sizes')
+        check_positive_int(num_modes, 'num_modes')
+        if isinstance(final_modes, bool) or not isinstance(final_modes, int) or final_modes < 0:
+            raise ValueError(f'final_modes must be an int >= 0, got {final_modes!r}')
+        if rounding not in ROUNDINGS:
+            raise ValueError(f"rounding must be 'floor' or 'ceil', got {rounding!r}")
+        if padding not in PADDINGS:
+            raise ValueError(f"padding must be 'repeat' or 'zero', got {padding!r}")
+        check_positive_int(n_init, 'n_init')
+        check_positive_int(dense_threshold, 'dense_threshold')
+        check_positive_int(max_iter, 'max_iter')
+        if not isinstance(seed, int):
+            raise TypeError(f'seed must be an int, got {type(seed).__name__}')
+        self.pool_sizes = pool_sizes
+        self.num_modes = num_modes
+        self.final_modes = final_modes
+        self.normalized = normalized
+        self.rounding = rounding
+        self.padding = padding
+        self.n_init = n_init
+        self.seed = seed
+        self.dense_threshold = dense_threshold
+        self.max_iter = max_iter
+        self.prefix = prefix
+
+    @property
+    def num_levels(self) -> int:
+        """Pooling levels stored per graph (the final one included)."""
+        return len(self.pool_sizes) + (self.final_modes > 0)
+
+    def keys(self, level: int) -> tuple[str, str, str]:
+        """The ``(cluster_batch, theta, batch)`` keys of ``level``."""
+        p = f'{self.prefix}{level}'
+        return f'{p}_cluster_batch', f'{p}_theta', f'{p}_batch'
+
+    def num_clusters(self, num_nodes: int, pool_size: int) -> int:
+        k = num_nodes // pool_size if self.rounding == 'floor' else -(-num_nodes // pool_size)
+        return max(1, min(k, num_nodes))
+
+    def levels(self, edge_index, num_nodes: int, edge_weight=None) -> list[EigenLevel]:
+        """Every level of one graph (numpy), the final one included."""
+        # Many tiny eigh/einsum calls: a BLAS thread pool only adds hand-off cost (5x on 40x40).
+        with _one_blas_thread():
+            return self._levels(edge_index, num_nodes, edge_weight)
+
+    def _levels(self, edge_index, num_nodes, edge_weight) -> list[EigenLevel]:
+        check_edge_index(edge_index)
+        num_nodes = int(num_nodes)
+        if num_nodes < 1:
+            raise ValueError('the graph has no nodes; EigenPooling needs at least one node')
+        if num_nodes < self.num_modes:
+            raise ValueError(
+                f'the graph has {num_nodes} nodes, fewer than num_modes = {self.num_modes}; '
+                'lower num_modes or drop such graphs (e.g. with a pre_filter)'
+            )
+        if edge_index.numel() and (int(edge_index.min()) < 0 or int(edge_index.max()) >= num_nodes):
+            raise ValueError(f'edge_index holds node ids outside [0, num_nodes = {num_nodes})')
+        check_edge_weight(edge_weight, edge_index.size(1))
+        if edge_weight is not None and edge_weight.numel() and float(edge_weight.min()) < 0:
+            raise ValueError(
+                'edge_weight has negative entries; spectral clustering needs non-negative '
+                'affinities (take abs() or shift them)'
+            )
+        row, col = edge_index.cpu().numpy()
+        w = (
+            np.ones(row.size)
+            if edge_weight is None
+            else edge_weight.detach().cpu().double().numpy()
+        )
+        # Spectral clustering needs a symmetric affinity: (A + A^T) / 2. Small graphs stay dense
+        # numpy (scipy.sparse's per-call overhead dominates below ~1000 nodes), large ones CSR.
+        if num_nodes <= self.dense_threshold:
+            adj = np.zeros((num_nodes, num_nodes))
+            np.add.at(adj, (row, col), 0.5 * w)
+            np.add.at(adj, (col, row), 0.5 * w)
+        else:
+            adj = sp.coo_matrix((w, (row, col)), shape=(num_nodes, num_nodes)).tocsr()
+            adj = ((adj + adj.T) * 0.5).tocsr()
+            adj.sum_duplicates()
+        rng = np.random.default_rng(self.seed)
+        out = []
+        sizes = [(s, self.num_modes) for s in self.pool_sizes]
+        if self.final_modes:
+            sizes.append((None, self.final_modes))
+        for pool_size, modes in sizes:
+            n = adj.shape[0]
+            k = 1 if pool_size is None else self.num_clusters(n, pool_size)
+            cluster = self._partition(adj, k, rng)
+            k = int(cluster.max()) + 1
+            theta = _subgraph_modes(
+                adj, cluster, k, modes, self.normalized, self.padding, self.dense_threshold
+            )
+            coarse = _coarsen(adj, cluster, k)
+            out.append(EigenLevel(cluster, theta, adj, coarse))
+            adj = coarse.toarray() if sp.issparse(coarse) and k <= self.dense_threshold else coarse
+        return out
+
+    def forward(self, data: Data) -> Data:
+        edge_weight = data.edge_weight if 'edge_weight' in data else None
+        levels = self.levels(data.edge_index, data.num_nodes, edge_weight)
+        dtype = data.x.dtype if data.x is not None and data.x.is_floating_point() else None
+        dtype = dtype or torch.get_default_dtype()
+        for level, lv in enumerate(levels):
+            c_key, t_key, b_key = self.keys(level)
+            data[c_key] = torch.from_numpy(lv.cluster).long()
+            data[t_key] = torch.from_numpy(lv.theta).to(dtype)
+            data[b_key] = torch.zeros(lv.num_clusters, dtype=torch.long)
+        return data
+
+    def _partition(self, adj, k: int, rng: np.random.Generator) -> np.ndarray:
+        n = adj.shape[0]
+        if k == 1:
+            return np.zeros(n, dtype=np.int64)
+        if k >= n:
+            return np.arange(n, dtype=np.int64)
+        emb = spectral_embedding(adj, k, rng, self.dense_threshold)
+        labels = kmeans(emb, k, self.n_init, rng, self.max_iter)
+        return _compact(labels)
+
+    def __repr__(self) -> str:
+        return (
+            f'{self.__class__.__name__}(pool_sizes={self.pool_sizes}, '
+            f'num_modes={self.num_modes}, final_modes={self.final_modes}, '
+            f'normalized={self.normalized})'
+        )
+
+
+_CONTROLLER: list = []
+
+
+@contextmanager
+def _one_blas_thread():
+    if not _CONTROLLER:
+        try:  # optional (scikit-learn's dependency): without it BLAS keeps its thread count
+            from threadpoolctl import ThreadpoolController
+
+            _CONTROLLER.append(ThreadpoolController())  # finding the libraries costs ~2 ms
+        except ImportError:
+            _CONTROLLER.append(None)
+    if _CONTROLLER[0] is None:
+        yield
+        return
+    with _CONTROLLER[0].limit(limits=1, user_api='blas'):
+        yield
+
+
+def spectral_embedding(
+    adj, k: int, rng: np.random.Generator, dense_threshold: int = 1024
+) -> np.ndarray:
+    r"""The ``[N, k]`` spectral embedding scikit-learn's ``SpectralClustering`` clusters: the
+    eigenvectors of the ``k`` largest eigenvalues of
+    :math:`\mathbf{D}^{-1/2}\mathbf{A}\mathbf{D}^{-1/2}` (smallest of the normalised Laplacian),
+    divided row-wise by :math:`\sqrt{d_i}`, each column's sign fixed by its largest entry.
+    An isolated node is its own connected component (eigenvalue 1), as in scipy's Laplacian."""
+    n = adj.shape[0]
+    deg = np.asarray(adj.sum(axis=1)).ravel()
+    isolated = deg <= 0
+    dd = np.sqrt(np.where(isolated, 1.0, deg))
+    inv = 1.0 / dd
+    if not sp.issparse(adj) or n <= dense_threshold:
+        m = (adj.toarray() if sp.issparse(adj) else adj) * inv[:, None] * inv[None, :]
+        m[isolated, isolated] = 1.0
+        _, vecs = np.linalg.eigh(m)
+        vecs = vecs[:, ::-1][:, :k]
+    else:
+        d = sp.diags(inv)
+        m = (d @ adj @ d + sp.diags(isolated.astype(float))).tocsr()
+        vals, vecs = eigsh(m, k=k, which='LA', v0=rng.uniform(-1.0, 1.0, n), tol=1e-8)
+        vecs = vecs[:, np.argsort(-vals, kind='stable')]
+    emb = vecs * inv[:, None]
+    top = np.abs(emb).argmax(axis=0)
+    emb = emb * np.sign(emb[top, np.arange(emb.shape[1])])
+    return emb
+
+
+def kmeans(
+    y: np.ndarray, k: int, n_init: int, rng: np.random.Generator, max_iter: int = 100
+) -> np.ndarray:
+    """Lloyd's k-means on the rows of ``y`` with ``n_init`` k-means++ restarts, the best inertia
+    kept; tolerance as scikit-learn's (1e-4 of the mean per-column variance). A compiled numba
+    loop when numba is present (graphs are small: array calls would cost more than the
+    arithmetic), else the restarts side by side as numpy array ops. Both draw the same random
+    numbers from ``rng``."""
+    y = np.ascontiguousarray(y, dtype=np.float64)
+    tol = 1e-4 * float(np.mean(np.var(y, axis=0)))
+    draws = rng.random((n_init, k))
+    if has_numba():
+        (kernel,) = _loaded()
+        labels = np.empty(y.shape[0], dtype=np.int64)
+        kernel(y, k, max_iter, tol, draws, labels)
+        return labels
+    return _kmeans_numpy(y, k, max_iter, tol, draws)
+
+
+def _kmeans_kernel(y, k, max_iter, tol, draws, best_labels):
+    """Numba: each restart seeds with k-means++ from ``draws[r]`` and runs Lloyd's iterations;
+    ``best_labels`` gets the labels of the lowest inertia (the first restart on ties)."""
+    n, dim = y.shape
+    best = np.inf
+    centers = np.empty((k, dim))
+    new = np.empty((k, dim))
+    closest = np.empty(n)
+    counts = np.empty(k)
+    labels = np.empty(n, dtype=np.int64)
+    for r in range(draws.shape[0]):
+        first = min(int(draws[r, 0] * n), n - 1)
+        for j in range(dim):
+            centers[0, j] = y[first, j]
+        for i in range(n):
+            d = 0.0
+            for j in range(dim):
+                t = y[i, j] - centers[0, j]
+                d += t * t
+            closest[i] = d
+        for c in range(1, k):
+            total = 0.0
+            for i in range(n):
+                total += closest[i]
+            pick = n - 1
+            if total > 0:
+                target = draws[r, c] * total
+                acc = 0.0
+                for i in range(n):
+                    acc += closest[i]
+                    if acc > target:
+                        pick = i
+                        break
+            else:
+                pick = min(int(draws[r, c] * n), n - 1)
+            for j in range(dim):
+                centers[c, j] = y[pick, j]
+            for i in range(n):
+                d = 0.0
+                for j in range(dim):
+                    t = y[i, j] - centers[c, j]
+                    d += t * t
+                if d < closest[i]:
+                    closest[i] = d
+        inertia = 0.0
+        converged = False
+        for step in range(max_iter + 1):
+            inertia = 0.0
+            for i in range(n):
+                best_d = np.inf
+                arg = 0
+                for c in range(k):
+                    d = 0.0
+                    for j in range(dim):
+                        t = y[i, j] - centers[c, j]
+                        d += t * t
+                    if d < best_d:
+                        best_d = d
+                        arg = c
+                labels[i] = arg
+                inertia += best_d
+            if converged or step == max_iter:
+                break
+            new[:] = 0.0
+            counts[:] = 0.0
+            for i in range(n):
+                counts[labels[i]] += 1.0
+                for j in range(dim):
+                    new[labels[i], j] += y[i, j]
+            shift = 0.0
+            for c in range(k):
+                for j in range(dim):
+                    value = new[c, j] / counts[c] if counts[c] > 0 else centers[c, j]
+                    t = value - centers[c, j]
+                    shift += t * t
+                    centers[c, j] = value
+            converged = shift <= tol
+        if inertia < best:
+            best = inertia
+            for i in range(n):
+                best_labels[i] = labels[i]
+
+
+_loaded = NumbaKernels(globals(), (_kmeans_kernel, False))
+
+
+def _kmeans_numpy(
+    y: np.ndarray, k: int, max_iter: int, tol: float, draws: np.ndarray
+) -> np.ndarray:
+    """The kernel's algorithm with the ``n_init`` restarts as one batch of array ops."""
+    n_init = draws.shape[0]
+    n = y.shape[0]
+    rows = np.arange(n_init)
+    centers = np.empty((n_init, k, y.shape[1]))
+    centers[:, 0] = y[np.minimum((draws[:, 0] * n).astype(np.int64), n - 1)]
+    closest = ((y[None] - centers[:, :1]) ** 2).sum(-1)  # [n_init, n]
+    for c in range(1, k):
+        cum = np.cumsum(closest, axis=1)
+        total = cum[:, -1]
+        pick = np.minimum((cum <= (draws[:, c] * total)[:, None]).sum(1), n - 1)
+        flat = np.minimum((draws[:, c] * n).astype(np.int64), n - 1)
+        pick = np.where(total > 0, pick, flat)
+        centers[:, c] = y[pick]
+        closest = np.minimum(closest, ((y[None] - centers[rows, c][:, None]) ** 2).sum(-1))
+    eye = np.eye(k)
+    done = np.zeros(n_init, dtype=bool)
+    for step in range(max_iter + 1):
+        dist = ((y[None, :, None, :] - centers[:, None]) ** 2).sum(-1)  # [n_init, n, k]
+        labels = dist.argmin(-1)
+        if done.all() or step == max_iter:
+            break
+        onehot = eye[labels]
+        counts = onehot.sum(1)
+        sums = onehot.transpose(0, 2, 1) @ y
+        new = np.where(counts[..., None] > 0, sums / np.maximum(counts, 1)[..., None], centers)
+        shift = ((new - centers) ** 2).sum(axis=(1, 2))
+        centers = np.where(done[:, None, None], centers, new)  # a converged restart stays put
+        done |= shift <= tol
+    inertia = np.take_along_axis(dist, labels[..., None], -1)[..., 0].sum(1)
+    return labels[int(inertia.argmin())]
+
+
+def _compact(labels: np.ndarray) -> np.ndarray:
+    """Cluster ids renumbered to ``0..K-1`` in order of each cluster's lowest node id."""
+    _, first = np.unique(labels, return_index=True)
+    order = np.argsort(first, kind='stable')
+    remap = np.empty(labels.max() + 1, dtype=np.int64)
+    remap[np.unique(labels)[order]] = np.arange(order.size)
+    return remap[labels]
+
+
+def _coarsen(adj, cluster: np.ndarray, k: int):
+    if not sp.issparse(adj):
+        omega = np.eye(k)[cluster]
+        out = omega.T @ adj @ omega
+        out -= np.diag(np.diag(out))  # Omega^T A_ext Omega: intra-cluster edges left out
+        return out
+    coo = adj.tocoo()
+    a, b = cluster[coo.row], cluster[coo.col]
+    ext = a != b
+    out = sp.coo_matrix((coo.data[ext], (a[ext], b[ext])), shape=(k, k)).tocsr()
+    out.sum_duplicates()
+    return out
+
+
+def _laplacian(a: np.ndarray, normalized: bool) -> np.ndarray:
+    """Batched dense Laplacians of ``a`` ``[B, s, s]``."""
+    deg = a.sum(-1)
+    eye = np.eye(a.shape[-1])
+    if not normalized:
+        return deg[..., None] * eye - a
+    inv = np.where(deg > 0, 1.0 / np.sqrt(np.where(deg > 0, deg, 1.0)), 0.0)
+    return eye - inv[..., :, None] * a * inv[..., None, :]
+
+
+def _fix_sign(vecs: np.ndarray) -> np.ndarray:
+    """Flips each eigenvector (axis -2) so that its first clearly non-zero entry is positive."""
+    mag = np.abs(vecs)
+    significant = mag > 1e-8 * np.maximum(mag.max(axis=-2, keepdims=True), 1e-300)
+    first = significant.argmax(axis=-2)[..., None, :]
+    sign = np.sign(np.take_along_axis(vecs, first, axis=-2))
+    return vecs * np.where(sign == 0, 1.0, sign)
+
+
+def _subgraph_modes(
+    adj,
+    cluster: np.ndarray,
+    k: int,
+    modes: int,
+    normalized: bool,
+    padding: str,
+    dense_threshold: int,
+) -> np.ndarray:
+    """``theta`` ``[N, H]``: each node's entry of its subgraph's first ``H`` Laplacian
+    eigenvectors, one batched ``eigh`` per subgraph size."""
+    n = cluster.size
+    sizes = np.bincount(cluster, minlength=k)
+    order = np.argsort(cluster, kind='stable')  # nodes by cluster, ascending ids inside
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    dense = not sp.issparse(adj)
+    if not dense:
+        pos = np.empty(n, dtype=np.int64)
+        pos[order] = np.arange(n) - np.repeat(starts, sizes)
+        coo = adj.tocoo()
+        intra = cluster[coo.row] == cluster[coo.col]
+        row, col, w = coo.row[intra], coo.col[intra], coo.data[intra]
+    theta = np.zeros((n, modes))
+    for s in np.unique(sizes):
+        s = int(s)
+        members = np.nonzero(sizes == s)[0]
+        nodes = order[starts[members][:, None] + np.arange(s)]  # [G, s]
+        if s == 1:
+            theta[nodes[:, 0]] = 1.0 if padding == 'repeat' else 0.0
+            theta[nodes[:, 0], 0] = 1.0
+            continue
+        if s > dense_threshold:
+            for g in range(members.size):
+                theta[nodes[g]] = _sparse_modes(adj, nodes[g], modes, normalized, padding)
+            continue
+        if dense:
+            a = adj[nodes[:, :, None], nodes[:, None, :]]  # [G, s, s] induced blocks
+        else:
+            slot = np.full(k, -1)
+            slot[members] = np.arange(members.size)
+            mine = slot[cluster[row]] >= 0
+            a = np.zeros((members.size, s, s))
+            np.add.at(a, (slot[cluster[row[mine]]], pos[row[mine]], pos[col[mine]]), w[mine])
+        _, vecs = np.linalg.eigh(_laplacian(a, normalized))
+        vecs = _fix_sign(vecs)
+        theta[nodes] = _pad(vecs, modes, padding)
+    return theta
+
+
+def _pad(vecs: np.ndarray, modes: int, padding: str) -> np.ndarray:
+    s = vecs.shape[-1]
+    take = np.minimum(np.arange(modes), s - 1)
+    out = vecs[..., take]
+    if padding == 'zero' and modes > s:
+        out = out.copy()
+        out[..., s:] = 0.0
+    return out
+
+
+def _sparse_modes(
+    adj: sp.csr_matrix, nodes: np.ndarray, modes: int, normalized: bool, padding: str
+) -> np.ndarray:
+    """Lanczos for one large subgraph: its ``H`` smallest Laplacian eigenpairs."""
+    sub = sp.csr_matrix(adj)[nodes][:, nodes].tocsr()
+    deg = np.asarray(sub.sum(axis=1)).ravel()
+    if normalized:
+        inv = np.where(deg > 0, 1.0 / np.sqrt(np.where(deg > 0, deg, 1.0)), 0.0)
+        lap = sp.identity(nodes.size) - sp.diags(inv) @ sub @ sp.diags(inv)
+    else:
+        lap = sp.diags(deg) - sub
+    k = min(modes, nodes.size - 1)
+    vals, vecs = eigsh(lap.tocsc(), k=k, sigma=-1e-3, which='LM')
+    vecs = _fix_sign(vecs[:, np.argsort(vals, kind='stable')])
+    return _pad(vecs, modes, padding)

@@ -1,0 +1,273 @@
+from itertools import product
+
+import numpy as np
+import pytest
+import torch
+from torch_geometric.data import Batch, Data, InMemoryDataset
+from torch_geometric.loader import DataLoader
+from torch_geometric.utils import to_undirected
+
+from graphops.testing import awkward_graphs, random_features
+from graphops.testing.eigen_pool import dense_eigen_pool, dense_theta, normalized_cut
+from graphops.transforms import EigenPooling
+
+
+def undirected_graph(num_nodes, num_edges, seed, weighted=True, isolated=0):
+    gen = torch.Generator().manual_seed(seed)
+    active = num_nodes - isolated
+    edge_index = torch.randint(0, active, (2, num_edges), generator=gen)
+    edge_index = edge_index[:, edge_index[0] != edge_index[1]]
+    weight = torch.rand(edge_index.size(1), generator=gen, dtype=torch.float64) + 0.1
+    edge_index, weight = to_undirected(edge_index, weight, num_nodes)
+    return Data(
+        edge_index=edge_index,
+        edge_weight=weight if weighted else None,
+        num_nodes=num_nodes,
+        x=random_features(num_nodes, 3, seed=seed),
+    )
+
+
+def cliques(sizes, bridge=True):
+    """Cliques joined in a chain by one edge each: the obvious partition."""
+    edges, start = [], 0
+    for i, s in enumerate(sizes):
+        edges += [(start + a, start + b) for a in range(s) for b in range(s) if a != b]
+        if bridge and i:
+            edges += [(start - 1, start), (start, start - 1)]
+        start += s
+    return Data(edge_index=torch.tensor(edges).T, num_nodes=start)
+
+
+def dense_adj(data):
+    n = data.num_nodes
+    w = data.edge_weight if data.edge_weight is not None else torch.ones(data.edge_index.size(1))
+    adj = torch.zeros(n, n, dtype=torch.float64)
+    adj.index_put_((data.edge_index[0], data.edge_index[1]), w.double(), accumulate=True)
+    return (adj + adj.T) / 2
+
+
+GRAPHS = [
+    undirected_graph(30, 80, seed=0),
+    undirected_graph(45, 90, seed=1, isolated=5),  # isolated nodes: singleton subgraphs
+    undirected_graph(25, 20, seed=2),  # sparse: disconnected pieces
+]
+CASES = list(product(range(len(GRAPHS)), [1, 3], [False, True], ['repeat', 'zero']))
+
+
+@pytest.mark.parametrize(('g', 'modes', 'normalized', 'padding'), CASES)
+def test_theta_matches_dense_reference(g, modes, normalized, padding):
+    data = GRAPHS[g]
+    t = EigenPooling(6, num_modes=modes, normalized=normalized, padding=padding)
+    (level,) = t.levels(data.edge_index, data.num_nodes, data.edge_weight)
+    adj = dense_adj(data)
+    cluster = torch.from_numpy(level.cluster)
+    thetas = dense_theta(adj, cluster, modes, normalized, padding)
+    omega = torch.from_numpy((level.cluster[:, None] == np.arange(level.num_clusters)) * 1.0)
+    ours = [omega * torch.from_numpy(level.theta[:, h : h + 1]) for h in range(modes)]
+    # Each column is an eigenvector of its subgraph's Laplacian with the reference's eigenvalue
+    # (a subgraph in pieces has a repeated eigenvalue, whose eigenvectors are not unique).
+    same = cluster[:, None] == cluster[None, :]
+    sub = adj * same
+    deg = sub.sum(1)
+    if normalized:
+        inv = torch.where(deg > 0, deg.clamp(min=1e-300).rsqrt(), torch.zeros_like(deg))
+        lap = torch.eye(len(deg), dtype=adj.dtype) - inv[:, None] * sub * inv[None, :]
+    else:
+        lap = torch.diag(deg) - sub
+    for mine, ref in zip(ours, thetas):
+        vals = (ref * (lap @ ref)).sum(0)
+        torch.testing.assert_close(lap @ mine, mine * vals, atol=1e-8, rtol=1e-6)
+        torch.testing.assert_close((mine * mine).sum(0), (ref * ref).sum(0))
+    if g < 2:  # connected subgraphs, distinct eigenvalues: the same vectors, signs included
+        for mine, ref in zip(ours, thetas):
+            torch.testing.assert_close(mine, ref, atol=1e-8, rtol=1e-6)
+    # A' counts (sums the weights of) the inter-cluster edges.
+    _, coarse = dense_eigen_pool(data.x, adj, cluster, thetas)
+    torch.testing.assert_close(torch.from_numpy(level.coarse), coarse)
+
+
+@pytest.mark.parametrize(('g', 'normalized'), list(product(range(len(GRAPHS)), [False, True])))
+def test_theta_orthonormal_per_subgraph(g, normalized):
+    data = GRAPHS[g]
+    modes = 4
+    t = EigenPooling(5, num_modes=modes, normalized=normalized)
+    (level,) = t.levels(data.edge_index, data.num_nodes, data.edge_weight)
+    for c in range(level.num_clusters):
+        u = level.theta[level.cluster == c]
+        r = min(modes, u.shape[0])  # modes beyond the subgraph's size repeat its last one
+        np.testing.assert_allclose(u[:, :r].T @ u[:, :r], np.eye(r), atol=1e-10)
+        if u.shape[0] < modes:
+            np.testing.assert_allclose(u[:, r:], np.repeat(u[:, r - 1 : r], modes - r, 1))
+
+
+def test_every_node_in_one_nonempty_cluster_and_pool_size_sets_k():
+    for data, size in product(GRAPHS, [1, 2, 4, 7, 100]):
+        t = EigenPooling(size)
+        (level,) = t.levels(data.edge_index, data.num_nodes, data.edge_weight)
+        k = max(1, data.num_nodes // size)
+        assert level.cluster.shape == (data.num_nodes,)
+        counts = np.bincount(level.cluster)
+        assert (counts > 0).all() and counts.size <= k  # empty k-means clusters are dropped
+        if size == 1:  # K = N: every node alone, u = [1]
+            assert (level.cluster == np.arange(data.num_nodes)).all()
+            assert (level.theta == 1).all()
+        if size == 100:  # K = 1: the whole graph
+            assert (level.cluster == 0).all()
+    assert EigenPooling(7, rounding='ceil').num_clusters(30, 7) == 5
+    assert EigenPooling(7).num_clusters(30, 7) == 4
+
+
+def test_constant_first_mode_is_scaled_mean_pool():
+    data = cliques([4, 6, 5])
+    t = EigenPooling(5, num_modes=1)
+    (level,) = t.levels(data.edge_index, data.num_nodes)
+    assert level.cluster.tolist() == [0] * 4 + [1] * 6 + [2] * 5
+    sizes = np.bincount(level.cluster)
+    # D - A of a connected subgraph: u_1 = 1 / sqrt(s), so Theta_1^T X = sqrt(s) * mean.
+    np.testing.assert_allclose(level.theta[:, 0], 1 / np.sqrt(sizes[level.cluster]))
+    np.testing.assert_allclose(level.coarse, [[0, 1, 0], [1, 0, 1], [0, 1, 0]])
+
+
+def test_partition_recovers_cliques_dense_and_sparse_paths():
+    data = cliques([12, 9, 10, 11], bridge=True)
+    dense = EigenPooling(10).levels(data.edge_index, data.num_nodes)[0]
+    sparse = EigenPooling(10, dense_threshold=8).levels(data.edge_index, data.num_nodes)[0]
+    expected = np.repeat(np.arange(4), [12, 9, 10, 11])
+    assert (dense.cluster == expected).all()
+    assert (sparse.cluster == expected).all()
+    # Subgraphs above dense_threshold take the Lanczos path: same modes.
+    np.testing.assert_allclose(sparse.theta, dense.theta, atol=1e-6)
+    adj = dense_adj(data)
+    assert normalized_cut(adj, torch.from_numpy(dense.cluster)) < 0.1  # 6 bridge edges
+
+
+def test_sparse_subgraph_modes_match_dense():
+    data = cliques([12, 9, 10, 11, 7])  # one 49-node subgraph (K = 1), solved by Lanczos
+    for normalized in [False, True]:
+        a = EigenPooling(60, num_modes=3, normalized=normalized)
+        b = EigenPooling(60, num_modes=3, normalized=normalized, dense_threshold=10)
+        (la,) = a.levels(data.edge_index, data.num_nodes)
+        (lb,) = b.levels(data.edge_index, data.num_nodes)
+        np.testing.assert_allclose(la.theta, lb.theta, atol=1e-6)
+
+
+def test_multi_level_and_final_level():
+    data = GRAPHS[1]
+    t = EigenPooling([3, 2], num_modes=2, final_modes=2)
+    levels = t.levels(data.edge_index, data.num_nodes, data.edge_weight)
+    assert len(levels) == t.num_levels == 3
+    for prev, nxt in zip(levels[:-1], levels[1:]):
+        assert nxt.cluster.size == prev.num_clusters
+        np.testing.assert_allclose(nxt.adj, prev.coarse)
+    assert levels[-1].num_clusters == 1
+    out = t(data.clone())
+    for level, lv in enumerate(levels):
+        c, th, b = t.keys(level)
+        assert torch.equal(out[c], torch.from_numpy(lv.cluster))
+        assert out[th].shape == lv.theta.shape
+        assert out[b].shape == (lv.num_clusters,)
+
+
+def test_deterministic_given_seed():
+    data = GRAPHS[0]
+    a = EigenPooling(4, num_modes=2, seed=3)(data.clone())
+    b = EigenPooling(4, num_modes=2, seed=3)(data.clone())
+    for key in a.keys():  # noqa: SIM118 (iterating a Data yields (key, value) pairs)
+        assert torch.equal(a[key], b[key]) if isinstance(a[key], torch.Tensor) else True
+
+
+def test_awkward_graphs():
+    for g in awkward_graphs(weighted=True):
+        data = Data(edge_index=g.edge_index, edge_weight=g.edge_weight, num_nodes=g.num_nodes)
+        if g.num_nodes == 0:
+            with pytest.raises(ValueError, match='no nodes'):
+                EigenPooling(2)(data)
+            continue
+        out = EigenPooling(2, final_modes=1)(data)
+        c, th, b = EigenPooling(2).keys(0)
+        assert out[c].numel() == g.num_nodes
+        assert torch.isfinite(out[th]).all()
+
+
+def collated(data_list, t):
+    return [[d[key] for key in t.keys(level)] for level in range(t.num_levels) for d in data_list]
+
+
+def test_batch_collation_offsets_clusters():
+    t = EigenPooling([3, 2], num_modes=2, final_modes=1)
+    data_list = [t(g.clone()) for g in GRAPHS]
+    for batch in [Batch.from_data_list(data_list), next(iter(DataLoader(data_list, batch_size=3)))]:
+        for level in range(t.num_levels):
+            c_key, t_key, b_key = t.keys(level)
+            offset, expected_c, expected_b = 0, [], []
+            for i, d in enumerate(data_list):
+                expected_c.append(d[c_key] + offset)
+                expected_b.append(torch.full_like(d[b_key], i))
+                offset += d[b_key].numel()
+            assert torch.equal(batch[c_key], torch.cat(expected_c))
+            assert torch.equal(batch[b_key], torch.cat(expected_b))
+            assert torch.equal(batch[t_key], torch.cat([d[t_key] for d in data_list]))
+        # The final level's clusters are the graphs themselves.
+        assert torch.equal(batch[t.keys(2)[0]], batch[t.keys(1)[2]])
+        back = batch.get_example(1)
+        for key in t.keys(0) + t.keys(1):
+            assert torch.equal(back[key], data_list[1][key])
+
+
+class _Graphs(InMemoryDataset):
+    def __init__(self, root, pre_transform):
+        super().__init__(root, pre_transform=pre_transform)
+        self.load(self.processed_paths[0])
+
+    @property
+    def processed_file_names(self):
+        return ['data.pt']
+
+    def process(self):
+        self.save([self.pre_transform(g.clone()) for g in GRAPHS], self.processed_paths[0])
+
+
+def test_as_pre_transform_of_an_in_memory_dataset(tmp_path):
+    t = EigenPooling(4, num_modes=2)
+    dataset = _Graphs(str(tmp_path), t)
+    for i, g in enumerate(GRAPHS):
+        expected = t(g.clone())
+        for key in t.keys(0):
+            assert torch.equal(dataset[i][key], expected[key])
+
+
+@pytest.mark.parametrize(
+    ('kwargs', 'name'),
+    [
+        ({'pool_sizes': 0}, 'pool_sizes'),
+        ({'pool_sizes': [4, -1]}, 'pool_sizes'),
+        ({'num_modes': 0}, 'num_modes'),
+        ({'final_modes': -1}, 'final_modes'),
+        ({'rounding': 'round'}, 'rounding'),
+        ({'padding': 'wrap'}, 'padding'),
+        ({'pool_sizes': [], 'final_modes': 0}, 'pool_sizes'),
+    ],
+)
+def test_bad_arguments_name_the_argument(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        EigenPooling(**kwargs)
+
+
+def test_bad_graphs_name_the_argument():
+    data = GRAPHS[0]
+    with pytest.raises(ValueError, match='num_modes'):
+        EigenPooling(2, num_modes=31)(data.clone())
+    bad = data.clone()
+    bad.edge_weight = -bad.edge_weight
+    with pytest.raises(ValueError, match='edge_weight'):
+        EigenPooling(2)(bad)
+    bad = data.clone()
+    bad.edge_index = bad.edge_index.T.contiguous()
+    with pytest.raises(ValueError, match='edge_index'):
+        EigenPooling(2)(bad)
+
+
+def test_repr():
+    assert repr(EigenPooling([10, 5], num_modes=2, final_modes=1)) == (
+        'EigenPooling(pool_sizes=[10, 5], num_modes=2, final_modes=1, normalized=False)'
+    )
