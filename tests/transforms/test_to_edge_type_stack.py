@@ -208,3 +208,21 @@ def test_acm_already_holds_every_reverse(acm):
     plain, stack = to_edge_type_stack(data), to_edge_type_stack(data, add_reverse=True)
     assert stack.num_relations == 8
     assert torch.equal(stack.edge_index, plain.edge_index)
+
+
+# --- CUDA (gpu-marked) ---
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(('multi_label', 'weights'), list(product([False, True], [False, True])))
+def test_stack_on_device_matches_cpu(device, multi_label, weights):
+    expected = to_edge_type_stack(toy(multi_label, weights))
+    got = ToEdgeTypeStack()(toy(multi_label, weights).to(device))
+    assert sorted(got.keys()) == sorted(expected.keys())
+    for key in expected.keys():  # noqa: SIM118 - Data.keys() is a method
+        want = expected[key]
+        if isinstance(want, torch.Tensor):
+            assert got[key].device.type == device.type, key
+            assert torch.equal(got[key].cpu(), want), key
+        else:
+            assert got[key] == want, key

@@ -348,3 +348,26 @@ def test_bad_operator_entries():
         pc.build_operators([{'type': 'Adjacency', 'hops': 2, 'alpha': 0.1}])
     with pytest.raises(ValueError, match='lists no operators'):
         pc.build_operators([])
+
+
+# --- CUDA (gpu-marked) ---
+
+
+@pytest.mark.gpu
+def test_precompute_on_device_matches_cpu(ogb_root, tmp_path, device):
+    pytest.importorskip('ogb')
+    stores = {}
+    for name in ('cpu', device.type):
+        argv = ['--dataset', 'ogbn-papers100M', '--root', str(ogb_root)]
+        argv += ['--output', str(tmp_path / name), '--config', 'sign_authors', '--no-progress']
+        argv += ['--cfg-options', *SMALL, f'precompute.device={name}']
+        record = pc.main(argv)
+        assert record['device'] == name
+        stage = pc.Stage.from_config(config_from_args(_args(argv)))
+        stores[name] = pc.open_store(stage.store_dir)
+    expected, got = stores['cpu'], stores[device.type]
+    assert pc.store_keys(got) == pc.store_keys(expected)
+    for mine, theirs in zip(got, expected):
+        assert mine.identity['device'] == device.type
+        for key in theirs.keys():  # noqa: SIM118 - FeatureStore.keys() is a method
+            torch.testing.assert_close(mine[key], theirs[key], rtol=1e-4, atol=1e-5)
