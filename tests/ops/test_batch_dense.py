@@ -119,3 +119,20 @@ def test_bad_shapes():
         per_graph_transpose_matmul(torch.randn(4, 2), torch.randn(4, 2), batch, sizes)
     with pytest.raises(ValueError, match='max_num_nodes = 2'):
         to_padded(torch.randn(5, 2), batch, sizes, max_num_nodes=2)
+
+
+# --- CUDA (gpu-marked) ---
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('sizes', SIZES, ids=str)
+@pytest.mark.parametrize('ratio', [0.0, float('inf')], ids=['loop_or_reshape', 'padded'])
+def test_batch_dense_device_matches_cpu(matches_cpu, sizes, ratio):
+    batch = random_batch_vector(sizes)
+    n = batch.numel()
+    a = random_features(n, 4, seed=1).requires_grad_()
+    b = random_features(n, 2, seed=2).requires_grad_()
+    counts = torch.tensor(sizes)
+    matches_cpu(per_graph_transpose_matmul, a, b, batch, counts, max_padding_ratio=ratio, grad=True)
+    matches_cpu(to_padded, a, batch, counts, grad=True)
+    matches_cpu(segment_sum, a, batch, len(sizes), grad=True)

@@ -158,3 +158,24 @@ def test_layout_is_checked_before_raw_memory_is_read():
         llvm_spmm.spmm_into(csr.rowptr, csr.col, None, x, torch.empty(3, 3), False)
     with pytest.raises(ValueError, match='alike'):
         llvm_spmm.spmm_into(csr.rowptr, csr.col, None, x, torch.empty(2, 4), False)
+
+
+# --- CUDA (gpu-marked) ---
+
+
+@pytest.mark.gpu
+def test_kernel_refuses_device_tensors(device):
+    # the kernel reads raw host memory: a device pointer must never reach it
+    g = random_graph(20, 80, seed=2, weighted=True, dtype=torch.float32)
+    csr = to_csr(g.edge_index, g.edge_weight, 20)
+    x = random_features(20, 4, dtype=torch.float32)
+    out = torch.empty(20, 4)
+    args = [csr.rowptr, csr.col, csr.value, x, out]
+    if device.type == 'cpu':
+        llvm_spmm.spmm_into(*args, False)
+        torch.testing.assert_close(out, reference(csr, x, False).float())
+        return
+    for index, name in enumerate(['rowptr', 'col', 'value', 'x', 'out']):
+        moved = [t.to(device) if i == index else t for i, t in enumerate(args)]
+        with pytest.raises(ValueError, match=f'{name} must be a contiguous CPU tensor'):
+            llvm_spmm.spmm_into(*moved, False)

@@ -310,3 +310,24 @@ def test_bases_never_form_the_relation_weight_tensor(strategy, aggr, featureless
         out = relational_matmul(graph, x, weight, comp, aggr=aggr, strategy=strategy)
         out.sum().backward()
     assert meter.largest < num_relations * in_channels * out_channels
+
+
+# --- CUDA (gpu-marked) ---
+
+
+def _relational(src, dst, edge_type, x, weight, comp, num_nodes, aggr, strategy):
+    graph = RelationalGraph(src, dst, edge_type, num_nodes, num_nodes, 4)
+    return relational_matmul(graph, x, weight, comp, aggr=aggr, strategy=strategy, tile_size=2)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('kind,aggr,strategy', CASES)
+def test_relational_matmul_device_matches_cpu(matches_cpu, kind, aggr, strategy):
+    gen = torch.Generator().manual_seed(3)
+    edge_index, edge_type = random_relational(num_nodes=11, num_edges=45, num_relations=4)
+    weight, comp = _weights(kind, gen, 4, 4, 6)
+    weight = weight.requires_grad_()
+    comp = None if comp is None else comp.requires_grad_()
+    x = torch.randn(11, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    src, dst = edge_index
+    matches_cpu(_relational, src, dst, edge_type, x, weight, comp, 11, aggr, strategy, grad=True)
