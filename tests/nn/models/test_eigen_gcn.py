@@ -125,3 +125,16 @@ def test_repr():
     assert repr(model) == (
         'EigenGCN(3, 8, 2, num_pools=1, num_modes=2, final_modes=1, num_layers=3)'
     )
+
+
+# --- CUDA (gpu-marked) ---
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('cfg', CONFIGS)
+def test_device_matches_cpu(matches_cpu, cfg):
+    t = EigenPooling(**cfg)
+    batch = Batch.from_data_list([t(g.clone()) for g in GRAPHS])
+    model = model_for(cfg).eval()
+    x = batch.x.clone().requires_grad_()
+    matches_cpu(model, x, batch.edge_index, batch.batch, *inputs(batch, t), grad=True)

@@ -188,3 +188,18 @@ def test_bad_input_names_the_argument():
 
 def test_repr():
     assert repr(EigenPool(3)) == 'EigenPool(num_modes=3)'
+
+
+# --- CUDA (gpu-marked) ---
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(('modes', 'pool_size'), list(product(MODES, [1, 4])))
+def test_device_matches_cpu(matches_cpu, modes, pool_size):
+    _, batch, cluster, theta, cbatch = batch_for(modes, pool_size)
+    x = batch.x.clone().requires_grad_()
+    weight = batch.edge_weight.clone().requires_grad_()
+    pool = EigenPool(modes)
+    matches_cpu(
+        pool, x, batch.edge_index, cluster, theta, weight, num_clusters=cbatch.numel(), grad=True
+    )
