@@ -217,3 +217,18 @@ def test_torch_fallback_warning_skips_autograd_and_small_inputs(monkeypatch):
     with pytest.warns(UserWarning, match='numba is not installed'):
         assert optional.warn_torch_fallback('x', (big, None))
     assert not optional.warn_torch_fallback('x', (big,))  # once per process
+
+
+# --- CUDA (gpu-marked) ---
+
+
+@pytest.mark.gpu
+def test_numba_kernels_apply_to_cpu_tensors_only(device):
+    # CPU kernels read host memory: device tensors always take the torch paths
+    tensor = torch.zeros(64, device=device)
+    expected = device.type == 'cpu' and optional.has_numba()
+    assert optional.numba_applies([tensor], 1) == expected
+    assert optional.numba_applies([torch.zeros(64), tensor], 1) == expected
+    if device.type != 'cpu':  # and a device input never triggers the CPU-fallback warning
+        large = torch.zeros(1, device=device).expand(1 << 21)
+        assert not optional.warn_torch_fallback('spmm', [large], 'a reason')

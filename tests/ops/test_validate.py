@@ -94,3 +94,28 @@ def test_eager_cpu_messages_are_unchanged():
         _checked(torch.tensor([0, -1, 1]), torch.randn(4, 2))
     with pytest.raises(ValueError, match='x contains NaN or Inf'):
         _checked(torch.tensor([0]), torch.full((4, 2), float('inf')))
+
+
+# --- CUDA (gpu-marked) ---
+
+
+@pytest.mark.gpu
+def test_checks_on_device(device):
+    from graphops.ops.validate import check_same_device, debug, defers_value_checks
+
+    ids = torch.tensor([3, 0, 4])
+    mask = torch.tensor([True, False, False, True, True])
+    on_device = check_index_or_mask(mask.to(device), 'node_index', size=5)
+    assert on_device.device.type == device.type and on_device.tolist() == [0, 3, 4]
+    assert check_index(ids.to(device), 'perm', upper=5).device.type == device.type
+    # off the CPU, value checks are asynchronous assertions: no read-back, no sync
+    assert defers_value_checks(ids.to(device)) == (device.type != 'cpu')
+    with debug(True):  # debug mode reads back on every device and raises at once
+        assert not defers_value_checks(ids.to(device))
+        with pytest.raises(ValueError, match='contains index 7'):
+            check_index(torch.tensor([7]).to(device), 'perm', upper=5)
+    x = torch.zeros(2, device=device)
+    assert check_same_device([('x', x), ('w', None), ('y', x)]) == x.device
+    if device.type != 'cpu':
+        with pytest.raises(ValueError, match='move them to one device'):
+            check_same_device([('x', x), ('edge_index', ids)])
