@@ -74,3 +74,31 @@ def test_workers_get_graphops_from_the_install_or_py_modules(monkeypatch):
 
     monkeypatch.setattr(metadata, 'version', not_installed)
     assert worker_py_modules() == [str(Path(graphops.__file__).resolve().parent)]
+
+
+# --- CUDA (gpu-marked) ---
+
+
+@pytest.mark.gpu
+def test_ray_backend_on_device_matches_local(tmp_path, ray_cluster, device):
+    from graphops.precompute.ray_backend import RayBackend
+
+    graph = random_graph(400, 3000, seed=12, weighted=True, dtype=torch.float32)
+    args = {
+        'data_or_adj': graph.edge_index,
+        'x': random_features(400, 8, dtype=torch.float32),
+        'operators': [Adjacency(2), PPR(1, alpha=[0.2, 0.4], tol=1e-2)],
+        'num_nodes': 400,
+        'edge_weight': graph.edge_weight,
+        'rows': torch.arange(0, 400, 3),
+        'column_budget_bytes': 400 * 4 * 7 * 4 + 134 * 4 * 2 * 4,
+        'progress': False,
+        'device': device,
+    }
+    local = precompute(store_path=tmp_path / 'local', **args)
+    backend = RayBackend(num_gpus_per_task=0.5 if device.type == 'cuda' else 0)
+    remote = precompute(store_path=tmp_path / 'ray', backend=backend, **args)
+    assert remote.identity['device'] == local.identity['device'] == device.type
+    assert len(remote.slices) == 2 and remote.keys() == local.keys()
+    for key in local.keys():  # noqa: SIM118 - FeatureStore.keys() is a method
+        torch.testing.assert_close(remote[key], local[key], rtol=1e-5, atol=1e-6)
