@@ -50,3 +50,21 @@ def test_sddmm_bad_input():
         sddmm(csr, torch.randn(2, 2), torch.randn(2, 2, dtype=torch.float64))
     with pytest.raises(TypeError, match='floating-point'):
         sddmm(csr, torch.ones(2, 2, dtype=torch.long), torch.randn(2, 2))
+
+
+# --- CUDA (gpu-marked) ---
+
+
+def _sddmm_parts(rowptr, col, left, right):
+    from graphops.ops import CSR
+
+    return sddmm(CSR(rowptr, col, None, left.size(0), right.size(0)), left, right)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('graph', GRAPHS, ids=[g.name for g in GRAPHS])
+def test_sddmm_device_matches_cpu(matches_cpu, graph):
+    csr = to_csr(graph.edge_index, None, graph.num_nodes)
+    left = random_features(graph.num_nodes, 5, seed=1).requires_grad_()
+    right = random_features(graph.num_nodes, 5, seed=2).requires_grad_()
+    matches_cpu(_sddmm_parts, csr.rowptr, csr.col, left, right, grad=csr.nnz > 0)
