@@ -46,6 +46,8 @@ Both give the same structure and, on CPU, the same values (terms are summed in t
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -197,6 +199,91 @@ def spmm_with_value_grad(csr: CSR, x: Tensor) -> Tensor:
     check_same_device([('adjacency', csr.col), ('x', x)])
     value = csr.values(x.dtype)
     return _ValueSpMM.apply(value, x, csr.rowptr, csr.col, csr.num_rows, csr.num_cols)
+
+
+# --- products on a fixed structure (the torch.compile path) ---------------------------------------
+
+
+@dataclass(eq=False)
+class ProductPlan:
+    """The structure of :math:`C = A B` for fixed patterns of ``A`` and ``B`` (the values may
+    change): ``C``'s pattern (``rowptr``, ``col``, the ``row`` of each entry; the structural one
+    of :func:`spgemm`, with ``topk=None``) and, for each of its ``(i, m, k)`` terms, the entry of
+    ``A`` and of ``B`` it multiplies and the entry of ``C`` it adds into. Built once, eagerly, by
+    :func:`product_plan`; :func:`planned_spgemm` then forms the values with torch ops of static
+    shape, which ``torch.compile`` traces without a graph break.
+    """
+
+    rowptr: Tensor
+    col: Tensor
+    row: Tensor
+    num_rows: int
+    num_cols: int
+    a_entry: Tensor
+    b_entry: Tensor
+    c_entry: Tensor
+
+    @property
+    def nnz(self) -> int:
+        return self.col.numel()
+
+    @property
+    def num_terms(self) -> int:
+        return self.c_entry.numel()
+
+    def csr(self, value: Tensor | None = None) -> CSR:
+        """``C`` as a :class:`~graphops.ops.csr.CSR` with the given values."""
+        dtype = index_dtype_for(self.num_rows, self.num_cols, self.nnz)
+        return CSR(
+            self.rowptr.to(dtype),
+            self.col.to(dtype),
+            value,
+            self.num_rows,
+            self.num_cols,
+            trust_data=True,
+        )
+
+
+def product_plan(a: CSR, b: CSR) -> ProductPlan:
+    """The :class:`ProductPlan` of ``a @ b`` (eager: its sizes depend on the data). It holds one
+    index per ``(i, m, k)`` term, three ``int64`` tensors of the product's work."""
+    if a.num_cols != b.num_rows:
+        raise ValueError(f'cannot multiply a {a.shape} matrix by a {b.shape} one')
+    a_rowptr, a_col, b_rowptr = a.rowptr.long(), a.col.long(), b.rowptr.long()
+    work = _row_work(a_rowptr, a_col, b_rowptr)
+    total = int(work[-1])
+    a_entry, b_entry, rows = _expand(a_rowptr, a_col, b_rowptr, b.col, 0, a.num_rows, total)
+    key = rows * max(b.num_cols, 1) + b.col.long()[b_entry]
+    unique, c_entry = torch.unique(key, sorted=True, return_inverse=True)
+    c_row = torch.div(unique, max(b.num_cols, 1), rounding_mode='floor')
+    rowptr = torch.zeros(a.num_rows + 1, dtype=torch.long, device=a.device)
+    if unique.numel():
+        torch.cumsum(torch.bincount(c_row, minlength=a.num_rows), 0, out=rowptr[1:])
+    return ProductPlan(
+        rowptr=rowptr,
+        col=unique - c_row * max(b.num_cols, 1),
+        row=c_row,
+        num_rows=a.num_rows,
+        num_cols=b.num_cols,
+        a_entry=a_entry,
+        b_entry=b_entry,
+        c_entry=c_entry.view(-1),
+    )
+
+
+def planned_spgemm(plan: ProductPlan, a_value: Tensor, b_value: Tensor) -> Tensor:
+    r"""The values of :math:`C = A B` on ``plan``'s structure, from the values of ``A`` and ``B``
+    in their patterns' entry order; leading dimensions (channels) broadcast. Plain torch ops
+    (gather, multiply, ``index_add``), so autograd reaches both inputs and ``torch.compile``
+    traces it; unlike :func:`spgemm` it keeps the ``[..., terms]`` products for backward.
+
+    Shapes:
+        ``a_value``: :math:`(\ldots, nnz_A)`, ``b_value``: :math:`(\ldots, nnz_B)` ->
+        :math:`(\ldots, nnz_C)`.
+    """
+    terms = a_value.index_select(-1, plan.a_entry) * b_value.index_select(-1, plan.b_entry)
+    out = terms.new_zeros(*terms.shape[:-1], plan.nnz)
+    return out.index_add(terms.dim() - 1, plan.c_entry, terms)
 
 
 # --- validation helpers -------------------------------------------------------------------------

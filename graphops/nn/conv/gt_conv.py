@@ -8,10 +8,12 @@ import torch
 from torch import Tensor
 from torch.nn import Module, Parameter
 
+from graphops.ops.cache import InputCache
 from graphops.ops.csr import CSR, index_dtype_for
 from graphops.ops.edge_type import check_edge_type_stack
 from graphops.ops.validate import (
     check_positive_int,
+    is_debug_enabled,
 )
 
 
@@ -49,6 +51,13 @@ class _EdgeTypeStack:
         return torch.stack([self.col.long(), target], dim=0)
 
 
+def _stack_weight(edge_weight: Tensor | None, num_nodes: int, identity: bool) -> Tensor | None:
+    """The weight of every stack element: the edges' own, then 1 for each identity loop."""
+    if edge_weight is None or not identity:
+        return edge_weight
+    return torch.cat([edge_weight, edge_weight.new_ones(num_nodes)])
+
+
 def _build_edge_type_stack(
     edge_index: Tensor,
     edge_type: Tensor,
@@ -67,8 +76,7 @@ def _build_edge_type_stack(
         edge_type = torch.cat(
             [edge_type, torch.full((num_nodes,), num_edge_types, dtype=torch.long, device=device)]
         )
-        if edge_weight is not None:
-            edge_weight = torch.cat([edge_weight, edge_weight.new_ones(num_nodes)])
+    edge_weight = _stack_weight(edge_weight, num_nodes, identity)
     key = target * max(num_nodes, 1) + source
     unique, position = torch.unique(key, sorted=True, return_inverse=True)
     rows = torch.div(unique, max(num_nodes, 1), rounding_mode='floor')
@@ -121,6 +129,13 @@ class GTConv(Module):
         num_channels (int): number of output channels :math:`C`.
         identity (bool, optional): append the identity as edge type :math:`K`.
             (default: :obj:`True`)
+        cached (bool, optional): keep the union pattern of the last graph (a sort of all edges)
+            in an :class:`~graphops.ops.cache.InputCache`, built by :meth:`prepare` or on the
+            first eager call and reused while the same ``edge_index`` and ``edge_type`` tensors
+            come back. Its size depends on the data, so under ``torch.compile`` only a layer
+            with a held pattern compiles without a graph break; the graph passed in is then
+            checked against it on the device (``torch._assert_async``). Not state: left out of
+            pickling. (default: :obj:`False`)
 
     Shapes:
         - **input:** ``edge_index`` :math:`(2, E)` (row 0 source, row 1 target), ``edge_type``
@@ -130,13 +145,20 @@ class GTConv(Module):
           :math:`(C, E')`, row :math:`c` the weights of :math:`\mathbf{Q}_c`
     """
 
-    def __init__(self, num_edge_types: int, num_channels: int, identity: bool = True) -> None:
+    def __init__(
+        self, num_edge_types: int, num_channels: int, identity: bool = True, *, cached: bool = False
+    ) -> None:
         super().__init__()
         self.num_edge_types = check_positive_int(num_edge_types, 'num_edge_types')
         self.num_channels = check_positive_int(num_channels, 'num_channels')
         if not isinstance(identity, bool):
             raise TypeError(f'identity must be a bool, got {type(identity).__name__}')
         self.identity = identity
+        if not isinstance(cached, bool):
+            raise TypeError(f'cached must be a bool, got {type(cached).__name__}')
+        self.cached = cached
+        # (pattern stack without weights, edge_index, edge_type) of the last graph; not state.
+        self._cache = InputCache()
         self.weight = Parameter(torch.empty(num_channels, num_edge_types + int(identity)))
         self.reset_parameters()
 
@@ -147,8 +169,9 @@ class GTConv(Module):
         """``[C, K (+1)]`` softmax weight of each edge type (the identity last), detached."""
         return torch.softmax(self.weight.detach(), dim=1)
 
-    def combine(self, stack: _EdgeTypeStack) -> Tensor:
-        r"""``[C, nnz]`` values of every :math:`\mathbf{Q}_c` on the pattern of ``stack``."""
+    def combine(self, stack: _EdgeTypeStack, element_weight: Tensor | None = None) -> Tensor:
+        r"""``[C, nnz]`` values of every :math:`\mathbf{Q}_c` on the pattern of ``stack``; the
+        weight of each stack element is ``stack.weight``, or ``element_weight`` when given."""
         if stack.num_types != self.weight.size(1):
             raise ValueError(
                 f'the edge-type stack has {stack.num_types} types (identity included) but this '
@@ -157,10 +180,59 @@ class GTConv(Module):
             )
         filt = torch.softmax(self.weight, dim=1)
         per_edge = filt[:, stack.edge_type]
-        if stack.weight is not None:
-            per_edge = per_edge * stack.weight.to(per_edge.dtype)
+        weight = stack.weight if element_weight is None else element_weight
+        if weight is not None:
+            per_edge = per_edge * weight.to(per_edge.dtype)
         out = per_edge.new_zeros(self.num_channels, stack.nnz)
         return out.index_add_(1, stack.position, per_edge)
+
+    def prepare(self, edge_index: Tensor, edge_type: Tensor, num_nodes: int) -> _EdgeTypeStack:
+        """Builds the union pattern of a static graph now, eagerly, and keeps it
+        (``cached=True``): the step before ``torch.compile``. Returns the pattern."""
+        if torch.compiler.is_compiling():
+            raise RuntimeError('prepare() builds a pattern eagerly; call it outside torch.compile')
+        if not self.cached:
+            raise ValueError('prepare() keeps a pattern for later calls, which needs cached=True')
+        num_nodes = check_edge_type_stack(
+            edge_index, edge_type, num_nodes, None, self.num_edge_types
+        )
+        return self._pattern(edge_index, edge_type, num_nodes, rebuild=True)
+
+    def reset_cache(self) -> None:
+        """Drops the cached pattern."""
+        self._cache.clear()
+
+    def _pattern(self, edge_index, edge_type, num_nodes: int, rebuild: bool = False):
+        def build():
+            stack = _build_edge_type_stack(
+                edge_index, edge_type, num_nodes, None, self.num_edge_types, self.identity
+            )
+            return stack, edge_index, edge_type
+
+        key = (edge_index, edge_type, num_nodes)
+        if rebuild:
+            return self._cache.store(key, build())[0]
+        return self._cache.get(key, build)[0]
+
+    def _held_pattern(self, edge_index, edge_type, num_nodes) -> _EdgeTypeStack | None:
+        """Inside ``torch.compile``: the held pattern if its sizes fit, checked on the device."""
+        held = self._cache.value if self.cached else None
+        if held is None:
+            return None
+        stack, held_index, held_type = held
+        if stack.num_nodes != num_nodes or held_index.shape != edge_index.shape:
+            return None
+        same = (edge_index == held_index).all() & (edge_type == held_type).all()
+        message = (
+            'the graph passed to this cached GTConv differs from the one its pattern was built '
+            'from; call prepare(edge_index, edge_type, num_nodes) on it outside torch.compile'
+        )
+        if is_debug_enabled():
+            if not bool(same):
+                raise ValueError(message)
+        else:
+            torch._assert_async(same, message)
+        return stack
 
     def forward(
         self,
@@ -172,14 +244,22 @@ class GTConv(Module):
         num_nodes = check_edge_type_stack(
             edge_index, edge_type, num_nodes, edge_weight, self.num_edge_types
         )
-        stack = _build_edge_type_stack(
-            edge_index, edge_type, num_nodes, edge_weight, self.num_edge_types, self.identity
-        )
-        value = self.combine(stack)
+        if torch.compiler.is_compiling():
+            stack = self._held_pattern(edge_index, edge_type, num_nodes)
+        elif self.cached:
+            stack = self._pattern(edge_index, edge_type, num_nodes)
+        else:
+            stack = None
+        if stack is None:  # no pattern held: built here (data-dependent size)
+            stack = _build_edge_type_stack(
+                edge_index, edge_type, num_nodes, None, self.num_edge_types, self.identity
+            )
+        value = self.combine(stack, _stack_weight(edge_weight, num_nodes, self.identity))
         return stack.edge_index(), value
 
     def __repr__(self) -> str:
+        cached = ', cached=True' if self.cached else ''
         return (
             f'{self.__class__.__name__}({self.num_edge_types}, {self.num_channels}, '
-            f'identity={self.identity})'
+            f'identity={self.identity}{cached})'
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -13,17 +14,26 @@ from torch.nn import Linear, Module, ModuleList, Parameter
 from graphops.nn.conv.gt_conv import (
     GTConv,
     _build_edge_type_stack,
+    _EdgeTypeStack,
+    _stack_weight,
 )
 from graphops.nn.conv.gt_layer import GTLayer
 from graphops.ops.cache import InputCache
 from graphops.ops.csr import CSR
 from graphops.ops.edge_type import _edge_type_norm, check_edge_type_stack
-from graphops.ops.spgemm import _check_topk, spmm_with_value_grad
+from graphops.ops.spgemm import (
+    ProductPlan,
+    _check_topk,
+    planned_spgemm,
+    product_plan,
+    spmm_with_value_grad,
+)
 from graphops.ops.validate import (
     check_index_or_mask,
     check_node_features,
     check_positive_int,
     check_same_device,
+    is_debug_enabled,
 )
 
 CHANNEL_AGGREGATIONS = ('concat', 'mean')
@@ -178,6 +188,7 @@ class GTN(Module):
             self.lin_channels = None
             self.lin = Linear(C * hidden, out_channels)
         self._cache = InputCache()  # the edge-type stack of the last graph; not state
+        self._plan = InputCache()  # what prepare() built for torch.compile; not state
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -205,6 +216,10 @@ class GTN(Module):
         edge_weight: Tensor | None = None,
         node_index: Tensor | None = None,
     ) -> Tensor:
+        if torch.compiler.is_compiling():
+            plan = self._held_plan(x, edge_index, edge_type, edge_weight, node_index)
+            if plan is not None:
+                return self._forward_planned(x, plan, edge_weight)
         stack = self._prepare(x, edge_index, edge_type, edge_weight)
         if node_index is not None:
             node_index = check_index_or_mask(node_index, 'node_index', size=x.size(0))
@@ -212,6 +227,138 @@ class GTN(Module):
         if self.fast:
             return self._forward_fast(x, stack, node_index)
         return self._forward_gtn(x, stack, node_index)
+
+    # --- the torch.compile path ------------------------------------------------------------
+    def prepare(
+        self,
+        x: Tensor,
+        edge_index: Tensor,
+        edge_type: Tensor,
+        edge_weight: Tensor | None = None,
+        node_index: Tensor | None = None,
+    ) -> None:
+        r"""Builds, eagerly, everything about a static graph whose size depends on the data:
+        the edge-type stack's union pattern and the structure of every meta-path product for
+        the rows of ``node_index`` (:func:`~graphops.ops.spgemm.product_plan`). A GTN compiled
+        afterwards (``torch.compile(model, fullgraph=True)``) then runs with no graph break on
+        that graph: the values (selections, products, row normalisations, the GCN) are formed
+        with ops of static shape, and the graph and ``node_index`` passed in are checked
+        against the prepared ones on the device (``torch._assert_async``). The plan holds one
+        index per term of each product (their work), like the products' own expansion; it is
+        not state (left out of pickling). GTN only (``fast=False``, ``topk=None``): FastGTN's
+        per-type normalisation and top-k pruning depend on values.
+
+        Takes the forward's arguments (``edge_weight`` only for its checks: weights may change
+        between calls).
+        """
+        if torch.compiler.is_compiling():
+            raise RuntimeError('prepare() builds a plan eagerly; call it outside torch.compile')
+        if self.fast or self.topk is not None:
+            raise ValueError(
+                'prepare() plans the meta-path products of GTN (fast=False) without topk; '
+                'FastGTN and top-k pruning depend on values and run eagerly'
+            )
+        self._prepare(x, edge_index, edge_type, edge_weight)
+        num_nodes = x.size(0)
+        if node_index is not None:
+            node_index = check_index_or_mask(node_index, 'node_index', size=num_nodes)
+        stack = _build_edge_type_stack(
+            edge_index, edge_type, num_nodes, None, self.num_edge_types, self.identity
+        )
+        pattern = stack.csr(None)
+        select = None
+        left = pattern
+        if node_index is not None:
+            entry = pattern.with_value(torch.arange(stack.nnz, dtype=torch.float64))
+            chosen = entry.select_rows(node_index)
+            select = chosen.value.long()
+            left = chosen.with_value(None)
+        products = []
+        for _ in self.layers:
+            product = product_plan(left, pattern)
+            products.append(product)
+            left = product.csr()
+        rows = node_index if node_index is not None else torch.arange(num_nodes)
+        plan = _GTNPlan(
+            stack=stack,
+            edge_index=edge_index,
+            edge_type=edge_type,
+            node_index=node_index,
+            rows=rows.to(edge_index.device),
+            select=select,
+            products=products,
+        )
+        self._plan.store((edge_index, edge_type, node_index, num_nodes), plan)
+
+    def _held_plan(self, x, edge_index, edge_type, edge_weight, node_index) -> _GTNPlan | None:
+        """Inside ``torch.compile``: the prepared plan if it fits, with the inputs checked (shapes
+        here, values on the device)."""
+        plan = self._plan.value
+        if plan is None or self.fast or self.topk is not None:
+            return None
+        if not isinstance(x, Tensor) or x.dim() != 2:
+            return None
+        if plan.stack.num_nodes != x.size(0) or plan.edge_index.shape != edge_index.shape:
+            return None
+        if (node_index is None) != (plan.node_index is None):
+            return None
+        if node_index is not None and (
+            node_index.dtype == torch.bool or node_index.shape != plan.node_index.shape
+        ):
+            return None
+        check_node_features(x, x.size(0))
+        if x.size(1) != self.in_channels:
+            raise ValueError(
+                f'x has {x.size(1)} features but the model was built with in_channels = '
+                f'{self.in_channels}'
+            )
+        check_edge_type_stack(edge_index, edge_type, x.size(0), edge_weight, self.num_edge_types)
+        same = (edge_index == plan.edge_index).all() & (edge_type == plan.edge_type).all()
+        if node_index is not None:
+            same = same & (node_index == plan.node_index).all()
+        message = (
+            'the graph or node_index passed to this GTN differs from the one prepare() planned; '
+            'call model.prepare(...) on them outside torch.compile'
+        )
+        if is_debug_enabled():
+            if not bool(same):
+                raise ValueError(message)
+        else:
+            torch._assert_async(same, message)
+        return plan
+
+    def _forward_planned(self, x, plan: _GTNPlan, edge_weight):
+        """GTN on a prepared plan: the same computation as the eager forward, in ops of static
+        shape (for ``torch.compile``)."""
+        weight = _stack_weight(edge_weight, plan.stack.num_nodes, self.identity)
+        values = None
+        for layer, product in zip(self.layers, plan.products):
+            if layer.first:
+                left = layer.conv1.combine(plan.stack, weight)
+                if plan.select is not None:
+                    left = left.index_select(1, plan.select)
+                right = layer.conv2.combine(plan.stack, weight)
+            else:
+                left, right = values, layer.conv1.combine(plan.stack, weight)
+            values = planned_spgemm(product, left, right)
+            degree = values.new_zeros(values.size(0), product.num_rows)
+            degree = degree.index_add(1, product.row, values)
+            inverse = torch.where(degree != 0, 1.0 / degree, torch.zeros_like(degree))
+            values = values * inverse.index_select(1, product.row)
+        last = plan.products[-1]
+        xw = x @ self.weight
+        xw_self = xw.index_select(0, plan.rows)
+        on_diagonal = last.col == plan.rows.index_select(0, last.row)
+        outs = []
+        for h_value in values.to(xw.dtype).unbind(0):
+            diagonal = xw.new_zeros(last.num_rows).index_add(0, last.row, h_value * on_diagonal)
+            row_sum = xw.new_zeros(last.num_rows).index_add(0, last.row, h_value)
+            messages = h_value.unsqueeze(-1) * xw.index_select(0, last.col)
+            aggregated = xw.new_zeros(last.num_rows, xw.size(1)).index_add(0, last.row, messages)
+            aggregated = aggregated - diagonal[:, None] * xw_self + xw_self
+            out = aggregated / (row_sum - diagonal + 1.0)[:, None] + self.bias
+            outs.append(F.relu(out))
+        return self.lin(torch.cat(outs, dim=1))
 
     def metapath_adjacencies(
         self,
@@ -495,3 +642,18 @@ def _normalize_edge_types(
         torch.cat([edge_type.long(), torch.div(empty, num_nodes, rounding_mode='floor')]),
         torch.cat([weight, torch.ones(empty.numel(), dtype=dtype, device=device)]),
     )
+
+
+@dataclass(eq=False)
+class _GTNPlan:
+    """What :meth:`GTN.prepare` builds for ``torch.compile``: the union pattern (no weights),
+    the graph and rows it was built for, the stack entries of those rows, and the structure of
+    every layer's product."""
+
+    stack: _EdgeTypeStack
+    edge_index: Tensor
+    edge_type: Tensor
+    node_index: Tensor | None
+    rows: Tensor
+    select: Tensor | None
+    products: list[ProductPlan]

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from graphops.nn.conv.gt_conv import GTConv
-from graphops.testing import awkward_graphs, dense_adjacency, tolerance
+from graphops.testing import awkward_graphs, dense_adjacency, random_graph, tolerance
 from graphops.testing.gtn import dense_edge_type_stack, dense_gt_conv
 
 
@@ -127,6 +127,7 @@ def test_attention_and_reset_parameters():
 def test_repr():
     assert repr(GTConv(8, 2)) == 'GTConv(8, 2, identity=True)'
     assert repr(GTConv(3, 1, identity=False)) == 'GTConv(3, 1, identity=False)'
+    assert repr(GTConv(3, 1, cached=True)) == 'GTConv(3, 1, identity=True, cached=True)'
 
 
 def test_reads_the_edge_type_stack_transform():
@@ -143,6 +144,67 @@ def test_reads_the_edge_type_stack_transform():
     conv = GTConv(stacked.num_relations, 2)
     edge_index, value = conv(stacked.edge_index, stacked.edge_type, stacked.num_nodes)
     assert value.shape == (2, 6 + 5)
+
+
+# --- the cached pattern and torch.compile ------------------------------------------------------
+
+
+def compile_inputs(seed=5):
+    graph = random_graph(12, 50, seed=seed)
+    edge_type = typed(graph, seed=seed)
+    edge_weight = torch.rand(graph.edge_index.size(1), dtype=torch.float64, requires_grad=True)
+    return graph.edge_index, edge_type, edge_weight
+
+
+def test_cached_pattern_is_reused_and_rebuilt_for_another_graph():
+    edge_index, edge_type, edge_weight = compile_inputs()
+    conv = GTConv(NUM_TYPES, 2, cached=True).double()
+    plain = GTConv(NUM_TYPES, 2).double()
+    plain.load_state_dict(conv.state_dict())
+    out = conv(edge_index, edge_type, 12, edge_weight)
+    pattern = conv._cache.value[0]
+    again = conv(edge_index, edge_type, 12, edge_weight.detach() * 2)
+    assert conv._cache.value[0] is pattern
+    expected = plain(edge_index, edge_type, 12, edge_weight.detach() * 2)
+    assert torch.equal(again[0], expected[0]) and torch.allclose(again[1], expected[1])
+    assert torch.equal(out[0], expected[0])
+    flipped = edge_index.flip(0)
+    conv(flipped, edge_type, 12)
+    assert conv._cache.value[0] is not pattern
+    conv.reset_cache()
+    assert not conv._cache
+    with pytest.raises(ValueError, match='needs cached=True'):
+        plain.prepare(edge_index, edge_type, 12)
+
+
+@pytest.mark.parametrize('identity', [True, False])
+def test_prepared_layer_compiles_without_a_graph_break_and_equals_eager(identity):
+    edge_index, edge_type, edge_weight = compile_inputs()
+    conv = GTConv(NUM_TYPES, 2, identity=identity, cached=True).double()
+    conv.prepare(edge_index, edge_type, 12)
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(conv)(edge_index, edge_type, 12, edge_weight)
+    assert explained.graph_break_count == 0, explained.break_reasons
+
+    def run(module):
+        conv.zero_grad()
+        weight = edge_weight.detach().clone().requires_grad_()
+        index, value = module(edge_index, edge_type, 12, weight)
+        value.pow(2).sum().backward()
+        return [index, value.detach(), weight.grad, conv.weight.grad]
+
+    expected = run(conv)
+    for backend in ('aot_eager', 'inductor'):
+        torch._dynamo.reset()
+        got = run(torch.compile(conv, backend=backend, fullgraph=True))
+        assert torch.equal(got[0], expected[0])
+        for a, b in zip(got[1:], expected[1:], strict=True):
+            assert torch.allclose(a, b, atol=1e-5)
+    other = edge_type.clone()
+    other[0] = (other[0] + 1) % NUM_TYPES
+    torch._dynamo.reset()
+    with pytest.raises(RuntimeError, match='differs from the one its pattern was built'):
+        torch.compile(conv, backend='aot_eager', fullgraph=True)(edge_index, other, 12)
 
 
 # --- bad input ----------------------------------------------------------------------------

@@ -209,6 +209,95 @@ def test_pickles_after_a_forward():
     assert loaded._cache  # rebuilt on first use
 
 
+# --- torch.compile ---------------------------------------------------------------------------
+
+
+def compile_inputs(seed=7):
+    graph = random_graph(25, 90, seed=seed)
+    edge_type = typed(graph, seed=seed)
+    x = random_features(25, IN, seed=seed, dtype=torch.float64)
+    edge_weight = torch.rand(graph.edge_index.size(1), dtype=torch.float64)
+    return x, graph.edge_index, edge_type, edge_weight
+
+
+COMPILE_CASES = [
+    pytest.param(layers, identity, rows, id=f'{layers}-{identity}-{rows}')
+    for layers, identity, rows in product([1, 2], [True, False], ['all', 'some'])
+]
+
+
+def prepared(layers, identity, rows):
+    x, edge_index, edge_type, edge_weight = compile_inputs()
+    node_index = None if rows == 'all' else torch.tensor([4, 0, 17, 4, 24])
+    model = randomized(GTN(IN, HIDDEN, OUT, NUM_TYPES, num_layers=layers, identity=identity))
+    model = model.double()
+    model.prepare(x, edge_index, edge_type, edge_weight, node_index)
+    return model, (x, edge_index, edge_type, edge_weight, node_index)
+
+
+@pytest.mark.parametrize('layers,identity,rows', COMPILE_CASES)
+def test_prepared_gtn_has_no_graph_break(layers, identity, rows):
+    model, inputs = prepared(layers, identity, rows)
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(model)(*inputs)
+    assert explained.graph_break_count == 0, explained.break_reasons
+
+
+def compiled_matches_eager(model, inputs, backend, atol):
+    x, edge_index, edge_type, edge_weight, node_index = inputs
+
+    def run(module):
+        model.zero_grad()
+        weight = edge_weight.clone().requires_grad_()
+        out = module(x, edge_index, edge_type, weight, node_index)
+        out.pow(2).sum().backward()
+        return [out.detach(), weight.grad, *(p.grad for p in model.parameters())]
+
+    expected = run(model)
+    torch._dynamo.reset()
+    got = run(torch.compile(model, backend=backend, fullgraph=True))
+    for a, b in zip(got, expected, strict=True):
+        assert torch.allclose(a, b, atol=atol)
+
+
+@pytest.mark.parametrize('layers,identity,rows', COMPILE_CASES)
+def test_prepared_gtn_traced_forward_and_backward_equal_eager(layers, identity, rows):
+    model, inputs = prepared(layers, identity, rows)
+    compiled_matches_eager(model, inputs, 'aot_eager', 1e-10)
+
+
+def test_prepared_gtn_inductor_equals_eager_small_case():
+    model, inputs = prepared(2, True, 'some')
+    compiled_matches_eager(model, inputs, 'inductor', 1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('layers,identity,rows', COMPILE_CASES)
+def test_prepared_gtn_inductor_equals_eager(layers, identity, rows):
+    model, inputs = prepared(layers, identity, rows)
+    compiled_matches_eager(model, inputs, 'inductor', 1e-5)
+
+
+def test_prepared_gtn_checks_graph_and_rows_on_the_device():
+    model, (x, edge_index, edge_type, edge_weight, node_index) = prepared(1, True, 'some')
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend='aot_eager', fullgraph=True)
+    compiled(x, edge_index, edge_type, edge_weight, node_index)
+    with pytest.raises(RuntimeError, match='differs from the one prepare'):
+        compiled(x, edge_index, edge_type, edge_weight, node_index.flip(0))
+    other = edge_type.clone()
+    other[0] = (other[0] + 1) % NUM_TYPES
+    with pytest.raises(RuntimeError, match='differs from the one prepare'):
+        compiled(x, edge_index, other, edge_weight, node_index)
+
+
+def test_prepare_refuses_what_it_cannot_plan():
+    x, edge_index, edge_type, _ = compile_inputs()
+    for kwargs in ({'fast': True}, {'topk': 4}):
+        with pytest.raises(ValueError, match='FastGTN and top-k pruning'):
+            GTN(IN, HIDDEN, OUT, NUM_TYPES, **kwargs).double().prepare(x, edge_index, edge_type)
+
+
 # --- meta-path attention ---------------------------------------------------------------------
 
 
