@@ -77,6 +77,12 @@ def _deferred(tensor: Tensor) -> bool:
     return torch.compiler.is_compiling() or tensor.device.type != 'cpu'
 
 
+def defers_value_checks(tensor: Tensor) -> bool:
+    """Whether a value check on ``tensor`` is an asynchronous assertion rather than a read-back
+    (inside ``torch.compile`` or off the CPU, unless in :func:`debug` mode)."""
+    return _deferred(tensor)
+
+
 def check_tensor(value, name: str) -> Tensor:
     if not isinstance(value, Tensor):
         raise TypeError(f'{name} must be a torch.Tensor, got {type(value).__name__}')

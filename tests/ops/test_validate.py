@@ -119,3 +119,13 @@ def test_checks_on_device(device):
     if device.type != 'cpu':
         with pytest.raises(ValueError, match='move them to one device'):
             check_same_device([('x', x), ('edge_index', ids)])
+
+
+def test_defers_value_checks_on_cpu_eager_only_in_compile_or_off_cpu():
+    from graphops import debug
+    from graphops.ops.validate import defers_value_checks
+
+    assert not defers_value_checks(torch.zeros(2))
+    with debug():
+        assert not defers_value_checks(torch.zeros(2))
+    assert defers_value_checks(torch.zeros(2, device='meta'))
