@@ -65,6 +65,7 @@ def node_run(seed: int) -> float:
         depth=4,
         pool_ratios=[2000, 1000, 500, 200],
         act=args.act,
+        nonlinearity='sigmoid',  # the paper's gate (PyG's default is tanh)
     ).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01, weight_decay=0.001)
     best_val = test_at_best = 0.0
@@ -131,6 +132,7 @@ def graph_fold(data, folds, fold: int) -> tuple[float, float, int]:
         pool_ratios=config['ratios'],
         dropout=config['drop'][0],
         classifier_dropout=config['drop'][1],
+        nonlinearity='sigmoid',  # the paper's gate
     ).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.001, amsgrad=True, weight_decay=0.0008)
     best, test_at_best, max_test, since_best, epochs_run = (-1.0, 0.0), 0.0, 0.0, 0, 0

@@ -6,10 +6,11 @@ gPool (per graph, :math:`k = \lceil \mathrm{ratio} \cdot N \rceil` or :math:`\mi
 .. math::
     y = X p / \|p\|, \quad idx = \mathrm{rank}(y, k), \quad \tilde{y} = \sigma(y_{idx}),
     \quad X' = X_{idx,:} \odot (\tilde{y} 1^\top), \quad A' = A_{idx, idx}
-    \ \text{or}\ ((A + I)^2)_{idx, idx} \text{ without its diagonal}.
+    \ \text{or}\ ((A - \mathrm{diag}(A) + I)^2)_{idx, idx} \text{ without its diagonal}.
 
 gUnpool: :math:`X' = \mathrm{distribute}(0_{N \times C}, X, idx)`.
-GCN: :math:`\hat{D}^{-1/2} (A + 2I) \hat{D}^{-1/2} X W^\top + b`.
+GCN: :math:`\hat{D}^{-1/2} (A + 2I) \hat{D}^{-1/2} X W^\top + b` (a node with a self-loop keeps
+its weight instead of 2, as PyG's ``GCNConv(improved=True)``).
 
 Adjacencies are dense ``adj_t`` matrices (``A[i, j]`` = weight of edge ``j -> i``), as
 :func:`graphops.testing.dense_adjacency` makes them. Kept nodes are listed in ascending order;
@@ -59,7 +60,8 @@ def dense_gpool(
     score = gate(y[perm])
     x_out = x[perm] * score.unsqueeze(-1)
     if augment:
-        loops = adj_t + torch.eye(num_nodes, dtype=adj_t.dtype)
+        # The input's self-loops are replaced by unit ones (PyG's GraphUNet.augment_adj).
+        loops = adj_t - torch.diag(torch.diagonal(adj_t)) + torch.eye(num_nodes, dtype=adj_t.dtype)
         pooled = (loops @ loops)[perm][:, perm]
         pooled = pooled - torch.diag(torch.diagonal(pooled))
     else:
@@ -75,8 +77,10 @@ def dense_gunpool(x: Tensor, perm: Tensor, num_nodes: int) -> Tensor:
 
 
 def dense_gcn(adj_t: Tensor, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-    """The paper's GCN layer with :math:`\\hat{A} = A + 2I`, sym-normalised by in-degree."""
-    a_hat = adj_t + 2.0 * torch.eye(adj_t.size(0), dtype=adj_t.dtype)
+    """The paper's GCN layer with :math:`\\hat{A} = A + 2I`, sym-normalised by in-degree; a node
+    with a self-loop keeps its weight instead of 2 (PyG's ``add_remaining_self_loops``)."""
+    loops = torch.diagonal(adj_t)
+    a_hat = adj_t - torch.diag(loops) + torch.diag(torch.where(loops != 0, loops, 2.0))
     degree = a_hat.sum(1)
     inv_sqrt = torch.where(degree > 0, degree.pow(-0.5), torch.zeros_like(degree))
     return inv_sqrt[:, None] * a_hat * inv_sqrt[None, :] @ x @ weight.t() + bias

@@ -9,65 +9,42 @@ from torch import Tensor
 
 from graphops.nn.pool.gpool import GPool
 from graphops.nn.pool.gunpool import GUnpool
-from graphops.ops import in_degree, spmm, to_csr
+from graphops.ops import spmm, to_csr
 from graphops.ops.csr import CSR
 from graphops.ops.topk import check_batch, check_ratio
 from graphops.ops.validate import check_node_features, check_nonempty_graph, check_same_device
 
 
-def is_symmetric(csr: CSR) -> bool:
-    """True when ``M == M^T``, weights included (duplicates summed first)."""
-    if csr.num_rows != csr.num_cols:
-        return False
-    merged = csr.coalesce()
-    flipped = merged.t()
-    return (
-        torch.equal(merged.rowptr.long(), flipped.rowptr.long())
-        and torch.equal(merged.col.long(), flipped.col.long())
-        and torch.equal(merged.values(), flipped.values())
-    )
-
-
 class _GCNOperator:
-    r"""The paper's GCN propagation :math:`\hat{\mathbf{D}}^{-1/2} (\mathbf{A} + 2\mathbf{I})
-    \hat{\mathbf{D}}^{-1/2}` (PyG's ``GCNConv(improved=True)``), kept as the normalised
-    :math:`\mathbf{A}` plus the diagonal :math:`2 \hat{\mathbf{D}}^{-1}`: no self-loop entries
-    are inserted, so the CSR needs no re-sort. ``symmetric`` lets the backward pass reuse the
-    matrix instead of transposing it."""
+    r"""The propagation :math:`\hat{\mathbf{D}}^{-1/2} \hat{\mathbf{A}} \hat{\mathbf{D}}^{-1/2}`
+    of PyG's ``GCNConv(improved=True)``: :math:`\hat{\mathbf{A}}` is :math:`\mathbf{A}` with a
+    self-loop of weight 2 on every node that has none (the paper's :math:`\mathbf{A} +
+    2\mathbf{I}`), while a node's existing self-loop keeps its own weight (the last one listed,
+    if repeated), as PyG's ``add_remaining_self_loops`` does. Kept as the normalised off-diagonal part plus a diagonal,
+    so no entries are inserted and the CSR needs no re-sort. Differentiable in the edge weights
+    (through the degrees too): :func:`graphops.ops.spmm` differentiates its values."""
 
-    def __init__(self, adj: CSR, dtype: torch.dtype, symmetric: bool):
-        degree = in_degree(adj, dtype) + 2.0
-        inv_sqrt = degree.pow(-0.5).masked_fill_(degree <= 0, 0.0)
-        value = inv_sqrt[adj.row().long()] * adj.values(dtype) * inv_sqrt[adj.col.long()]
-        self.off = adj.with_value(value)
-        self.diag = (2.0 * inv_sqrt.square()).unsqueeze(-1)
-        self.symmetric = symmetric
-        self._off_t: CSR | None = None
-
-    def off_transposed(self) -> CSR:
-        if self.symmetric:
-            return self.off
-        if self._off_t is None:
-            self._off_t = self.off.t()
-        return self._off_t
+    def __init__(self, adj: CSR, dtype: torch.dtype):
+        value = adj.values(dtype)
+        n = adj.num_rows
+        row, col = adj.row().long(), adj.col.long()
+        loop = row == col
+        loop_weight = value.new_full((n,), 2.0)
+        if bool(loop.any()):
+            # Like PyG, one of a node's repeated self-loops (the last one) sets its weight.
+            loop_weight = loop_weight.index_put((row[loop],), value[loop])
+            adj = adj.with_value(value).remove_self_loops()
+            value = adj.values(dtype)
+            row, col = adj.row().long(), adj.col.long()
+        degree = loop_weight.index_add(0, row, value)
+        positive = degree > 0
+        # where() twice keeps the gradient finite at isolated zero-degree nodes.
+        inv_sqrt = torch.where(positive, torch.where(positive, degree, 1.0).rsqrt(), 0.0)
+        self.off = adj.with_value(inv_sqrt[row] * value * inv_sqrt[col])
+        self.diag = (loop_weight * inv_sqrt.square()).unsqueeze(-1)
 
     def __call__(self, x: Tensor) -> Tensor:
-        return _Propagate.apply(x, self)
-
-
-class _Propagate(torch.autograd.Function):
-    """``S @ x`` whose backward multiplies by ``S^T`` directly (torch's sparse-mm backward
-    converts the matrix on every call)."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, op: _GCNOperator) -> Tensor:
-        ctx.op = op
-        return spmm(op.off, x) + op.diag * x
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        op = ctx.op
-        return spmm(op.off_transposed(), grad) + op.diag * grad, None
+        return spmm(self.off, x) + self.diag * x
 
 
 def resolve_activation(act) -> Callable[[Tensor], Tensor]:
@@ -96,26 +73,31 @@ def expand_ratios(pool_ratios, depth: int) -> list[float | int]:
 
 class _GCNLayer(torch.nn.Module):
     r""":math:`\mathbf{X}^{\prime} = \hat{\mathbf{S}} \mathbf{X} \mathbf{W}^{\top} + \mathbf{b}`
-    for a pre-normalised propagation matrix :math:`\hat{\mathbf{S}}` (a CSR)."""
+    for a pre-normalised propagation :math:`\hat{\mathbf{S}}`. Parameters are named as in PyG's
+    ``GCNConv`` (``lin.weight``, ``bias``), so a PyG GraphUNet's ``state_dict`` loads as it is."""
 
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.weight = torch.nn.Parameter(torch.empty(out_channels, in_channels))
+        self.lin = torch.nn.Linear(in_channels, out_channels, bias=False)
         self.bias = torch.nn.Parameter(torch.empty(out_channels))
         self.reset_parameters()
 
     def reset_parameters(self):
         bound = math.sqrt(6.0 / (self.in_channels + self.out_channels))  # glorot, as GCNConv
-        torch.nn.init.uniform_(self.weight, -bound, bound)
+        torch.nn.init.uniform_(self.lin.weight, -bound, bound)
         torch.nn.init.zeros_(self.bias)
+
+    @property
+    def weight(self) -> torch.nn.Parameter:
+        return self.lin.weight
 
     def forward(self, op: _GCNOperator, x: Tensor) -> Tensor:
         # Multiply by W on the narrow side of the sparse product.
         if self.in_channels > self.out_channels:
-            out = op(F.linear(x, self.weight))
+            out = op(self.lin(x))
         else:
-            out = F.linear(op(x), self.weight)
+            out = self.lin(op(x))
         return out + self.bias
 
     def __repr__(self) -> str:
@@ -125,21 +107,27 @@ class _GCNLayer(torch.nn.Module):
 class GraphUNet(torch.nn.Module):
     r"""The Graph U-Net from the `"Graph U-Nets" <https://arxiv.org/abs/1905.05178>`_ paper for
     node-level tasks, batched (many graphs of a :class:`~torch_geometric.data.Batch` at once) and
-    a drop-in for :class:`torch_geometric.nn.models.GraphUNet` (same layers, same arguments).
+    a drop-in for :class:`torch_geometric.nn.models.GraphUNet`: the same positional arguments and
+    defaults, ``repr`` and ``state_dict``, and with the defaults the same outputs (tanh gate as
+    PyG's :class:`~torch_geometric.nn.pool.TopKPooling`). The paper's sigmoid gate is
+    ``nonlinearity='sigmoid'``.
 
-    Every GCN layer is the paper's
+    Every GCN layer is PyG's ``GCNConv(improved=True)``, the paper's
 
     .. math::
         \mathbf{X}_{\ell+1} = \sigma\left(\hat{\mathbf{D}}^{-1/2} \hat{\mathbf{A}}_\ell
         \hat{\mathbf{D}}^{-1/2} \mathbf{X}_\ell \mathbf{W}_\ell\right), \qquad
-        \hat{\mathbf{A}}_\ell = \mathbf{A}_\ell + 2\mathbf{I}.
+        \hat{\mathbf{A}}_\ell = \mathbf{A}_\ell + 2\mathbf{I}
+
+    (a node that already has a self-loop keeps that loop's weight instead of 2, as in PyG).
 
     The encoder is a GCN followed by ``depth`` blocks of :class:`~graphops.nn.pool.gpool.GPool`
     then GCN; the decoder has ``depth`` blocks of :class:`~graphops.nn.pool.gunpool.GUnpool`, a
     skip connection from the encoder level of the same size (summed, or concatenated with
     ``sum_res=False``), then GCN; the last GCN maps to ``out_channels`` with no activation. With
-    ``augment=True`` each GPool keeps the block :math:`((\mathbf{A}+\mathbf{I})^2)_{idx,idx}`
-    (the paper's graph power), computed for the kept nodes only.
+    ``augment=True`` (PyG's behaviour) each GPool keeps the block
+    :math:`((\mathbf{A}+\mathbf{I})^2)_{idx,idx}` (the paper's graph power), computed for the
+    kept nodes only. Gradients reach ``x``, every parameter and ``edge_weight``.
 
     Args:
         in_channels (int): size of each input node feature.
@@ -153,11 +141,11 @@ class GraphUNet(torch.nn.Module):
             (default: ``True``)
         act (str or callable, optional): activation after every GCN but the last; ``None`` is
             the identity (the paper's node-classification choice). (default: ``'relu'``)
-        augment (bool): graph-power connectivity augmentation in every GPool.
+        augment (bool, keyword-only): graph-power connectivity augmentation in every GPool.
             (default: ``True``)
-        nonlinearity (str or callable): GPool's gate, ``'sigmoid'`` (the paper) or ``'tanh'``
-            (PyG's TopKPooling). (default: ``'sigmoid'``)
-        dropout (float): dropout on the input of every GCN layer during training.
+        nonlinearity (str or callable, keyword-only): GPool's gate, ``'tanh'`` (PyG's
+            TopKPooling) or ``'sigmoid'`` (the paper). (default: ``'tanh'``)
+        dropout (float, keyword-only): dropout on the input of every GCN layer during training.
             (default: ``0.0``)
 
     Shapes:
@@ -176,8 +164,9 @@ class GraphUNet(torch.nn.Module):
         pool_ratios: float | int | list = 0.5,
         sum_res: bool = True,
         act: str | Callable | None = 'relu',
+        *,
         augment: bool = True,
-        nonlinearity: str | Callable = 'sigmoid',
+        nonlinearity: str | Callable = 'tanh',
         dropout: float = 0.0,
     ):
         super().__init__()
@@ -203,6 +192,8 @@ class GraphUNet(torch.nn.Module):
         self.nonlinearity = nonlinearity
         self.dropout = dropout
 
+        # Built in PyG's order (GCN, then per level pool and GCN), so a seeded construction
+        # draws the same initial weights as PyG's GraphUNet.
         self.down_convs = torch.nn.ModuleList([_GCNLayer(in_channels, hidden_channels)])
         self.pools = torch.nn.ModuleList()
         for ratio in self.pool_ratios:
@@ -241,17 +232,15 @@ class GraphUNet(torch.nn.Module):
         adj = to_csr(edge_index, edge_weight, num_nodes=num_nodes)
         if adj.shape != (num_nodes, num_nodes):
             raise ValueError(f'the adjacency has shape {adj.shape} but x has {num_nodes} nodes')
-        # Edge weights are constants here, as the graph structure is.
-        adj = adj.with_value(adj.values(x.dtype).detach())
-        # Pooling (induced or augmented blocks) keeps a symmetric graph symmetric.
-        symmetric = is_symmetric(adj)
+        # The weights stay in the autograd graph: edge_weight gets a gradient, as in PyG.
+        adj = adj.with_value(adj.values(x.dtype))
 
-        norm = _GCNOperator(adj, x.dtype, symmetric)
+        norm = _GCNOperator(adj, x.dtype)
         x = self.act(self.down_convs[0](norm, self._drop(x)))
         skips, norms, perms = [x], [norm], []
         for level in range(1, self.depth + 1):
             x, adj, _, batch, perm, _ = self.pools[level - 1](x, adj, None, batch)
-            norm = _GCNOperator(adj, x.dtype, symmetric)
+            norm = _GCNOperator(adj, x.dtype)
             x = self.act(self.down_convs[level](norm, self._drop(x)))
             perms.append(perm)
             if level < self.depth:
@@ -272,11 +261,22 @@ class GraphUNet(torch.nn.Module):
         return F.dropout(x, self.dropout, self.training) if self.dropout > 0 else x
 
     def __repr__(self) -> str:
-        gate = self.nonlinearity if isinstance(self.nonlinearity, str) else 'callable'
-        act = f"'{self.act_name}'" if isinstance(self.act_name, str) else None
+        # PyG's repr, then only the arguments that differ from their defaults.
+        extra = []
+        if not self.sum_res:
+            extra.append('sum_res=False')
+        if self.act_name != 'relu':
+            extra.append(f'act={self.act_name!r}' if self.act_name is not None else 'act=None')
+        if not self.augment:
+            extra.append('augment=False')
+        if self.nonlinearity != 'tanh':
+            gate = self.nonlinearity if isinstance(self.nonlinearity, str) else 'callable'
+            extra.append(f'nonlinearity={gate!r}')
+        if self.dropout:
+            extra.append(f'dropout={self.dropout}')
         return (
             f'{self.__class__.__name__}({self.in_channels}, {self.hidden_channels}, '
-            f'{self.out_channels}, depth={self.depth}, pool_ratios={self.pool_ratios}, '
-            f'sum_res={self.sum_res}, act={act}, augment={self.augment}, '
-            f"nonlinearity='{gate}', dropout={self.dropout})"
+            f'{self.out_channels}, depth={self.depth}, pool_ratios={self.pool_ratios}'
+            + ''.join(f', {e}' for e in extra)
+            + ')'
         )

@@ -10,7 +10,6 @@ from graphops.nn.models.graph_unet import (
     _GCNLayer,
     _GCNOperator,
     expand_ratios,
-    is_symmetric,
     resolve_activation,
 )
 from graphops.nn.pool.gpool import GPool
@@ -157,13 +156,13 @@ class GraphUNetClassifier(torch.nn.Module):
         adj = to_csr(edge_index, edge_weight, num_nodes=num_nodes)
         if adj.shape != (num_nodes, num_nodes):
             raise ValueError(f'the adjacency has shape {adj.shape} but x has {num_nodes} nodes')
-        adj = adj.with_value(adj.values(x.dtype).detach())
-        symmetric = is_symmetric(adj)
+        # The weights stay in the autograd graph: edge_weight gets a gradient.
+        adj = adj.with_value(adj.values(x.dtype))
 
         def conv(layer, op, h):
             return self.act(layer(op, self._drop(h)))
 
-        op = _GCNOperator(adj, x.dtype, symmetric)
+        op = _GCNOperator(adj, x.dtype)
         h = conv(self.start_conv, op, x)
         first = h
         skips, ops, perms, batches = [], [], [], []
@@ -174,7 +173,7 @@ class GraphUNetClassifier(torch.nn.Module):
             batches.append(batch)
             h, adj, _, batch, perm, _ = self.pools[level](h, adj, None, batch, self._drop(h))
             perms.append(perm)
-            op = _GCNOperator(adj, x.dtype, symmetric)
+            op = _GCNOperator(adj, x.dtype)
         h = conv(self.bottom_conv, op, h)
 
         readouts = []

@@ -23,6 +23,22 @@ from graphops.ops.validate import (
 _GATES = {'sigmoid': torch.sigmoid, 'tanh': torch.tanh}
 
 
+class _Projection(torch.nn.Module):
+    """The trainable projection :math:`\\mathbf{p}`, ``[1, in_channels]``, held in a child
+    named ``select`` so GPool's ``state_dict`` (``select.weight``) is the one of PyG's
+    :class:`~torch_geometric.nn.pool.TopKPooling`: checkpoints move between them."""
+
+    def __init__(self, in_channels: int):
+        super().__init__()
+        self.in_channels = in_channels
+        self.weight = torch.nn.Parameter(torch.empty(1, in_channels))
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        bound = 1.0 / math.sqrt(self.in_channels)
+        torch.nn.init.uniform_(self.weight, -bound, bound)
+
+
 class GPool(torch.nn.Module):
     r"""The gPool layer from the `"Graph U-Nets" <https://arxiv.org/abs/1905.05178>`_ paper,
     batched: every graph of a :class:`~torch_geometric.data.Batch` is pooled at once.
@@ -42,7 +58,8 @@ class GPool(torch.nn.Module):
     with the paper's gate :math:`\sigma` = sigmoid (PyG's
     :class:`~torch_geometric.nn.pool.TopKPooling` uses tanh; ``nonlinearity='tanh'`` gives it).
     With ``augment=True`` the pooled graph uses the paper's graph power, the kept block of the
-    squared adjacency (self-loops added first, so one-hop links survive as well as two-hop ones):
+    squared adjacency (the input's self-loops replaced by unit ones first, so one-hop links
+    survive as well as two-hop ones):
 
     .. math::
         \mathbf{A}^{\prime} = \big((\mathbf{A} + \mathbf{I})^2\big)_{\mathbf{i}, \mathbf{i}}
@@ -54,6 +71,12 @@ class GPool(torch.nn.Module):
 
     Kept nodes are returned in ascending index order (``perm`` is sorted), so each graph's nodes
     stay contiguous and in their original order; equal scores keep the lower index.
+
+    Parity with PyG's :class:`~torch_geometric.nn.pool.TopKPooling`: with
+    ``nonlinearity='tanh'`` and ``augment=False``, GPool keeps the same nodes with the same gates,
+    features and edges as ``TopKPooling(in_channels, ratio)`` (which lists them by score instead),
+    and the two share one ``state_dict`` layout (``select.weight``). Only the arguments and
+    forward of that case are shared: ``min_score`` and ``multiplier`` are not offered.
 
     Args:
         in_channels (int): size of each input node feature.
@@ -103,12 +126,17 @@ class GPool(torch.nn.Module):
             raise TypeError(f'nonlinearity must be a str or a callable, got {nonlinearity!r}')
         self.nonlinearity = nonlinearity
         self.augment = bool(augment)
-        self.weight = torch.nn.Parameter(torch.empty(1, in_channels))
+        self.select = _Projection(in_channels)
         self.reset_parameters()
 
+    @property
+    def weight(self) -> torch.nn.Parameter:
+        r"""The projection :math:`\mathbf{p}`, ``[1, in_channels]`` (stored as
+        ``select.weight``)."""
+        return self.select.weight
+
     def reset_parameters(self):
-        bound = 1.0 / math.sqrt(self.in_channels)
-        torch.nn.init.uniform_(self.weight, -bound, bound)
+        self.select.reset_parameters()
 
     def score(self, x: Tensor) -> Tensor:
         r"""The projection :math:`\mathbf{y} = \mathbf{X}\mathbf{p} / \|\mathbf{p}\|`, ``[N]``."""
@@ -185,7 +213,8 @@ class GPool(torch.nn.Module):
                 f'the adjacency has shape {csr.shape} but x has {num_nodes} nodes; they must match'
             )
         if self.augment:
-            weighted = csr.with_value(csr.values(dtype))
+            # As PyG's GraphUNet: existing self-loops are replaced by I, not added to it.
+            weighted = csr.with_value(csr.values(dtype)).remove_self_loops()
             pooled = augmented_subgraph(weighted, perm, dtype, self_loops=True)
             pooled = pooled.remove_self_loops()
         else:

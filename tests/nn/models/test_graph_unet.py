@@ -3,12 +3,11 @@ from itertools import product
 import pytest
 import torch
 
-from graphops.nn.models.graph_unet import GraphUNet, _GCNOperator, is_symmetric
+from graphops.nn.models.graph_unet import GraphUNet
 from graphops.nn.models.graph_unet_classifier import GraphUNetClassifier, graph_readout
 from graphops.ops import to_csr
-from graphops.ops.csr import symmetrize
 from graphops.testing import awkward_graphs, dense_adjacency, random_graph, tolerance
-from graphops.testing.gpool import dense_gcn, dense_graph_unet, make_batch
+from graphops.testing.gpool import dense_graph_unet, make_batch
 
 TOL = tolerance(torch.float64)
 GRAPHS = [g for g in awkward_graphs(weighted=True) if g.num_nodes > 0]
@@ -28,6 +27,10 @@ CASES = [(s, a, *v) for s, a, v in product([True, False], [True, False], VARIANT
 @pytest.mark.parametrize(('sum_res', 'augment', 'ratios', 'act', 'weighted'), CASES)
 def test_graph_unet_matches_dense_reference(sum_res, augment, ratios, act, weighted):
     x, edge_index, edge_weight, batch, num_nodes = batched(weighted)
+    # A dense matrix sums repeated self-loops where GCNConv keeps one: merge repeats first (the
+    # PyG comparison below covers them).
+    edge_index, merged = to_csr(edge_index, edge_weight, num_nodes).coalesce().to_edge_index()
+    edge_weight = merged if weighted else None
     torch.manual_seed(0)
     model = GraphUNet(5, 6, 3, depth=2, pool_ratios=ratios, sum_res=sum_res, act=act)
     model = model.double().eval()
@@ -37,59 +40,53 @@ def test_graph_unet_matches_dense_reference(sum_res, augment, ratios, act, weigh
     torch.testing.assert_close(out, dense_graph_unet(model, x, adj, batch), **TOL)
 
 
-def copy_from_pyg(ours, theirs):
-    with torch.no_grad():
-        for mine, ref in zip(
-            [*ours.down_convs, *ours.up_convs], [*theirs.down_convs, *theirs.up_convs]
-        ):
-            mine.weight.copy_(ref.lin.weight)
-            mine.bias.copy_(ref.bias)
-        for mine, ref in zip(ours.pools, theirs.pools):
-            mine.weight.copy_(ref.select.weight)
-
-
-@pytest.mark.parametrize('symmetric', [True, False])
-def test_graph_unet_equals_pyg_graph_unet_with_its_tanh_gate(symmetric):
+@pytest.mark.parametrize(('symmetric', 'weighted'), product([True, False], [True, False]))
+def test_graph_unet_equals_pyg_graph_unet_with_gradients(symmetric, weighted):
     from torch_geometric.nn import GraphUNet as PyGGraphUNet
 
-    graph = random_graph(40, 120, seed=1, self_loops=False, duplicates=False)
-    csr = to_csr(graph.edge_index, None, 40)
-    edge_index = (symmetrize(csr) if symmetric else csr.coalesce()).to_edge_index()[0]
+    graph = random_graph(40, 120, seed=1, weighted=True)
+    edge_index, edge_weight = graph.edge_index, graph.edge_weight.double()
+    if symmetric:
+        edge_index = torch.cat([edge_index, edge_index.flip(0)], dim=1)
+        edge_weight = torch.cat([edge_weight, edge_weight])
+    edge_weight = edge_weight if weighted else None
     batch = torch.tensor([0] * 15 + [1] * 25)
     x = torch.randn(40, 8, dtype=torch.float64)
     torch.manual_seed(0)
-    theirs = PyGGraphUNet(8, 6, 4, depth=3, pool_ratios=[0.7, 0.5]).double()
-    ours = GraphUNet(8, 6, 4, depth=3, pool_ratios=[0.7, 0.5], nonlinearity='tanh').double()
-    copy_from_pyg(ours, theirs)
-    assert is_symmetric(to_csr(edge_index, None, 40)) == symmetric
+    theirs = PyGGraphUNet(8, 16, 4, depth=3, pool_ratios=[0.7, 0.5]).double()
+    ours = GraphUNet(8, 16, 4, depth=3, pool_ratios=[0.7, 0.5]).double()
+    ours.load_state_dict(theirs.state_dict(), strict=True)
 
-    x_ours, x_theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
-    out, ref = ours(x_ours, edge_index, batch), theirs(x_theirs, edge_index, batch)
-    torch.testing.assert_close(out, ref, **TOL)
-    probe = torch.randn_like(out)
-    (out * probe).sum().backward()
-    (ref * probe).sum().backward()
-    torch.testing.assert_close(x_ours.grad, x_theirs.grad, **TOL)
-    for mine, ref_conv in zip(ours.down_convs, theirs.down_convs):
-        torch.testing.assert_close(mine.weight.grad, ref_conv.lin.weight.grad, **TOL)
+    runs = []
+    for model in (ours, theirs):
+        x_in = x.clone().requires_grad_()
+        w_in = None if edge_weight is None else edge_weight.clone().requires_grad_()
+        out = model(x_in, edge_index, batch, w_in)
+        probe = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)
+        (out * probe).sum().backward()
+        runs.append((out, x_in.grad, None if w_in is None else w_in.grad))
+    for mine, ref in zip(*runs):
+        torch.testing.assert_close(mine, ref, **TOL)
+    reference = dict(theirs.named_parameters())
+    for name, param in ours.named_parameters():
+        torch.testing.assert_close(param.grad, reference[name].grad, **TOL)
 
 
-@pytest.mark.parametrize('symmetric', [True, False])
-def test_gcn_propagation_gradcheck_and_reference(symmetric):
-    gen = torch.Generator().manual_seed(2)
-    dense = torch.rand(8, 8, generator=gen, dtype=torch.float64) * (
-        torch.rand(8, 8, generator=gen) < 0.3
-    )
-    if symmetric:
-        dense = dense + dense.t()
-    csr = to_csr(dense.to_sparse())
-    assert is_symmetric(csr) == symmetric
-    op = _GCNOperator(csr, torch.float64, symmetric)
-    x = torch.randn(8, 3, dtype=torch.float64, requires_grad=True)
-    torch.autograd.gradcheck(op, (x,), fast_mode=True)
-    identity = torch.eye(3, dtype=torch.float64)
-    expected = dense_gcn(csr.to_dense(torch.float64), x, identity, torch.zeros(3))
-    torch.testing.assert_close(op(x), expected, **TOL)
+@pytest.mark.parametrize('make', ['unet', 'classifier'])
+def test_gradcheck_x_and_edge_weight(make):
+    """Issue 22: edge_weight is differentiated (through the normalisation, the products and
+    the graph power), not detached."""
+    graph = random_graph(12, 40, seed=5, weighted=True)
+    batch = torch.tensor([0] * 5 + [1] * 7)
+    torch.manual_seed(5)
+    if make == 'unet':
+        model = GraphUNet(4, 16, 3, depth=2, pool_ratios=0.6)
+    else:
+        model = GraphUNetClassifier(4, 16, 3, depth=2, pool_ratios=0.6, mlp_channels=8)
+    model = model.double().eval()
+    x = torch.randn(12, 4, dtype=torch.float64, requires_grad=True)
+    weight = graph.edge_weight.double().requires_grad_()
+    torch.autograd.gradcheck(lambda a, w: model(a, graph.edge_index, batch, w), (x, weight))
 
 
 def split(edge_index, batch, num_nodes):
@@ -147,9 +144,11 @@ def test_graph_readout_matches_loops():
 
 def test_repr():
     model = GraphUNet(16, 32, 7, depth=3, pool_ratios=[2000, 0.5])
+    assert repr(model) == 'GraphUNet(16, 32, 7, depth=3, pool_ratios=[2000, 0.5, 0.5])'
+    model = GraphUNet(16, 32, 7, 2, 0.5, False, 'elu', nonlinearity='sigmoid', dropout=0.5)
     assert repr(model) == (
-        'GraphUNet(16, 32, 7, depth=3, pool_ratios=[2000, 0.5, 0.5], sum_res=True, '
-        "act='relu', augment=True, nonlinearity='sigmoid', dropout=0.0)"
+        'GraphUNet(16, 32, 7, depth=2, pool_ratios=[0.5, 0.5], sum_res=False, '
+        "act='elu', nonlinearity='sigmoid', dropout=0.5)"
     )
     model = GraphUNetClassifier(3, 64, 2)
     assert repr(model) == (

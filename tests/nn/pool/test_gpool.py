@@ -74,7 +74,9 @@ def test_gradcheck_of_features_and_projection():
     pool = make_pool(0.5, 'sigmoid', False, seed=2)
 
     def run(features, weight):
-        return functional_call(pool, {'weight': weight}, (features, edge_index, None, batch))[0]
+        return functional_call(
+            pool, {'select.weight': weight}, (features, edge_index, None, batch)
+        )[0]
 
     weight = pool.weight.detach().clone().requires_grad_()
     torch.autograd.gradcheck(run, (x.requires_grad_(), weight), fast_mode=True)
@@ -137,7 +139,7 @@ def test_same_selection_as_pyg_topk_pooling_with_tanh():
     batch = torch.tensor([0] * 12 + [1] * 18)
     ours = make_pool(0.5, 'tanh', False, seed=6)
     theirs = TopKPooling(4, ratio=0.5).double()
-    theirs.select.weight.data.copy_(ours.weight.data)
+    theirs.load_state_dict(ours.state_dict(), strict=True)  # one state_dict layout
     out_x, ei, _, out_batch, perm, score = ours(x, graph.edge_index, None, batch)
     ref_x, ref_ei, _, ref_batch, ref_perm, ref_score = theirs(x, graph.edge_index, None, batch)
     order = torch.argsort(ref_perm)  # PyG orders kept nodes by score; we keep index order
