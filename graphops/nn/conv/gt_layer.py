@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -12,11 +13,24 @@ from graphops.nn.conv.gt_conv import (
     GTConv,
     _build_edge_type_stack,
     _EdgeTypeStack,
+    _stack_weight,
 )
+from graphops.ops.cache import InputCache
 from graphops.ops.csr import CSR, normalize
 from graphops.ops.edge_type import check_edge_type_stack
-from graphops.ops.spgemm import _check_topk, spgemm
-from graphops.ops.validate import check_index_or_mask, check_positive_int, check_same_device
+from graphops.ops.spgemm import (
+    ProductPlan,
+    _check_topk,
+    planned_spgemm,
+    product_plan,
+    spgemm,
+)
+from graphops.ops.validate import (
+    check_index_or_mask,
+    check_positive_int,
+    check_same_device,
+    is_debug_enabled,
+)
 
 
 class GTLayer(Module):
@@ -63,6 +77,11 @@ class GTLayer(Module):
             (default: :obj:`True`)
         topk (int, optional): keep at most ``topk`` entries per row of each product.
             (default: :obj:`None`, exact)
+        cached (bool, optional): keep, in an :class:`~graphops.ops.cache.InputCache`, what
+            :meth:`prepare` builds for a static graph (union pattern, rows, the product's
+            structure), so that ``torch.compile`` runs the layer with no graph break; the graph,
+            ``node_index`` and ``prev``'s pattern are then checked against it on the device.
+            Not state. (default: :obj:`False`)
 
     Shapes:
         - **input:** ``edge_index`` :math:`(2, E)`, ``edge_type`` :math:`(E)`, ``num_nodes``
@@ -80,6 +99,8 @@ class GTLayer(Module):
         first: bool = True,
         identity: bool = True,
         topk: int | None = None,
+        *,
+        cached: bool = False,
     ) -> None:
         super().__init__()
         self.num_edge_types = check_positive_int(num_edge_types, 'num_edge_types')
@@ -90,6 +111,10 @@ class GTLayer(Module):
         self.first = first
         self.identity = identity
         self.topk = _check_topk(topk)
+        if not isinstance(cached, bool):
+            raise TypeError(f'cached must be a bool, got {type(cached).__name__}')
+        self.cached = cached
+        self._cache = InputCache()  # the _LayerPlan prepare() built; not state
         self.conv1 = GTConv(num_edge_types, num_channels, identity)
         self.conv2 = GTConv(num_edge_types, num_channels, identity) if first else None
         self.reset_parameters()
@@ -121,10 +146,135 @@ class GTLayer(Module):
         if node_index is not None:
             node_index = check_index_or_mask(node_index, 'node_index', size=num_nodes)
         check_same_device([('edge_index', edge_index), ('node_index', node_index)])
+        if torch.compiler.is_compiling():
+            plan = self._held_plan(edge_index, edge_type, num_nodes, prev, node_index)
+            if plan is not None:
+                prev_values = None if self.first else torch.stack([h.values() for h in prev])
+                weight = _stack_weight(edge_weight, num_nodes, self.identity)
+                values = self.propagate_planned(
+                    plan.stack, weight, plan.product, prev_values, plan.select
+                )
+                return [plan.product.csr(v) for v in values.unbind(0)]
         stack = _build_edge_type_stack(
             edge_index, edge_type, num_nodes, edge_weight, self.num_edge_types, self.identity
         )
         return self.propagate(stack, prev, node_index)
+
+    def prepare(
+        self,
+        edge_index: Tensor,
+        edge_type: Tensor,
+        num_nodes: int,
+        prev: Sequence[CSR] | None = None,
+        node_index: Tensor | None = None,
+    ) -> None:
+        """Builds, eagerly, what the layer's output structure depends on for a static graph
+        (``cached=True``, ``topk=None``): the union pattern, the stack entries of the rows of
+        ``node_index`` and the product's structure (:func:`~graphops.ops.spgemm.product_plan`;
+        for a later layer, of ``prev``'s pattern times the union). A compiled layer then runs
+        with no graph break on that graph."""
+        if torch.compiler.is_compiling():
+            raise RuntimeError('prepare() builds a plan eagerly; call it outside torch.compile')
+        if not self.cached or self.topk is not None:
+            raise ValueError(
+                'prepare() keeps a product plan, which needs cached=True and topk=None (top-k '
+                'pruning depends on values)'
+            )
+        num_nodes = check_edge_type_stack(
+            edge_index, edge_type, num_nodes, None, self.num_edge_types
+        )
+        stack = _build_edge_type_stack(
+            edge_index, edge_type, num_nodes, None, self.num_edge_types, self.identity
+        )
+        pattern = stack.csr(None)
+        select = None
+        if self.first:
+            if prev is not None:
+                raise ValueError('prev must be None for the first layer (first=True)')
+            left = pattern
+            if node_index is not None:
+                node_index = check_index_or_mask(node_index, 'node_index', size=num_nodes)
+                entry = pattern.with_value(torch.arange(stack.nnz, dtype=torch.float64))
+                chosen = entry.select_rows(node_index)
+                select, left = chosen.value.long(), chosen.with_value(None)
+        else:
+            if node_index is not None:
+                raise ValueError(
+                    'node_index only applies to the first layer; later layers keep the rows of prev'
+                )
+            left = self._check_prev(prev, num_nodes)[0].with_value(None)
+        plan = _LayerPlan(
+            stack=stack,
+            edge_index=edge_index,
+            edge_type=edge_type,
+            node_index=node_index,
+            prev_pattern=None if self.first else (left.rowptr, left.col),
+            select=select,
+            product=product_plan(left, pattern),
+        )
+        self._cache.store((edge_index, edge_type, node_index, num_nodes), plan)
+
+    def reset_cache(self) -> None:
+        """Drops the prepared plan."""
+        self._cache.clear()
+
+    def _held_plan(self, edge_index, edge_type, num_nodes, prev, node_index):
+        """Inside ``torch.compile``: the prepared plan if it fits, checked on the device."""
+        plan = self._cache.value if self.cached and self.topk is None else None
+        if plan is None or plan.stack.num_nodes != num_nodes:
+            return None
+        if plan.edge_index.shape != edge_index.shape:
+            return None
+        if (node_index is None) != (plan.node_index is None) or (
+            node_index is not None and node_index.shape != plan.node_index.shape
+        ):
+            return None
+        same = (edge_index == plan.edge_index).all() & (edge_type == plan.edge_type).all()
+        if node_index is not None:
+            same = same & (node_index == plan.node_index).all()
+        if not self.first:
+            prev = self._check_prev(prev, num_nodes)
+            rowptr, col = plan.prev_pattern
+            for h in prev:
+                if h.rowptr.shape != rowptr.shape or h.col.shape != col.shape:
+                    return None
+                same = same & (h.rowptr.long() == rowptr.long()).all()
+                same = same & (h.col.long() == col.long()).all()
+        message = (
+            'the graph, node_index or prev passed to this GTLayer differs from what prepare() '
+            'planned; call layer.prepare(...) on them outside torch.compile'
+        )
+        if is_debug_enabled():
+            if not bool(same):
+                raise ValueError(message)
+        else:
+            torch._assert_async(same, message)
+        return plan
+
+    def propagate_planned(
+        self,
+        stack: _EdgeTypeStack,
+        element_weight: Tensor | None,
+        product: ProductPlan,
+        prev_values: Tensor | None = None,
+        select: Tensor | None = None,
+    ) -> Tensor:
+        """:meth:`propagate` on a planned product (static shapes, for ``torch.compile``):
+        ``[C, product.nnz]`` values of the row-normalised products. ``prev_values`` ``[C, nnz]``
+        are the previous layer's values (later layers); ``select`` the stack entries of the
+        first layer's rows (``node_index``)."""
+        if self.first:
+            left = self.conv1.combine(stack, element_weight)
+            if select is not None:
+                left = left.index_select(1, select)
+            right = self.conv2.combine(stack, element_weight)
+        else:
+            left, right = prev_values, self.conv1.combine(stack, element_weight)
+        values = planned_spgemm(product, left, right)
+        degree = values.new_zeros(values.size(0), product.num_rows)
+        degree = degree.index_add(1, product.row, values)
+        inverse = torch.where(degree != 0, 1.0 / degree, torch.zeros_like(degree))
+        return values * inverse.index_select(1, product.row)
 
     def propagate(
         self, stack: _EdgeTypeStack, prev: Sequence[CSR] | None, node_index: Tensor | None
@@ -170,7 +320,22 @@ class GTLayer(Module):
         return prev
 
     def __repr__(self) -> str:
+        cached = ', cached=True' if self.cached else ''
         return (
             f'{self.__class__.__name__}({self.num_edge_types}, {self.num_channels}, '
-            f'first={self.first}, identity={self.identity}, topk={self.topk})'
+            f'first={self.first}, identity={self.identity}, topk={self.topk}{cached})'
         )
+
+
+@dataclass(eq=False)
+class _LayerPlan:
+    """What :meth:`GTLayer.prepare` builds: the union pattern (no weights), the graph, rows and
+    previous pattern it was built for, the stack entries of the rows, the product's structure."""
+
+    stack: _EdgeTypeStack
+    edge_index: Tensor
+    edge_type: Tensor
+    node_index: Tensor | None
+    prev_pattern: tuple[Tensor, Tensor] | None
+    select: Tensor | None
+    product: ProductPlan

@@ -24,7 +24,6 @@ from graphops.ops.edge_type import _edge_type_norm, check_edge_type_stack
 from graphops.ops.spgemm import (
     ProductPlan,
     _check_topk,
-    planned_spgemm,
     product_plan,
     spmm_with_value_grad,
 )
@@ -333,18 +332,8 @@ class GTN(Module):
         weight = _stack_weight(edge_weight, plan.stack.num_nodes, self.identity)
         values = None
         for layer, product in zip(self.layers, plan.products):
-            if layer.first:
-                left = layer.conv1.combine(plan.stack, weight)
-                if plan.select is not None:
-                    left = left.index_select(1, plan.select)
-                right = layer.conv2.combine(plan.stack, weight)
-            else:
-                left, right = values, layer.conv1.combine(plan.stack, weight)
-            values = planned_spgemm(product, left, right)
-            degree = values.new_zeros(values.size(0), product.num_rows)
-            degree = degree.index_add(1, product.row, values)
-            inverse = torch.where(degree != 0, 1.0 / degree, torch.zeros_like(degree))
-            values = values * inverse.index_select(1, product.row)
+            select = plan.select if layer.first else None
+            values = layer.propagate_planned(plan.stack, weight, product, values, select)
         last = plan.products[-1]
         xw = x @ self.weight
         xw_self = xw.index_select(0, plan.rows)

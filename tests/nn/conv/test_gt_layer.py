@@ -5,7 +5,7 @@ import torch
 
 from graphops.nn.conv.gt_layer import GTLayer
 from graphops.ops.csr import CSR
-from graphops.testing import awkward_graphs, tolerance
+from graphops.testing import awkward_graphs, random_graph, tolerance
 from graphops.testing.gtn import dense_edge_type_stack, dense_gt_layer
 
 
@@ -126,6 +126,67 @@ def test_attention_and_repr():
     assert (
         repr(GTLayer(2, 1, False, False, 8)) == 'GTLayer(2, 1, first=False, identity=False, topk=8)'
     )
+
+
+# --- torch.compile ---------------------------------------------------------------------------
+
+
+def same_csrs(got, expected, atol):
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected, strict=True):
+        assert a.shape == b.shape
+        assert torch.equal(a.rowptr.long(), b.rowptr.long())
+        assert torch.equal(a.col.long(), b.col.long())
+        assert torch.allclose(a.value, b.value, atol=atol)
+
+
+@pytest.mark.parametrize('rows', [None, [5, 0, 11, 5]])
+@pytest.mark.parametrize('identity', [True, False])
+def test_prepared_layers_compile_without_a_graph_break_and_equal_eager(identity, rows):
+    graph = random_graph(14, 60, seed=9)
+    edge_index, edge_type = graph.edge_index, typed(graph, seed=9)
+    node_index = None if rows is None else torch.tensor(rows)
+    first = GTLayer(NUM_TYPES, 2, identity=identity, cached=True).double()
+    later = GTLayer(NUM_TYPES, 2, first=False, identity=identity, cached=True).double()
+    weight = torch.rand(edge_index.size(1), dtype=torch.float64)
+    first.prepare(edge_index, edge_type, 14, node_index=node_index)
+    prev = first(edge_index, edge_type, 14, weight, node_index=node_index)
+    later.prepare(edge_index, edge_type, 14, prev=prev)
+    calls = [
+        (first, (edge_index, edge_type, 14, weight, None, node_index)),
+        (later, (edge_index, edge_type, 14, weight, prev)),
+    ]
+    for layer, args in calls:
+        torch._dynamo.reset()
+        explained = torch._dynamo.explain(layer)(*args)
+        assert explained.graph_break_count == 0, explained.break_reasons
+        expected = layer(*args)
+        for backend in ('aot_eager', 'inductor'):
+            torch._dynamo.reset()
+            same_csrs(torch.compile(layer, backend=backend, fullgraph=True)(*args), expected, 1e-5)
+
+    # gradients reach the selections and the edge weights as in eager mode
+    def loss(module):
+        first.zero_grad()
+        w = weight.clone().requires_grad_()
+        out = module(edge_index, edge_type, 14, w, None, node_index)
+        sum(h.value.pow(2).sum() for h in out).backward()
+        return [w.grad, first.conv1.weight.grad, first.conv2.weight.grad]
+
+    expected = loss(first)
+    torch._dynamo.reset()
+    got = loss(torch.compile(first, backend='aot_eager', fullgraph=True))
+    for a, b in zip(got, expected, strict=True):
+        assert torch.allclose(a, b, atol=1e-10)
+
+
+def test_prepare_needs_cached_and_exact_products():
+    graph = random_graph(8, 20, seed=2)
+    args = (graph.edge_index, typed(graph, seed=2), 8)
+    for layer in (GTLayer(NUM_TYPES, 2), GTLayer(NUM_TYPES, 2, topk=3, cached=True)):
+        with pytest.raises(ValueError, match='needs cached=True and topk=None'):
+            layer.prepare(*args)
+    assert repr(GTLayer(NUM_TYPES, 2, cached=True)).endswith('topk=None, cached=True)')
 
 
 # --- bad input ----------------------------------------------------------------------------
