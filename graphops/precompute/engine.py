@@ -302,8 +302,11 @@ def _run_slice_cuda(operator, matrix, x_block, rows, storage_dtype, device, on_h
     """:func:`run_slice` on CUDA. The block is uploaded without blocking (from pinned memory when
     :func:`read_columns` pinned it); each hop's kept rows are converted to the storage dtype on the
     device (not on the host after a float32 copy) and copied into pinned host memory on a side
-    stream, which overlaps the next hop's products; the host waits once, at the end of the slice.
-    Hop times come from CUDA events."""
+    stream, which overlaps the next hop's products. A state being copied cannot give its memory
+    back until the copy ran (``record_stream``), so before hop :math:`k` the host waits for the
+    copy of hop :math:`k-2`, whose state hop :math:`k` would reuse: the GPU stays busy with hop
+    :math:`k-1` meanwhile, and the device holds no buffer beyond the plan. Hop times come from
+    CUDA events."""
     compute = torch.float64 if x_block.dtype == torch.float64 else torch.float32
     main = torch.cuda.current_stream(device)
     side = torch.cuda.Stream(device)
@@ -311,10 +314,12 @@ def _run_slice_cuda(operator, matrix, x_block, rows, storage_dtype, device, on_h
     del x_block  # as in run_slice: the upload's source is freed (pinned blocks are recycled safely)
     device_rows = None if rows is None else rows.to(device, non_blocking=True)
     host: dict[str, Tensor] = {}
-    timers = []
+    timers, copied = [], []
     tags = operator.stream_tags()
     with torch.inference_mode():
         for hop in range(1, operator.hops + 1):
+            if hop >= 3:
+                copied[hop - 3].synchronize()
             started = torch.cuda.Event(enable_timing=True)
             started.record(main)
             states = operator.step(matrix, states, device_spmm)
@@ -331,9 +336,9 @@ def _run_slice_cuda(operator, matrix, x_block, rows, storage_dtype, device, on_h
                 # the allocator must not hand kept's memory to the next hop before the copy ran
                 kept.record_stream(side)
                 host[f'{operator.prefix}{tag}{hop}'] = target
-    done = torch.cuda.Event()
-    done.record(side)
-    done.synchronize()
+            copied.append(torch.cuda.Event())
+            copied[-1].record(side)
+    copied[-1].synchronize()
     if on_hop is not None:
         for hop, (started, finished) in enumerate(timers, start=1):
             on_hop(hop, started.elapsed_time(finished) / 1000.0)

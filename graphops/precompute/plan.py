@@ -5,12 +5,13 @@ of one operator for one *column slice* ``X[:, a:b]`` at a time. A slice of width
 on the device that runs it,
 
 .. math::
-    \text{bytes}(w) = w \cdot \big( c N (1 + S \cdot B) + s R \cdot S \cdot K \big)
+    \text{bytes}(w) = w \cdot \big( c N S (1 + B) + s R \cdot S \cdot K \big)
 
 for :math:`N` nodes, :math:`R` kept rows, an operator with :math:`S` streams of :math:`K` hops
-whose step keeps :math:`B` ``[N, w]`` buffers per stream (``buffers_per_stream``), plus the input
-slice, all in the compute dtype of :math:`c` bytes a value (4 for float32, 8 when the features
-are float64); the last term holds one slice of every output (what a worker returns) in the
+whose step keeps :math:`B` ``[N, w]`` buffers per stream (``buffers_per_stream``), plus each
+stream's previous hop (alive while the step runs: the input slice at the first hop, one state per
+stream after it), all in the compute dtype of :math:`c` bytes a value (4 for float32, 8 when the
+features are float64); the last term holds one slice of every output (what a worker returns) in the
 storage dtype of :math:`s` bytes a value. The plan takes the widest :math:`w` (at most ``F``)
 whose bytes fit ``column_budget_bytes`` for the most demanding operator. The sparse matrix itself
 is not part of this budget: it stays on the host, is moved to the device when it fits, or is
@@ -66,7 +67,7 @@ class PrecomputePlan:
         compute = _itemsize(compute_dtype, 'compute_dtype')
         storage = _itemsize(storage_dtype, 'storage_dtype')
         streams, hops = operator.num_streams, operator.hops
-        working = compute * num_nodes * (1 + streams * operator.buffers_per_stream)
+        working = compute * num_nodes * streams * (1 + operator.buffers_per_stream)
         return working + storage * num_rows * streams * hops
 
     @classmethod

@@ -19,6 +19,7 @@ from graphops.precompute.engine import (
     precompute,
 )
 from graphops.precompute.feature_store import FeatureStoreCorruptError, FeatureStoreMismatchError
+from graphops.precompute.plan import PrecomputePlan
 from graphops.testing import random_features, random_graph
 from graphops.transforms.adjacency import Adjacency
 from graphops.transforms.ppr import PPR
@@ -365,3 +366,50 @@ def test_operator_matrix_built_on_device(device, op):
     assert torch.equal(built.col.cpu(), expected.col)
     torch.testing.assert_close(built.values().cpu(), expected.values())
     assert device_matrix(built, device, None) is built
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    'op',
+    [Adjacency(3), PPR(2, alpha=0.15, tol=1e-2), PPR(2, alpha=[0.1, 0.3], tol=1e-2)],
+    ids=repr,
+)
+def test_engine_device_memory_stays_in_plan(tmp_path, device, op):
+    n, features, width = 50_000, 16, 8
+    graph = random_graph(n, 400_000, seed=3, weighted=True, dtype=torch.float32)
+    x = random_features(n, features, dtype=torch.float32)
+    per_column = PrecomputePlan.operator_bytes_per_column(n, n, op)
+    outputs = 4 * n * op.num_streams * op.hops  # host memory: the slice's results
+    build = op.matrix
+    marks = {}
+
+    def built_then_measured(adj, dtype=torch.float32):
+        matrix = build(adj, dtype)
+        if device.type == 'cuda':  # from here on: the slices, what the plan bounds
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            marks['base'] = torch.cuda.memory_allocated(device)
+        return matrix
+
+    op.matrix = built_then_measured
+    store = precompute(
+        graph.edge_index,
+        x,
+        [op],
+        tmp_path / 's',
+        num_nodes=n,
+        edge_weight=graph.edge_weight,
+        include_input=False,
+        device=device,
+        column_budget_bytes=width * per_column,
+        progress=False,
+    )
+    assert len(store.slices) == features // width
+    csr = to_csr(graph.edge_index, graph.edge_weight, n)
+    del op.matrix
+    for key, value in op.propagate(csr, x).items():
+        torch.testing.assert_close(store[key], value, rtol=1e-4, atol=1e-5)
+    if device.type == 'cuda':
+        working = torch.cuda.max_memory_allocated(device) - marks['base']
+        # the dense buffers of a slice, plus 1 MiB for cuSPARSE's workspace and small vectors
+        assert working <= width * (per_column - outputs) + (1 << 20), working

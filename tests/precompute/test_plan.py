@@ -9,8 +9,9 @@ from graphops.transforms.ppr import PPR
 def test_plan_slices_fit_budget():
     ops = [Adjacency(3), PPR(2, alpha=[0.1, 0.2])]
     per_column = max(PrecomputePlan.operator_bytes_per_column(1000, 100, op) for op in ops)
-    # PPR: 2 streams x 3 buffers + input = 7 float32 columns of 1000 rows, + 100 x 2 x 2 outputs
-    assert per_column == 4 * 1000 * 7 + 4 * 100 * 2 * 2
+    # PPR: 2 streams x (3 buffers + the stream's previous hop) = 8 float32 columns of 1000 rows,
+    # + 100 x 2 x 2 outputs
+    assert per_column == 4 * 1000 * 8 + 4 * 100 * 2 * 2
     plan = PrecomputePlan.build(1000, 50, ops, num_rows=100, column_budget_bytes=5 * per_column)
     assert plan.slice_width == 5 and len(plan.slices) == 10
     assert plan.peak_bytes() <= 5 * per_column

@@ -35,7 +35,8 @@ def test_ray_backend_gives_identical_arrays(tmp_path, ray_cluster):
         'num_nodes': 400,
         'edge_weight': graph.edge_weight,
         'rows': torch.arange(0, 400, 3),
-        'column_budget_bytes': 400 * 4 * 7 * 4 + 134 * 4 * 2 * 4,
+        # 4 columns of PPR's 2 streams: (3 buffers + previous hop) x 2 + 2 float16 outputs
+        'column_budget_bytes': 4 * (400 * 4 * 8 + 134 * 2 * 2),
         'storage_dtype': torch.float16,
         'progress': False,
     }
@@ -91,7 +92,7 @@ def test_ray_backend_on_device_matches_local(tmp_path, ray_cluster, device):
         'num_nodes': 400,
         'edge_weight': graph.edge_weight,
         'rows': torch.arange(0, 400, 3),
-        'column_budget_bytes': 400 * 4 * 7 * 4 + 134 * 4 * 2 * 4,
+        'column_budget_bytes': 4 * (400 * 4 * 8 + 134 * 2 * 2),
         'progress': False,
         'device': device,
     }
@@ -99,6 +100,6 @@ def test_ray_backend_on_device_matches_local(tmp_path, ray_cluster, device):
     backend = RayBackend(num_gpus_per_task=0.5 if device.type == 'cuda' else 0)
     remote = precompute(store_path=tmp_path / 'ray', backend=backend, **args)
     assert remote.identity['device'] == local.identity['device'] == device.type
-    assert len(remote.slices) == 2 and remote.keys() == local.keys()
+    assert len(remote.slices) > 1 and remote.keys() == local.keys()
     for key in local.keys():  # noqa: SIM118 - FeatureStore.keys() is a method
         torch.testing.assert_close(remote[key], local[key], rtol=1e-5, atol=1e-6)
