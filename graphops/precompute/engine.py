@@ -225,15 +225,30 @@ def operator_matrix(
     operator: SIGNOperator, adj: CSR, dtype: torch.dtype, device: torch.device
 ) -> CSR:
     """``operator``'s matrix in ``dtype``, built on ``device`` when it is CUDA and about
-    :data:`BUILD_FACTOR` times the graph's CSR takes at most half of the free device memory (a
-    build that still runs out of device memory is redone on the CPU); else on the CPU."""
+    :data:`BUILD_FACTOR` times the graph's CSR takes at most half of the free device memory; else
+    on the CPU.
+
+    The device build runs under ``torch.use_deterministic_algorithms``: degree sums
+    (``index_add_``) and merged duplicates otherwise add in the order CUDA's atomics happen to
+    run, and a resumed run would multiply by a matrix that differs in its last bits from the one
+    its finished slices used. A build that needs an operation without a deterministic CUDA
+    implementation, or runs out of device memory, is redone on the CPU.
+    """
     if device.type == 'cuda':
         free, _ = torch.cuda.mem_get_info(device)
         if BUILD_FACTOR * matrix_bytes(adj, dtype) <= free // 2:
+            was_on = torch.are_deterministic_algorithms_enabled()
+            warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+            torch.use_deterministic_algorithms(True)
             try:
                 return operator.matrix(adj.to(device), dtype)
             except torch.cuda.OutOfMemoryError:
                 torch.cuda.empty_cache()
+            except RuntimeError as err:
+                if 'determinis' not in str(err):
+                    raise
+            finally:
+                torch.use_deterministic_algorithms(was_on, warn_only=warn_only)
     return operator.matrix(adj, dtype)
 
 

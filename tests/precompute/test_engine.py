@@ -359,8 +359,12 @@ def test_engine_device_resume_is_byte_identical(tmp_path, device):
 @pytest.mark.parametrize('op', operators(), ids=repr)
 def test_operator_matrix_built_on_device(device, op):
     adj = to_csr(GRAPH.edge_index, GRAPH.edge_weight, 300)
+    before = torch.are_deterministic_algorithms_enabled()
     built = operator_matrix(op, adj, torch.float32, device)
+    assert torch.are_deterministic_algorithms_enabled() == before  # the setting is restored
     assert built.device.type == device.type
+    # the same bits every time (weighted degrees are sums): what a resumed run relies on
+    assert torch.equal(operator_matrix(op, adj, torch.float32, device).values(), built.values())
     expected = op.matrix(adj, torch.float32)
     assert torch.equal(built.rowptr.cpu(), expected.rowptr)
     assert torch.equal(built.col.cpu(), expected.col)
