@@ -11,6 +11,7 @@ from graphops.ops.optional import is_sparse_tensor
 from graphops.ops.segment import (
     STRATEGIES,
     RelationalGraph,
+    StaticRelationalPlan,
     dense_relational_matmul,
     relational_matmul,
     static_plan,
@@ -282,15 +283,21 @@ class RGCNConv(MessagePassing):
         )  # fmt: skip
         return edge_index[0], edge_index[1], edge_type
 
-    def _build(
+    def _relational_graph(
         self, edge_index, edge_type, ids, featureless: bool, num_src: int, num_dst: int
-    ) -> tuple[RelationalGraph, object]:
-        """Validates the graph and sorts it: ``(RelationalGraph, StaticRelationalPlan)``."""
+    ) -> RelationalGraph:
+        """Validates the graph and sorts it."""
         src, dst, rel = self._edges(edge_index, edge_type, num_src, num_dst)
         if ids is not None:  # node ids: source j stands for weight row ids[j]
             src = ids.long()[src.long()]
         num_weight_rows = self.in_channels_l if featureless else num_src
-        graph = RelationalGraph(src, dst, rel, num_weight_rows, num_dst, self.num_relations)
+        return RelationalGraph(src, dst, rel, num_weight_rows, num_dst, self.num_relations)
+
+    def _build(
+        self, edge_index, edge_type, ids, featureless: bool, num_src: int, num_dst: int
+    ) -> tuple[RelationalGraph, StaticRelationalPlan]:
+        """What the cache holds: the sorted graph and the plan a compiled forward reads."""
+        graph = self._relational_graph(edge_index, edge_type, ids, featureless, num_src, num_dst)
         if featureless:
             return graph, static_plan(graph)
         return graph, static_plan(graph, self.in_channels_l, self.out_channels, self.num_bases)
@@ -309,16 +316,12 @@ class RGCNConv(MessagePassing):
         self, edge_index, edge_type, ids, featureless: bool, num_src: int, num_dst: int
     ) -> RelationalGraph:
         """The sorted plan: from the cache while the very same graph tensors come back."""
+        if not self.cached:
+            return self._relational_graph(edge_index, edge_type, ids, featureless, num_src, num_dst)
+        key = self._cache_key(edge_index, edge_type, ids, featureless, num_src, num_dst)
         build = lambda: self._build(  # noqa: E731
             edge_index, edge_type, ids, featureless, num_src, num_dst
         )
-        if not self.cached:
-            src, dst, rel = self._edges(edge_index, edge_type, num_src, num_dst)
-            if ids is not None:
-                src = ids.long()[src.long()]
-            rows = self.in_channels_l if featureless else num_src
-            return RelationalGraph(src, dst, rel, rows, num_dst, self.num_relations)
-        key = self._cache_key(edge_index, edge_type, ids, featureless, num_src, num_dst)
         return self._cache.get(key, build)[0]
 
     def _inputs(self, x):
