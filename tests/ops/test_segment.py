@@ -9,12 +9,16 @@ from graphops.ops.segment import (
     RelationalGraph,
     choose_strategy,
     csr_matmul,
+    dense_relational_matmul,
     pair_layout,
     pairs_matmul,
     relational_matmul,
     segment_matmul,
+    static_plan,
+    static_relational_matmul,
     strategy_costs,
     tile_layout,
+    zeros_touching,
 )
 from graphops.testing import random_graph
 from graphops.testing.rgcn import dense_rgcn
@@ -310,6 +314,79 @@ def test_bases_never_form_the_relation_weight_tensor(strategy, aggr, featureless
         out = relational_matmul(graph, x, weight, comp, aggr=aggr, strategy=strategy)
         out.sum().backward()
     assert meter.largest < num_relations * in_channels * out_channels
+
+
+# --- static-shape paths (what a compiled layer runs) equal the eager strategies -------------------
+
+STATIC_KINDS = {'plain': (None, None), 'bases': (3, None), 'blocks': (None, 2)}
+
+
+@pytest.mark.parametrize('aggr', ['sum', 'mean', 'max', 'min'])
+@pytest.mark.parametrize('kind', list(STATIC_KINDS))
+@pytest.mark.parametrize('featureless', [False, True])
+@pytest.mark.parametrize('out_channels', [6, 2])
+def test_static_and_dense_paths_equal_relational_matmul(kind, aggr, featureless, out_channels):
+    num_bases, num_blocks = STATIC_KINDS[kind]
+    if featureless and num_blocks:
+        pytest.skip('blocks need features')
+    num_nodes, num_relations, in_channels = 12, 4, 4
+    edge_index, edge_type = random_relational(num_nodes, 50, num_relations)
+    graph = relational_graph(edge_index, edge_type, num_nodes, num_relations)
+    gen = torch.Generator().manual_seed(1)
+    fin = num_nodes if featureless else in_channels
+    x = None if featureless else torch.randn(num_nodes, fin, generator=gen, dtype=torch.float64)
+    if num_blocks and out_channels % num_blocks:
+        pytest.skip('blocks must divide the channels')
+    if num_bases:
+        weight = torch.randn(num_bases, fin, out_channels, generator=gen, dtype=torch.float64)
+        comp = torch.randn(num_relations, num_bases, generator=gen, dtype=torch.float64)
+    elif num_blocks:
+        shape = (num_relations, num_blocks, fin // num_blocks, out_channels // num_blocks)
+        weight, comp = torch.randn(*shape, generator=gen, dtype=torch.float64), None
+    else:
+        weight = torch.randn(num_relations, fin, out_channels, generator=gen, dtype=torch.float64)
+        comp = None
+    expected = relational_matmul(graph, x, weight, comp, aggr=aggr)
+    plan = static_plan(graph) if featureless else static_plan(graph, fin, out_channels, num_bases)
+    static = static_relational_matmul(plan, x, weight, comp, aggr=aggr)
+    dense = dense_relational_matmul(
+        edge_index[0], edge_index[1], edge_type, num_nodes, num_nodes, num_relations,
+        x, weight, comp, aggr=aggr,
+    )  # fmt: skip
+    torch.testing.assert_close(static, expected)
+    torch.testing.assert_close(dense, expected)
+
+
+def test_static_paths_give_zero_gradients_without_edges():
+    empty = torch.empty(0, dtype=torch.long)
+    graph = RelationalGraph(empty, empty, empty, 5, 5, 3)
+    weight = torch.randn(3, 4, 2, requires_grad=True)
+    x = torch.randn(5, 4, requires_grad=True)
+    for out in (
+        relational_matmul(graph, x, weight),
+        static_relational_matmul(static_plan(graph, 4, 2), x, weight),
+        dense_relational_matmul(empty, empty, empty, 5, 5, 3, x, weight),
+    ):
+        assert torch.equal(out, torch.zeros(5, 2))
+        weight.grad = x.grad = None
+        out.sum().backward()
+        assert torch.equal(weight.grad, torch.zeros_like(weight))
+        assert torch.equal(x.grad, torch.zeros_like(x))
+
+
+def test_zeros_touching_links_only_what_needs_grad():
+    a = torch.tensor([float('nan'), 1.0], requires_grad=True)  # NaN never leaks in
+    out = zeros_touching(2, 3, a, None, torch.ones(2))
+    assert torch.equal(out, torch.zeros(2, 3))
+    out.sum().backward()
+    assert torch.equal(a.grad, torch.zeros(2))
+
+
+def test_static_plan_without_layout_refuses_features():
+    edge_index, edge_type = random_relational()
+    graph = relational_graph(edge_index, edge_type, 12, 4)
+    with pytest.raises(ValueError, match='no tile layout'):
+        static_relational_matmul(static_plan(graph), torch.randn(12, 4), torch.randn(4, 4, 2))
 
 
 # --- CUDA (gpu-marked) ---

@@ -4,7 +4,13 @@ import pytest
 import torch
 
 from graphops.ops import has_torch_sparse, to_csr
-from graphops.ops.spgemm import spgemm, spmm_with_value_grad, spspmm
+from graphops.ops.spgemm import (
+    planned_spgemm,
+    product_plan,
+    spgemm,
+    spmm_with_value_grad,
+    spspmm,
+)
 from graphops.ops.spmm import has_numba
 from graphops.testing import awkward_graphs, random_graph, tolerance
 from graphops.testing.gtn import dense_top_k_rows
@@ -212,6 +218,37 @@ def test_spmm_with_value_grad_gradcheck():
         return spmm_with_value_grad(csr.with_value(value), features)
 
     assert torch.autograd.gradcheck(run, (csr.value.clone().requires_grad_(), x))
+
+
+# --- products on a fixed structure ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize('case,a,b', PAIRS, ids=[p[0] for p in PAIRS])
+def test_planned_product_equals_spgemm(case, a, b):
+    expected = spgemm(a, b)
+    plan = product_plan(a, b)
+    assert plan.csr().shape == expected.shape
+    assert torch.equal(plan.rowptr, expected.rowptr.long())
+    assert torch.equal(plan.col, expected.col.long())
+    assert torch.equal(plan.row, expected.row().long())
+    value = planned_spgemm(plan, a.value, b.value)
+    torch.testing.assert_close(value, expected.value)
+    # leading (channel) dimensions broadcast: two channels at once
+    stacked = planned_spgemm(plan, torch.stack([a.value, 2 * a.value]), b.value)
+    torch.testing.assert_close(stacked[1], 2 * expected.value)
+
+
+def test_planned_product_gradcheck():
+    _, a, b = PAIRS[-3]  # rectangular
+    plan = product_plan(a, b)
+    a_value = a.value.detach().requires_grad_()
+    b_value = b.value.detach().requires_grad_()
+    assert torch.autograd.gradcheck(lambda u, v: planned_spgemm(plan, u, v), (a_value, b_value))
+
+
+def test_product_plan_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match='cannot multiply'):
+        product_plan(rectangular(5, 8, 20, 3), rectangular(5, 8, 20, 3))
 
 
 # --- bad input ----------------------------------------------------------------------------
