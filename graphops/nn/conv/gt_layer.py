@@ -194,7 +194,9 @@ class GTLayer(Module):
             left = pattern
             if node_index is not None:
                 node_index = check_index_or_mask(node_index, 'node_index', size=num_nodes)
-                entry = pattern.with_value(torch.arange(stack.nnz, dtype=torch.float64))
+                entry = pattern.with_value(
+                    torch.arange(stack.nnz, dtype=torch.float64, device=stack.col.device)
+                )
                 chosen = entry.select_rows(node_index)
                 select, left = chosen.value.long(), chosen.with_value(None)
         else:

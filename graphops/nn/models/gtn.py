@@ -236,56 +236,69 @@ class GTN(Module):
         edge_weight: Tensor | None = None,
         node_index: Tensor | None = None,
     ) -> None:
-        r"""Builds, eagerly, everything about a static graph whose size depends on the data:
-        the edge-type stack's union pattern and the structure of every meta-path product for
-        the rows of ``node_index`` (:func:`~graphops.ops.spgemm.product_plan`). A GTN compiled
-        afterwards (``torch.compile(model, fullgraph=True)``) then runs with no graph break on
-        that graph: the values (selections, products, row normalisations, the GCN) are formed
-        with ops of static shape, and the graph and ``node_index`` passed in are checked
-        against the prepared ones on the device (``torch._assert_async``). The plan holds one
-        index per term of each product (their work), like the products' own expansion; it is
-        not state (left out of pickling). GTN only (``fast=False``, ``topk=None``): FastGTN's
-        per-type normalisation and top-k pruning depend on values.
+        r"""Builds, eagerly, everything about a static graph whose size depends on the data,
+        so that a model compiled afterwards (``torch.compile(model, fullgraph=True)``) runs with
+        no graph break on that graph: the edge-type stack's union pattern and, for GTN, the
+        structure of every meta-path product for the rows of ``node_index``
+        (:func:`~graphops.ops.spgemm.product_plan`), or, for FastGTN, the unit self-loops its
+        per-type normalisation adds and the entries of the rows of ``node_index``. The values
+        (selections, products, normalisations, the GCN) are then formed with ops of static
+        shape, and the graph and ``node_index`` passed in are checked against the prepared ones
+        on the device (``torch._assert_async``). A GTN plan holds one index per term of each
+        product (their work); it is not state (left out of pickling). ``topk`` pruning depends
+        on values and runs eagerly.
 
         Takes the forward's arguments (``edge_weight`` only for its checks: weights may change
         between calls).
         """
         if torch.compiler.is_compiling():
             raise RuntimeError('prepare() builds a plan eagerly; call it outside torch.compile')
-        if self.fast or self.topk is not None:
+        if self.topk is not None:
             raise ValueError(
-                'prepare() plans the meta-path products of GTN (fast=False) without topk; '
-                'FastGTN and top-k pruning depend on values and run eagerly'
+                'prepare() plans products without pruning: top-k pruning depends on values and '
+                'runs eagerly (build the model with topk=None to compile it)'
             )
         self._prepare(x, edge_index, edge_type, edge_weight)
         num_nodes = x.size(0)
         if node_index is not None:
             node_index = check_index_or_mask(node_index, 'node_index', size=num_nodes)
+        device = edge_index.device
+        stack_index, stack_type, num_loops = edge_index, edge_type, 0
+        if self.fast:  # the self-loops FastGTN's normalisation adds depend on the structure only
+            stack_index, stack_type, loop_weight = _normalize_edge_types(
+                edge_index, edge_type, None, num_nodes, self.num_edge_types, x.dtype
+            )
+            num_loops = loop_weight.numel() - edge_index.size(1)
         stack = _build_edge_type_stack(
-            edge_index, edge_type, num_nodes, None, self.num_edge_types, self.identity
+            stack_index, stack_type, num_nodes, None, self.num_edge_types, self.identity
         )
         pattern = stack.csr(None)
-        select = None
-        left = pattern
+        select, select_row, left = None, None, pattern
         if node_index is not None:
-            entry = pattern.with_value(torch.arange(stack.nnz, dtype=torch.float64))
+            entry = pattern.with_value(
+                torch.arange(stack.nnz, dtype=torch.float64, device=stack.col.device)
+            )
             chosen = entry.select_rows(node_index)
-            select = chosen.value.long()
+            select, select_row = chosen.value.long(), chosen.row().long()
             left = chosen.with_value(None)
         products = []
-        for _ in self.layers:
-            product = product_plan(left, pattern)
-            products.append(product)
-            left = product.csr()
-        rows = node_index if node_index is not None else torch.arange(num_nodes)
+        if not self.fast:
+            for _ in self.layers:
+                product = product_plan(left, pattern)
+                products.append(product)
+                left = product.csr()
+        rows = node_index if node_index is not None else torch.arange(num_nodes, device=device)
         plan = _GTNPlan(
             stack=stack,
             edge_index=edge_index,
             edge_type=edge_type,
             node_index=node_index,
-            rows=rows.to(edge_index.device),
+            rows=rows,
             select=select,
             products=products,
+            num_loops=num_loops,
+            entry_row=pattern.row().long(),
+            select_row=select_row,
         )
         self._plan.store((edge_index, edge_type, node_index, num_nodes), plan)
 
@@ -293,7 +306,7 @@ class GTN(Module):
         """Inside ``torch.compile``: the prepared plan if it fits, with the inputs checked (shapes
         here, values on the device)."""
         plan = self._plan.value
-        if plan is None or self.fast or self.topk is not None:
+        if plan is None or self.topk is not None:
             return None
         if not isinstance(x, Tensor) or x.dim() != 2:
             return None
@@ -329,6 +342,8 @@ class GTN(Module):
     def _forward_planned(self, x, plan: _GTNPlan, edge_weight):
         """GTN on a prepared plan: the same computation as the eager forward, in ops of static
         shape (for ``torch.compile``)."""
+        if self.fast:
+            return self._forward_fast_planned(x, plan, edge_weight)
         weight = _stack_weight(edge_weight, plan.stack.num_nodes, self.identity)
         values = None
         for layer, product in zip(self.layers, plan.products):
@@ -348,6 +363,39 @@ class GTN(Module):
             out = aggregated / (row_sum - diagonal + 1.0)[:, None] + self.bias
             outs.append(F.relu(out))
         return self.lin(torch.cat(outs, dim=1))
+
+    def _forward_fast_planned(self, x, plan: _GTNPlan, edge_weight):
+        """FastGTN on a prepared plan (static shapes): as :meth:`_forward_fast`."""
+        num_nodes = plan.stack.num_nodes
+        weight, _ = _edge_type_norm(
+            plan.edge_index, plan.edge_type, num_nodes, self.num_edge_types, edge_weight, x.dtype
+        )
+        weight = torch.cat([weight, weight.new_ones(plan.num_loops)])
+        weight = _stack_weight(weight, num_nodes, self.identity)
+        col = plan.stack.col.long()
+        xw = torch.einsum('nf,cfh->cnh', x, self.weight)
+        hs = list(xw.unbind(0))
+        for i, conv in enumerate(self.layers):
+            value = conv.combine(plan.stack, weight)
+            last = i == len(self.layers) - 1
+            entries, rows, num_rows = None, plan.entry_row, num_nodes
+            if last and plan.select is not None:
+                entries, rows, num_rows = plan.select, plan.select_row, plan.rows.numel()
+            for c in range(self.num_channels):
+                v, source = value[c], col
+                if entries is not None:
+                    v, source = v.index_select(0, entries), col.index_select(0, entries)
+                messages = v.to(hs[c].dtype).unsqueeze(-1) * hs[c].index_select(0, source)
+                hs[c] = hs[c].new_zeros(num_rows, hs[c].size(1)).index_add(0, rows, messages)
+        outs = []
+        for c in range(self.num_channels):
+            base = xw[c] if plan.select is None else xw[c].index_select(0, plan.rows)
+            outs.append(F.relu(self.beta * base + (1.0 - self.beta) * hs[c]))
+        if self.channel_agg == 'concat':
+            z = F.relu(self.lin_channels(torch.cat(outs, dim=1)))
+        else:
+            z = torch.stack(outs).mean(0)
+        return self.lin(z)
 
     def metapath_adjacencies(
         self,
@@ -636,8 +684,9 @@ def _normalize_edge_types(
 @dataclass(eq=False)
 class _GTNPlan:
     """What :meth:`GTN.prepare` builds for ``torch.compile``: the union pattern (no weights),
-    the graph and rows it was built for, the stack entries of those rows, and the structure of
-    every layer's product."""
+    the graph and rows it was built for, the stack entries of those rows (and their new rows),
+    the row of every entry, the structure of every layer's product (GTN) and the number of
+    self-loops FastGTN's normalisation appends."""
 
     stack: _EdgeTypeStack
     edge_index: Tensor
@@ -646,3 +695,6 @@ class _GTNPlan:
     rows: Tensor
     select: Tensor | None
     products: list[ProductPlan]
+    num_loops: int
+    entry_row: Tensor
+    select_row: Tensor | None

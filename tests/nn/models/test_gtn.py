@@ -223,14 +223,21 @@ def compile_inputs(seed=7):
 COMPILE_CASES = [
     pytest.param(layers, identity, rows, id=f'{layers}-{identity}-{rows}')
     for layers, identity, rows in product([1, 2], [True, False], ['all', 'some'])
+] + [
+    pytest.param(f'fast{layers}', True, rows, id=f'fast-{layers}-{rows}')
+    for layers, rows in product([1, 2], ['all', 'some', 'mean'])
 ]
 
 
 def prepared(layers, identity, rows):
     x, edge_index, edge_type, edge_weight = compile_inputs()
     node_index = None if rows == 'all' else torch.tensor([4, 0, 17, 4, 24])
-    model = randomized(GTN(IN, HIDDEN, OUT, NUM_TYPES, num_layers=layers, identity=identity))
-    model = model.double()
+    fast = {'fast': True, 'beta': 0.25} if isinstance(layers, str) else {}
+    layers = int(str(layers).removeprefix('fast'))
+    if rows == 'mean':
+        fast['channel_agg'] = 'mean'
+    model = GTN(IN, HIDDEN, OUT, NUM_TYPES, num_layers=layers, identity=identity, **fast)
+    model = randomized(model).double()
     model.prepare(x, edge_index, edge_type, edge_weight, node_index)
     return model, (x, edge_index, edge_type, edge_weight, node_index)
 
@@ -291,11 +298,10 @@ def test_prepared_gtn_checks_graph_and_rows_on_the_device():
         compiled(x, edge_index, other, edge_weight, node_index)
 
 
-def test_prepare_refuses_what_it_cannot_plan():
+def test_prepare_refuses_top_k_pruning():
     x, edge_index, edge_type, _ = compile_inputs()
-    for kwargs in ({'fast': True}, {'topk': 4}):
-        with pytest.raises(ValueError, match='FastGTN and top-k pruning'):
-            GTN(IN, HIDDEN, OUT, NUM_TYPES, **kwargs).double().prepare(x, edge_index, edge_type)
+    with pytest.raises(ValueError, match='top-k pruning depends on values'):
+        GTN(IN, HIDDEN, OUT, NUM_TYPES, topk=4).double().prepare(x, edge_index, edge_type)
 
 
 # --- meta-path attention ---------------------------------------------------------------------
