@@ -3,7 +3,7 @@
 #
 # Meant for a machine with a CUDA GPU and torch + PyG preinstalled (the device image: torch 2.11,
 # PyG 2.8, no torch_sparse; torch 2.13 works too). It installs nothing. Within about 8 minutes
-# (GPU_CHECK_BUDGET_S, default 470 s; every step has its own time cap inside it) it:
+# (GPU_CHECK_BUDGET_S, default 460 s; every step has its own time cap inside it) it:
 #   1. runs every gpu-marked test (pytest -m gpu): each public entry point's CUDA output (and
 #      gradients) against CPU, the precompute engine on the device;
 #   2. precomputes a 10M-node SyntheticPapers on the GPU (benchmarks.sign_precompute case b:
@@ -37,7 +37,7 @@ from pathlib import Path
 
 out = Path(sys.argv[1])
 started = time.monotonic()
-budget = float(os.environ.get('GPU_CHECK_BUDGET_S', '470'))
+budget = float(os.environ.get('GPU_CHECK_BUDGET_S', '460'))
 smoke = os.environ.get('GPU_CHECK_CPU_SMOKE') == '1'
 python = sys.executable
 
