@@ -220,7 +220,7 @@ else:
             f'--junitxml={xml}',
             'tests',
         ],
-        cap=150,
+        cap=140,
         env={'GRAPHOPS_TEST_DEVICE': device},
     )
     steps['pytest_gpu']['device'] = device
@@ -248,7 +248,7 @@ plan = [
             '8192',
             '--no-progress',
         ],
-        190,
+        180,
     ),
     (
         'sign_bench',
@@ -267,9 +267,9 @@ plan = [
             '3',
             '--no-progress',
         ],
-        80,
+        75,
     ),
-    ('rgcn_bench', ['-m', 'benchmarks.rgcn', '--cases', 'a,b,c', '--repeat', '3'], 60),
+    ('rgcn_bench', ['-m', 'benchmarks.rgcn', '--cases', 'a,b,c', '--repeat', '3'], 55),
 ]
 for name, args, cap in plan:
     if bench_device is None:
