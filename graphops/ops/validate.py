@@ -69,18 +69,13 @@ class debug:  # noqa: N801 (a context manager named like torch_geometric.debug)
         set_debug(self.previous)
 
 
-def _deferred(tensor: Tensor) -> bool:
-    """Whether a value check on ``tensor`` must not read a value back to the host: inside
-    ``torch.compile`` (a graph break) or on a non-CPU device (a sync), unless in debug mode."""
+def defers_value_checks(tensor: Tensor) -> bool:
+    """Whether a value check on ``tensor`` is an asynchronous assertion rather than a read-back:
+    inside ``torch.compile`` (a read-back is a graph break) or off the CPU (a host-device sync),
+    unless in :func:`debug` mode."""
     if _DEBUG:
         return False
     return torch.compiler.is_compiling() or tensor.device.type != 'cpu'
-
-
-def defers_value_checks(tensor: Tensor) -> bool:
-    """Whether a value check on ``tensor`` is an asynchronous assertion rather than a read-back
-    (inside ``torch.compile`` or off the CPU, unless in :func:`debug` mode)."""
-    return _deferred(tensor)
 
 
 def check_tensor(value, name: str) -> Tensor:
@@ -113,7 +108,7 @@ def check_index(
         raise ValueError(f'{name} must be {dim}-dimensional, got shape {tuple(index.shape)}')
     if index.numel() == 0:
         return index
-    if _deferred(index):
+    if defers_value_checks(index):
         bound = f' and < {upper_name or upper} = {upper}' if upper is not None else ''
         ok = (index >= 0).all()
         if upper is not None:
@@ -168,7 +163,7 @@ def check_finite(value: Tensor, name: str) -> Tensor:
     floating = value.is_floating_point() or value.is_complex()
     if not floating or value.numel() == 0:
         return value
-    if _deferred(value):
+    if defers_value_checks(value):
         with torch.no_grad():
             finite = torch.isfinite(value).all()
         torch._assert_async(finite, f'{name} contains NaN or Inf; clean it (e.g. torch.nan_to_num)')
