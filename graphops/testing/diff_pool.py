@@ -18,14 +18,20 @@ from graphops.testing.core import awkward_graphs, dense_adjacency
 
 
 def diff_pool_reference(
-    x: Tensor, adj: Tensor, s: Tensor, mask: Tensor | None = None, loss_norm: str = 'paper'
+    x: Tensor,
+    adj: Tensor,
+    s: Tensor,
+    mask: Tensor | None = None,
+    normalize: bool = True,
+    *,
+    loss_norm: str = 'pyg',
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Loops over the graphs of a padded batch, keeping each graph's real nodes only.
 
     ``x`` ``[B, N, F]``, ``adj`` ``[B, N, N]`` (``adj[b, i, j]`` = edge ``i -> j``), ``s``
     ``[B, N, C]``, ``mask`` ``[B, N]``. ``loss_norm='paper'`` averages the per-graph losses;
-    ``'pyg'`` is PyG's normalisation (one norm over the padded batch / ``B N^2``, entropy /
-    ``B N``).
+    ``'pyg'`` is PyG's normalisation (one norm over the padded batch, ``/ B N^2`` when
+    ``normalize``; entropy ``/ B N``).
     """
     num_graphs, num_nodes = x.shape[:2]
     pooled_x, pooled_adj, links, entropies = [], [], [], []
@@ -44,7 +50,9 @@ def diff_pool_reference(
         link = torch.stack(links).mean()
         entropy = torch.stack([h.mean() for h in entropies]).mean()
     elif loss_norm == 'pyg':
-        link = torch.stack(links).pow(2).sum().sqrt() / (num_graphs * num_nodes**2)
+        link = torch.stack(links).pow(2).sum().sqrt()
+        if normalize:
+            link = link / (num_graphs * num_nodes**2)
         entropy = torch.cat(entropies).sum() / (num_graphs * num_nodes)
     else:
         raise ValueError(loss_norm)

@@ -27,9 +27,16 @@ from graphops.ops.validate import check_float, check_same_device, check_tensor
 LOSS_NORMS = ('paper', 'pyg')
 
 
-def _check_loss_norm(loss_norm: str) -> None:
+def _check_loss_norm(loss_norm: str, normalize: bool) -> None:
     if loss_norm not in LOSS_NORMS:
         raise ValueError(f"loss_norm must be 'paper' or 'pyg', got {loss_norm!r}")
+    if not isinstance(normalize, bool):
+        raise TypeError(f'normalize must be a bool, got {type(normalize).__name__}')
+    if loss_norm == 'paper' and not normalize:
+        raise ValueError(
+            "normalize=False does not apply to loss_norm='paper', whose link loss is the plain "
+            "per-graph Frobenius norm (never divided); drop normalize or use loss_norm='pyg'"
+        )
 
 
 def _safe_sqrt(squared: Tensor) -> Tensor:
@@ -53,14 +60,17 @@ def _reduce_losses(
     num_real: Tensor,
     max_num_nodes: int,
     loss_norm: str,
+    normalize: bool,
 ) -> tuple[Tensor, Tensor]:
     """Per-graph squared link residuals and entropy sums -> the two scalar losses."""
     num_graphs = squared_link.numel()
     if loss_norm == 'paper':
         link_loss = _safe_sqrt(squared_link).mean()
         entropy_loss = (entropy_sum / num_real.to(entropy_sum.dtype)).mean()
-    else:  # PyG: one norm over the padded batch / its number of entries; entropy over all rows
-        link_loss = _safe_sqrt(squared_link.sum()) / (num_graphs * max_num_nodes**2)
+    else:  # PyG: one norm over the padded batch (/ its number of entries); entropy over all rows
+        link_loss = _safe_sqrt(squared_link.sum())
+        if normalize:
+            link_loss = link_loss / (num_graphs * max_num_nodes**2)
         entropy_loss = entropy_sum.sum() / (num_graphs * max_num_nodes)
     return link_loss, entropy_loss
 
@@ -87,7 +97,9 @@ def dense_diff_pool(
     adj: Tensor,
     s: Tensor,
     mask: Tensor | None = None,
-    loss_norm: str = 'paper',
+    normalize: bool = True,
+    *,
+    loss_norm: str = 'pyg',
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     r"""The differentiable pooling step of `"Hierarchical Graph Representation Learning with
     Differentiable Pooling" <https://arxiv.org/abs/1806.08804>`_ on a padded dense batch.
@@ -99,22 +111,31 @@ def dense_diff_pool(
         \mathbf{X}^{\prime}_b = \mathbf{S}_b^{\top} \mathbf{X}_b, \qquad
         \mathbf{A}^{\prime}_b = \mathbf{S}_b^{\top} \mathbf{A}_b \mathbf{S}_b,
 
-    and the paper's auxiliary losses, each computed over graph :math:`b`'s real nodes only and then
-    averaged over the :math:`B` graphs (``loss_norm='paper'``, the default):
+    and two auxiliary losses. By default (``loss_norm='pyg'``) they are those of PyG's
+    :func:`torch_geometric.nn.dense_diff_pool`, of which this is a drop-in (same arguments,
+    defaults and numbers, for a zero-padded ``adj``): one Frobenius norm over the whole padded
+    batch, divided by its number of entries :math:`B N^2` when ``normalize=True``, and the entropy
+    averaged over all :math:`B N` rows (padded rows count as zero):
+
+    .. math::
+        \mathcal{L}_{LP} = \frac{1}{B N^2} \Big( \sum_{b=1}^{B}
+            \left\| \mathbf{A}_b - \mathbf{S}_b \mathbf{S}_b^{\top} \right\|_F^2 \Big)^{1/2},
+        \qquad
+        \mathcal{L}_{E} = \frac{1}{B N} \sum_{b=1}^{B} \sum_{i=1}^{n_b} H(\mathbf{S}_{b,i}),
+        \quad H(\mathbf{p}) = -\sum_c p_c \log p_c.
+
+    ``loss_norm='paper'`` gives the paper's losses instead, each computed over graph :math:`b`'s
+    real nodes only and then averaged over the :math:`B` graphs, so padding does not dilute them:
 
     .. math::
         \mathcal{L}_{LP} = \frac{1}{B} \sum_{b=1}^{B}
             \left\| \mathbf{A}_b - \mathbf{S}_b \mathbf{S}_b^{\top} \right\|_F, \qquad
         \mathcal{L}_{E} = \frac{1}{B} \sum_{b=1}^{B} \frac{1}{n_b} \sum_{i=1}^{n_b}
-            H(\mathbf{S}_{b,i}), \quad H(\mathbf{p}) = -\sum_c p_c \log p_c.
+            H(\mathbf{S}_{b,i}).
 
-    The link loss is the plain Frobenius norm of the paper, not divided by any size, so it grows
-    like :math:`\sqrt{|E_b|}`. ``loss_norm='pyg'`` reproduces
-    :func:`torch_geometric.nn.dense_diff_pool` instead (for a zero-padded ``adj``): one Frobenius
-    norm over the whole padded batch divided by :math:`B N^2`, and the entropy summed over real
-    rows divided by :math:`B N` (PyG's mean over every padded row, which dilutes it for ragged
-    batches). The authors' code
-    uses a binary cross-entropy link loss and no entropy term; neither is offered here.
+    The paper's link loss is the plain Frobenius norm, not divided by any size (it grows like
+    :math:`\sqrt{|E_b|}`), so ``normalize=False`` has no meaning there and is rejected. The
+    authors' code uses a binary cross-entropy link loss and no entropy term; neither is offered.
 
     Padded rows of ``x`` and ``s`` and padded rows/columns of ``adj`` are ignored. When
     :math:`N > C` the link loss is computed as :math:`\|\mathbf{A}\|_F^2 - 2\operatorname{tr}
@@ -130,7 +151,9 @@ def dense_diff_pool(
         s (Tensor): assignment logits (before the softmax), ``[B, N, C]`` or ``[N, C]``.
         mask (Tensor, optional): ``[B, N]`` boolean, ``True`` for real nodes; every graph needs at
             least one. (default: ``None``, every node is real)
-        loss_norm (str): ``'paper'`` (default) or ``'pyg'``, see above.
+        normalize (bool): divide PyG's link loss by the number of entries of ``adj``, as PyG.
+            (default: ``True``)
+        loss_norm (str, keyword-only): ``'pyg'`` (default) or ``'paper'``, see above.
 
     Returns:
         ``(x_pooled [B, C, F], adj_pooled [B, C, C], link_loss, entropy_loss)``, the losses
@@ -141,7 +164,7 @@ def dense_diff_pool(
           ``mask`` :math:`(B, N)`
         - **output:** :math:`(B, C, F)`, :math:`(B, C, C)`, :math:`()`, :math:`()`
     """
-    _check_loss_norm(loss_norm)
+    _check_loss_norm(loss_norm, normalize)
     check_float(x, 'x')
     check_float(adj, 'adj')
     check_float(s, 's')
@@ -182,7 +205,12 @@ def dense_diff_pool(
                 f'{tuple(mask.shape)}'
             )
         num_real = mask.sum(1)
-        if bool((num_real == 0).any()):
+        if torch.compiler.is_compiling() or num_real.device.type != 'cpu':
+            # No read-back under torch.compile (a graph break) or on a device (a sync).
+            torch._assert_async(
+                (num_real > 0).all(), 'mask marks no real node in some graph of the batch'
+            )
+        elif bool((num_real == 0).any()):
             empty = int((num_real == 0).nonzero()[0])
             raise ValueError(
                 f'mask marks no real node in graph {empty}; every graph needs at least one node'
@@ -205,7 +233,7 @@ def dense_diff_pool(
     # Padded rows have assign = 0, so they add nothing to the entropy.
     entropy_sum = -(assign * log_assign).sum(dim=(1, 2))
     link_loss, entropy_loss = _reduce_losses(
-        squared_link, entropy_sum, num_real, num_nodes, loss_norm
+        squared_link, entropy_sum, num_real, num_nodes, loss_norm, normalize
     )
     return out, out_adj, link_loss, entropy_loss
 
@@ -216,7 +244,9 @@ def sparse_diff_pool(
     s: Tensor,
     batch: Tensor | None = None,
     edge_weight: Tensor | None = None,
-    loss_norm: str = 'paper',
+    normalize: bool = True,
+    *,
+    loss_norm: str = 'pyg',
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     r"""The first DiffPool level straight from a sparse mini-batch: the same outputs as
     :func:`dense_diff_pool` on the padded batch, without ever forming an :math:`N \times N` matrix.
@@ -230,7 +260,7 @@ def sparse_diff_pool(
         + \left\| \mathbf{S}^{\top}\mathbf{S} \right\|_F^2,
 
     exact (duplicate edges are summed first, as in the dense adjacency). Extra memory is
-    :math:`O(N C + |E| + B C^2)`. Gradients flow to ``x`` and ``s`` (not to ``edge_weight``).
+    :math:`O(N C + |E| + B C^2)`. Gradients flow to ``x``, ``s`` and ``edge_weight``.
     Losses and ``loss_norm`` are those of :func:`dense_diff_pool` (``'pyg'`` takes :math:`N`
     as the largest graph's size, the padding a dense batch would have).
 
@@ -243,7 +273,9 @@ def sparse_diff_pool(
         batch (Tensor, optional): ``[N]`` sorted graph id of each node. (default: ``None``, one
             graph)
         edge_weight (Tensor, optional): ``[E]`` edge weights. (default: ``None``, all ones)
-        loss_norm (str): ``'paper'`` (default) or ``'pyg'``.
+        normalize (bool): as in :func:`dense_diff_pool`. (default: ``True``)
+        loss_norm (str, keyword-only): ``'pyg'`` (default) or ``'paper'``, as in
+            :func:`dense_diff_pool`.
 
     Returns:
         ``(x_pooled [B, C, F], adj_pooled [B, C, C], link_loss, entropy_loss)``.
@@ -253,7 +285,7 @@ def sparse_diff_pool(
           ``batch`` :math:`(N)`
         - **output:** :math:`(B, C, F)`, :math:`(B, C, C)`, :math:`()`, :math:`()`
     """
-    _check_loss_norm(loss_norm)
+    _check_loss_norm(loss_norm, normalize)
     check_float(x, 'x')
     check_float(s, 's')
     if x.dim() != 2:
@@ -302,6 +334,6 @@ def sparse_diff_pool(
     squared_link = squared_adj - 2 * trace + squared_gram
     entropy_sum = segment_sum(-(assign * log_assign).sum(-1), batch, num_graphs)
     link_loss, entropy_loss = _reduce_losses(
-        squared_link, entropy_sum, sizes, int(sizes.max()), loss_norm
+        squared_link, entropy_sum, sizes, int(sizes.max()), loss_norm, normalize
     )
     return out, out_adj, link_loss, entropy_loss

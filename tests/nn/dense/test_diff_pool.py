@@ -93,28 +93,46 @@ def test_float32_sparse_matches_float64_reference(dtype):
         torch.testing.assert_close(g.double(), e, **tolerance(dtype))
 
 
-def test_pyg_normalisation_matches_torch_geometric():
+@pytest.mark.parametrize('normalize', [True, False])
+def test_defaults_match_torch_geometric(normalize):
     from torch_geometric.nn import dense_diff_pool as pyg_dense_diff_pool
 
     x, edge_index, s, batch, edge_weight = case_inputs('ragged', True)
     dense_args = dense_batch(x, edge_index, batch, s, edge_weight)
-    ours = dense_diff_pool(*dense_args, loss_norm='pyg')
-    theirs = pyg_dense_diff_pool(*dense_args)
-    # PyG takes log(s + 1e-15): a 1e-15-level difference in the entropy.
-    for o, t in zip(ours, theirs, strict=True):
-        torch.testing.assert_close(o, t, atol=1e-12, rtol=1e-10)
-    ours_sparse = sparse_diff_pool(x, edge_index, s, batch, edge_weight, loss_norm='pyg')
-    for o, t in zip(ours_sparse, theirs, strict=True):
-        torch.testing.assert_close(o, t, atol=1e-12, rtol=1e-10)
+    theirs = pyg_dense_diff_pool(*dense_args, normalize=normalize)
+    # PyG's positional normalize and default loss, then the same spelled out.
+    for ours in (
+        dense_diff_pool(*dense_args, normalize),
+        dense_diff_pool(*dense_args, normalize=normalize, loss_norm='pyg'),
+        sparse_diff_pool(x, edge_index, s, batch, edge_weight, normalize),
+    ):
+        # PyG takes log(s + 1e-15): a 1e-15-level difference in the entropy.
+        for o, t in zip(ours, theirs, strict=True):
+            torch.testing.assert_close(o, t, atol=1e-12, rtol=1e-10)
+
+
+def test_normalize_false_is_plain_norm_and_not_for_the_paper_loss():
+    x, edge_index, s, batch, edge_weight = case_inputs('ragged', True)
+    dense_args = dense_batch(x, edge_index, batch, s, edge_weight)
+    _, _, link, _ = dense_diff_pool(*dense_args)
+    _, _, plain, _ = dense_diff_pool(*dense_args, normalize=False)
+    torch.testing.assert_close(link * dense_args[1].numel(), plain)
+    _, _, ref, _ = diff_pool_reference(*dense_args, normalize=False)
+    torch.testing.assert_close(plain, ref)
+    for fn, args in ((dense_diff_pool, dense_args), (sparse_diff_pool, (x, edge_index, s))):
+        with pytest.raises(ValueError, match="normalize=False does not apply to loss_norm='paper'"):
+            fn(*args, normalize=False, loss_norm='paper')
+    with pytest.raises(TypeError, match='normalize must be a bool'):
+        dense_diff_pool(*dense_args, 'paper')  # loss_norm is keyword-only
 
 
 def test_paper_entropy_is_not_diluted_by_padding():
     x, edge_index, s, batch, _ = case_inputs('ragged', False)
     dense_args = dense_batch(x, edge_index, batch, s)
-    *_, entropy = dense_diff_pool(*dense_args)
+    *_, entropy = dense_diff_pool(*dense_args, loss_norm='paper')
     wider = dense_batch(x, edge_index, batch, s, max_num_nodes=40)
-    *_, entropy_wider = dense_diff_pool(*wider)
-    *_, entropy_pyg = dense_diff_pool(*wider, loss_norm='pyg')
+    *_, entropy_wider = dense_diff_pool(*wider, loss_norm='paper')
+    *_, entropy_pyg = dense_diff_pool(*wider)
     torch.testing.assert_close(entropy, entropy_wider)
     assert entropy_pyg < 0.5 * entropy  # PyG's mean over padded rows shrinks it
 
@@ -175,17 +193,20 @@ def test_sparse_tensor_input():
     assert_outputs_close(sparse_diff_pool(x, adj_t, s, batch), expected, torch.float64)
 
 
-def test_sparse_gradcheck():
+@pytest.mark.parametrize('loss_norm', ['pyg', 'paper'])
+def test_sparse_gradcheck(loss_norm):
+    """x, s and (issue 22) edge_weight are differentiated, as the dense adj is in PyG."""
     x, edge_index, s, batch, edge_weight = case_inputs('ragged', True)
     x = x[:12].clone().requires_grad_()
     s = s[:12].clone().requires_grad_()
     keep = (edge_index < 12).all(0)
     batch = batch[:12]
+    weight = edge_weight[keep].clone().requires_grad_()
 
-    def fn(x, s):
-        return sparse_diff_pool(x, edge_index[:, keep], s, batch, edge_weight[keep])
+    def fn(x, s, weight):
+        return sparse_diff_pool(x, edge_index[:, keep], s, batch, weight, loss_norm=loss_norm)
 
-    assert torch.autograd.gradcheck(fn, (x, s))
+    assert torch.autograd.gradcheck(fn, (x, s, weight))
 
 
 def test_link_loss_of_a_perfect_assignment_is_small_but_finite():

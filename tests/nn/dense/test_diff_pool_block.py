@@ -143,6 +143,29 @@ def test_single_graph_without_batch_and_reset():
     torch.testing.assert_close(layer(x, edge_index)[0], second)
 
 
+@pytest.mark.parametrize('loss_norm', ['paper', 'pyg'])
+def test_gradcheck_x_and_edge_weight(loss_norm):
+    """Issue 22: the first (sparse) level differentiates edge_weight, as the dense levels do
+    their adjacency."""
+    x, edge_index, batch, edge_weight = inputs('ragged', True, seed=4)
+    layer = make_layer(4, loss_norm=loss_norm).eval()
+    x = x.clone().requires_grad_()
+    weight = edge_weight.clone().requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda a, w: layer(a, edge_index, batch, edge_weight=w), (x, weight), fast_mode=True
+    )
+    dense_x, adj, _, mask = dense_batch(x.detach(), edge_index, batch, x.detach(), edge_weight)
+    # Perturb the stored edges only: a structural zero turned into an edge changes the graph
+    # (an isolated node's degree jumps from 0), which no derivative describes.
+    edges = adj.nonzero(as_tuple=True)
+
+    def dense_run(a, values):
+        return layer(a, torch.zeros_like(adj).index_put(edges, values), mask=mask)
+
+    dense_x, values = dense_x.requires_grad_(), adj[edges].clone().requires_grad_()
+    assert torch.autograd.gradcheck(dense_run, (dense_x, values), fast_mode=True)
+
+
 def test_repr():
     assert repr(DiffPool(3, 64, 32, num_clusters=10)) == (
         'DiffPool(3, 64, 32, num_clusters=10, num_layers=3)'
