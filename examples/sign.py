@@ -49,7 +49,7 @@ if args.ppr_hops:
     operators.append(PPR(args.ppr_hops, alpha=args.alpha, direction='symmetric'))
 start = time.perf_counter()
 dataset = load(args.dataset, transform=T.NormalizeFeatures())
-data = SIGN(operators=operators)(dataset[0])
+data = SIGN(operators=operators, sign_keys=True)(dataset[0])
 precompute_s = time.perf_counter() - start
 # The operators are applied already, so every split only needs its own rows (SIGN's point: no
 # graph at training time).

@@ -74,7 +74,11 @@ def keyword_only_extras(ours: Callable, theirs: Callable) -> list[str]:
 
 
 def assert_signature_compatible(
-    ours: Callable, theirs: Callable, *, unsupported: Iterable[str] = ()
+    ours: Callable,
+    theirs: Callable,
+    *,
+    unsupported: Iterable[str] = (),
+    may_default: Iterable[str] = (),
 ) -> None:
     """Assert ``ours`` is called like ``theirs``.
 
@@ -90,8 +94,12 @@ def assert_signature_compatible(
         unsupported (iterable of str, optional): PyG parameter names that graphops deliberately
             does not take; each must instead raise a :class:`TypeError` naming it (checked with
             :func:`assert_raises_type_error_naming`). (default: ``()``)
+        may_default (iterable of str, optional): parameters PyG requires that graphops may give a
+            default (every PyG call passes them, so the default never changes one); e.g.
+            ``SIGN``'s ``K``, optional because ``operators=`` can replace it. (default: ``()``)
     """
     unsupported = set(unsupported)
+    may_default = set(may_default)
     mine = parameters_of(ours)
     pyg = parameters_of(theirs)
     by_name = {p.name: p for p in mine}
@@ -117,7 +125,9 @@ def assert_signature_compatible(
             continue
         if q.kind == inspect.Parameter.POSITIONAL_ONLY:
             problems.append(f'{p.name!r} is positional-only in graphops')
-        if (p.default is inspect.Parameter.empty) != (q.default is inspect.Parameter.empty):
+        if p.default is inspect.Parameter.empty and p.name in may_default:
+            pass
+        elif (p.default is inspect.Parameter.empty) != (q.default is inspect.Parameter.empty):
             problems.append(
                 f'{p.name!r}: PyG {"requires it" if p.default is inspect.Parameter.empty else "has a default"}'
                 f', graphops {"requires it" if q.default is inspect.Parameter.empty else "has a default"}'

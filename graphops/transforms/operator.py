@@ -11,7 +11,7 @@ An operator may carry several *streams* that share one matrix (:class:`PPR` with
 ``f'{prefix}{tag}{hop}'``.
 
 Used alone, an operator is a :class:`~torch_geometric.transforms.BaseTransform`: it writes its keys
-into ``data`` and appends them to ``data.sign_keys``.
+into ``data`` and appends them to ``data.sign_keys`` (:func:`record_sign_keys`).
 """
 
 from __future__ import annotations
@@ -31,6 +31,22 @@ from graphops.ops.validate import check_float, check_length, check_nonempty_grap
 
 # ``spmm(matrix, x, out=None)``: graphops.ops.spmm or the engine's device-aware twin
 SpMM = Callable[..., Tensor]
+
+
+def record_sign_keys(data, keys: list[str]):
+    """Appends ``keys`` (those not there yet) to ``data.sign_keys`` and returns ``data``.
+
+    ``data.sign_keys`` is an ordered ``dict`` ``{key: position}``, read by iterating it:
+    ``[data.x] + [data[k] for k in data.sign_keys]``. A dict rather than a list because PyG
+    collates a dict key by key: after :meth:`~torch_geometric.data.Batch.from_data_list` or a
+    :class:`~torch_geometric.loader.DataLoader` the batch's ``sign_keys`` still iterates the same
+    keys in the same order (its values become one position per graph), where a list would become
+    a list of lists.
+    """
+    known = list(getattr(data, 'sign_keys', None) or [])
+    ordered = known + [k for k in keys if k not in known]
+    data.sign_keys = {key: position for position, key in enumerate(ordered)}
+    return data
 
 
 def check_hops(hops, name: str = 'hops') -> int:
@@ -163,9 +179,7 @@ class SIGNOperator(BaseTransform):
             raise ValueError('data.x is missing; SIGN operators propagate node features')
         for key, value in self.propagate(graph_adjacency(data), data.x).items():
             data[key] = value
-        known = list(getattr(data, 'sign_keys', None) or [])
-        data.sign_keys = known + [k for k in self.keys() if k not in known]
-        return data
+        return record_sign_keys(data, self.keys())
 
     def __repr__(self) -> str:
         args = [str(self.hops)]

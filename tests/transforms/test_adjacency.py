@@ -40,10 +40,10 @@ def test_adjacency_transform_writes_keys_and_sign_keys():
     g = random_graph(30, 120, seed=1)
     data = Data(x=random_features(30, 5, dtype=torch.float32), edge_index=g.edge_index)
     data = Adjacency(2, direction='transposed', prefix='t')(data)
-    assert data.sign_keys == ['t1', 't2']
+    assert list(data.sign_keys) == ['t1', 't2']
     assert data.t1.shape == (30, 5) and data.t2.dtype == torch.float32
     data = Adjacency(1, prefix='s', direction='symmetric')(data)
-    assert data.sign_keys == ['t1', 't2', 's1']
+    assert list(data.sign_keys) == ['t1', 't2', 's1']
 
 
 def test_adjacency_input_forms_agree():

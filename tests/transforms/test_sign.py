@@ -18,7 +18,9 @@ def test_sign_equals_pyg_on_cora():
     for key in ('x1', 'x2', 'x3'):
         assert ours[key].dtype == theirs[key].dtype
         torch.testing.assert_close(ours[key], theirs[key], atol=1e-6, rtol=1e-5)
-    assert ours.sign_keys == ['x1', 'x2', 'x3']
+    # PyG's keys and nothing more: the key list is opt-in.
+    assert set(ours.keys()) == set(theirs.keys()) and len(ours) == len(theirs)
+    assert 'sign_keys' not in ours
 
 
 @pytest.mark.parametrize('weighted', [False, True])
@@ -37,19 +39,49 @@ def test_sign_operators_keys_compose_and_pre_transform():
     g = random_graph(40, 200, seed=9)
     data = Data(x=random_features(40, 3, dtype=torch.float32), edge_index=g.edge_index)
     ops = [Adjacency(2), PPR(1, alpha=[0.1, 0.2]), Triangle(1)]
-    transform = T.Compose([T.ToUndirected(), SIGN(operators=ops)])
+    transform = T.Compose([T.ToUndirected(), SIGN(operators=ops, sign_keys=True)])
     out = transform(data.clone())
-    assert out.sign_keys == ['x1', 'x2', 'ppr_a0.1_1', 'ppr_a0.2_1', 'tri1']
+    expected = ['x1', 'x2', 'ppr_a0.1_1', 'ppr_a0.2_1', 'tri1']
+    assert list(out.sign_keys) == expected == SIGN(operators=ops).keys()
     for key in out.sign_keys:
         assert out[key].shape == (40, 3)
     undirected = T.ToUndirected()(data.clone())
     torch.testing.assert_close(out.x2, Adjacency(2)(undirected).x2)
     # as a pre_transform it is a plain callable on Data
-    assert SIGN(1)(data.clone()).sign_keys == ['x1']
+    assert list(SIGN(1, sign_keys=True)(data.clone()).sign_keys) == ['x1']
+    assert 'sign_keys' not in SIGN(operators=ops)(data.clone())
+
+
+@pytest.mark.parametrize('loader', ['from_data_list', 'DataLoader'])
+def test_sign_keys_survive_collation(loader):
+    """Issue 22: the documented idiom works on a batch as on one graph."""
+    from torch_geometric.data import Batch
+    from torch_geometric.loader import DataLoader
+
+    transform = SIGN(operators=[Adjacency(2), Triangle(1)], sign_keys=True)
+    graphs = []
+    for seed, n in enumerate((9, 14, 6)):
+        g = random_graph(n, 3 * n, seed=seed)
+        graphs.append(transform(Data(x=random_features(n, 3, seed=seed), edge_index=g.edge_index)))
+    if loader == 'from_data_list':
+        batch = Batch.from_data_list(graphs)
+    else:
+        batch = next(iter(DataLoader(graphs, batch_size=3)))
+    xs = [batch.x] + [batch[k] for k in batch.sign_keys]
+    assert list(batch.sign_keys) == ['x1', 'x2', 'tri1']
+    for key, x in zip(['x', 'x1', 'x2', 'tri1'], xs):
+        torch.testing.assert_close(x, torch.cat([g[key] for g in graphs]))
+    # and back: each graph of the batch reads its own keys again
+    assert list(batch.get_example(1).sign_keys) == ['x1', 'x2', 'tri1']
 
 
 def test_sign_repr_and_bad_input():
     assert repr(SIGN(3)) == 'SIGN(K=3)'
+    assert repr(SIGN(3, sign_keys=True)) == 'SIGN(K=3, sign_keys=True)'
+    with pytest.raises(TypeError, match='sign_keys must be a bool'):
+        SIGN(3, sign_keys='yes')
+    with pytest.raises(TypeError, match='positional'):
+        SIGN(None, [Adjacency(1)])  # operators is keyword-only
     assert repr(SIGN(operators=[Adjacency(1)])).startswith('SIGN(operators=[Adjacency(1, ')
     with pytest.raises(ValueError, match='exactly one of K'):
         SIGN()

@@ -33,7 +33,7 @@ def test_triangle_rows_without_triangles_are_zero():
     ei = torch.tensor([[0, 1, 2, 2, 3], [1, 2, 0, 3, 4]])
     data = Triangle(2)(Data(x=torch.ones(5, 2), edge_index=ei))
     assert torch.equal(data.tri1[3:], torch.zeros(2, 2))
-    assert data.sign_keys == ['tri1', 'tri2']
+    assert list(data.sign_keys) == ['tri1', 'tri2']
     torch.testing.assert_close(data.tri1[:3], torch.ones(3, 2))  # a triangle is 2-regular
 
 
