@@ -92,7 +92,8 @@ lr = args.lr or (0.05 if args.fast else 0.005)
 conv_lr = args.conv_lr or (lr if args.fast else 0.5)
 device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
 
-hetero = load(args.dataset)[0]
+dataset = load(args.dataset, val_ratio=0.2)  # HGB's 80/20 train/validation split of label.dat
+hetero = dataset[0]
 data = ToEdgeTypeStack()(hetero)
 if args.featureless == 'one-hot':
     bare = [i for i, t in enumerate(data.node_type_names) if 'x' not in hetero[t]]
@@ -109,7 +110,7 @@ if args.edge_norm == 'type' or (args.edge_norm is None and not args.fast):
         edge_index, edge_type, data.num_nodes, data.num_relations, edge_weight, x.dtype
     )
 multi_label = y.is_floating_point()
-num_classes = int(data.num_classes)
+num_classes = dataset.num_classes
 index = {
     name: data[f'{name}_mask'].nonzero().view(-1).to(device) for name in ('train', 'val', 'test')
 }

@@ -31,7 +31,9 @@ from graphops.datasets.paths import cache_root
 REQUIRED_FILES = ('info.dat', 'node.dat', 'link.dat', 'label.dat', 'label.dat.test')
 OPTIONAL_FILES = ('meta.dat',)
 # Bump when the parsed layout changes, so stale processed files are never reused.
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # 2: PyG's layout (relation names, no graph-level attributes)
+# PyG's spelling of the HGB names (torch_geometric.datasets.HGBDataset.names).
+PYG_NAMES = {'acm': 'ACM', 'dblp': 'DBLP', 'freebase': 'Freebase', 'imdb': 'IMDB'}
 _LINK_DTYPE_4 = np.dtype([('h', 'i8'), ('t', 'i8'), ('r', 'i8'), ('w', 'f8')])
 _LINK_DTYPE_3 = np.dtype([('h', 'i8'), ('t', 'i8'), ('r', 'i8')])
 
@@ -50,29 +52,34 @@ class HGBDataset(InMemoryDataset):
     .. math::
         i = g - o_t, \qquad o_t = \min\{g : \mathrm{type}(g) = t\}.
 
-    The single graph (``dataset[0]``) is a :class:`~torch_geometric.data.HeteroData` with:
+    The single graph (``dataset[0]``) is a :class:`~torch_geometric.data.HeteroData` laid out
+    exactly as PyG's :class:`torch_geometric.datasets.HGBDataset` lays it out (of which this is a
+    drop-in that reads the shipped zip instead of downloading):
 
     * one node type per entry of ``info.dat`` (e.g. ``paper``, ``author``, ``subject``, ``term``
-      for ACM), in the order of their global-id blocks (HGB type-id order in every HGB set), so
-      PyG's ``data.node_offsets`` equals :math:`\{t: o_t\}`; each with ``num_nodes`` and, when ``node.dat`` gives
-      features for that type, ``x`` (``float32``). Types without features (ACM's ``term``,
-      DBLP's ``venue``, IMDB's ``keyword``) get no ``x``, as in HGB;
-    * one edge type ``(src, meaning, dst)`` per link type, in HGB link-type-id order, with the
-      relation name verbatim from ``info.dat`` (e.g. ``('paper', 'paper-cite-paper', 'paper')``),
-      ``edge_index`` in local ids (row 0 = source, row 1 = target, edges in file order) and
-      ``edge_weight`` only when some weight in ``link.dat`` differs from 1;
-    * on the labelled (target) type: ``y``, ``train_mask``, ``val_mask``, ``test_mask``. ``y`` is
-      ``long`` ``[N]`` with :obj:`-1` for unlabelled nodes, or, when some label line lists several
-      comma-separated classes (IMDB), a multi-hot ``float`` ``[N, C]`` with all-zero rows for
-      unlabelled nodes. ``label.dat`` nodes are split into train and validation: the validation
-      set is the first :math:`\lfloor r \cdot n \rfloor` of them (``r = val_ratio``, :math:`n` =
-      number of ``label.dat`` lines) after sorting by id and permuting with
-      ``numpy.random.RandomState(seed)``, as HGB's benchmark scripts do (they shuffle unseeded).
-      ``test_mask`` marks the nodes of ``label.dat.test``;
-    * graph-level attributes ``node_type_names`` (list, in ``data.node_types`` order),
-      ``edge_type_names`` (list of relation names, in ``data.edge_types`` order = HGB link-type
-      id), ``target_node_type`` and ``num_classes``. Stacking the node types in order
-      (:func:`~graphops.transforms.to_edge_type_stack`) rebuilds HGB's global ids exactly.
+      for ACM), in ``info.dat``'s order (HGB's type-id order, also the order of their global-id
+      blocks in every HGB set, so PyG's
+      ``data.node_offsets`` equals :math:`\{t: o_t\}`); ``x`` (``float32``) when ``node.dat``
+      gives features for that type, else ``num_nodes`` (ACM's ``term``, DBLP's ``venue``, IMDB's
+      ``keyword`` have no features, as in HGB);
+    * one edge type ``(src, rel, dst)`` per link type, in ``info.dat``'s order, named as PyG
+      names it: ``rel`` is the second ``-``-separated part of the link's meaning, or ``'to'``
+      when that part names ``dst`` (``'paper-cite-paper'`` gives ``('paper', 'cite',
+      'paper')``, ``'paper-author'`` gives ``('paper', 'to', 'author')``); ``edge_index`` in
+      local ids (row 0 = source, row 1 = target, edges in file order) and ``edge_weight`` only
+      when some weight in ``link.dat`` differs from 1;
+    * on the labelled (target) type: ``y``, ``train_mask`` (every ``label.dat`` node) and
+      ``test_mask`` (the nodes of ``label.dat.test``). ``y`` is ``long`` ``[N]`` with :obj:`-1`
+      for unlabelled nodes, or, when some label line lists several comma-separated classes
+      (IMDB), a multi-hot ``float`` ``[N, C]`` with all-zero rows for unlabelled nodes.
+
+    Beyond PyG, and only when asked (keyword-only ``val_ratio``): a validation split, as HGB's
+    benchmark scripts make it. The ``label.dat`` nodes are then split into ``train_mask`` and
+    ``val_mask``: the validation set is the first :math:`\lfloor r \cdot n \rfloor` of them
+    (``r = val_ratio``, :math:`n` = number of ``label.dat`` lines) after sorting by id and
+    permuting with ``numpy.random.RandomState(seed)`` (HGB's scripts shuffle unseeded). Stacking
+    the node types in order (:func:`~graphops.transforms.to_edge_type_stack`) rebuilds HGB's global
+    ids exactly.
 
     Parsed graphs are cached (written atomically) as
     ``<processed_dir>/<name>/data_<key>.pt``, where ``key`` hashes the zip's bytes, ``val_ratio``,
@@ -81,17 +88,20 @@ class HGBDataset(InMemoryDataset):
 
     Args:
         root (str): folder holding ``<name>.zip``.
-        name (str): dataset name, the zip's stem (``'ACM'``, ``'DBLP'``, ``'IMDB'``).
+        name (str): dataset name, the zip's stem (``'ACM'``, ``'DBLP'``, ``'IMDB'``); PyG's
+            lower-case spelling (``'acm'``) finds the same zip.
         transform (callable, optional): applied to the graph on every access.
             (default: :obj:`None`)
         pre_transform (callable, optional): applied once before caching. (default: :obj:`None`)
-        processed_dir (str, optional): writable cache folder. (default:
-            ``$GRAPHOPS_CACHE/datasets/HGB``, i.e. ``~/.cache/graphops/datasets/HGB``)
-        val_ratio (float, optional): fraction of ``label.dat`` held out for validation.
-            (default: :obj:`0.2`)
-        seed (int, optional): seed of the train/validation split. (default: :obj:`0`)
         force_reload (bool, optional): re-parse the zip even when a cached copy exists.
             (default: :obj:`False`)
+        processed_dir (str, optional, keyword-only): writable cache folder. (default:
+            ``$GRAPHOPS_CACHE/datasets/HGB``, i.e. ``~/.cache/graphops/datasets/HGB``)
+        val_ratio (float, optional, keyword-only): fraction of ``label.dat`` held out as
+            ``val_mask``; ``None`` keeps PyG's layout (no ``val_mask``). HGB's scripts use
+            ``0.2``. (default: :obj:`None`)
+        seed (int, optional, keyword-only): seed of the train/validation split.
+            (default: :obj:`0`)
 
     Raises:
         FileNotFoundError: ``<root>/<name>.zip`` does not exist.
@@ -111,25 +121,30 @@ class HGBDataset(InMemoryDataset):
         name: str,
         transform: Callable | None = None,
         pre_transform: Callable | None = None,
-        processed_dir: str | None = None,
-        val_ratio: float = 0.2,
-        seed: int = 0,
         force_reload: bool = False,
+        *,
+        processed_dir: str | None = None,
+        val_ratio: float | None = None,
+        seed: int = 0,
     ) -> None:
         if not isinstance(name, str) or not name or '/' in name or '\\' in name:
             raise ValueError(f"name must be a zip file's stem such as 'ACM', got {name!r}")
-        if isinstance(val_ratio, bool) or not isinstance(val_ratio, (int, float)):
-            raise TypeError(f'val_ratio must be a float, got {type(val_ratio).__name__}')
-        if not 0.0 <= float(val_ratio) < 1.0:
-            raise ValueError(f'val_ratio must lie in [0, 1), got {val_ratio}')
+        if val_ratio is not None:
+            if isinstance(val_ratio, bool) or not isinstance(val_ratio, (int, float)):
+                raise TypeError(f'val_ratio must be a float, got {type(val_ratio).__name__}')
+            if not 0.0 <= float(val_ratio) < 1.0:
+                raise ValueError(f'val_ratio must lie in [0, 1), got {val_ratio}')
+            val_ratio = float(val_ratio)
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f'seed must be an int, got {type(seed).__name__}')
         if not 0 <= seed < 2**32:  # numpy.random.RandomState's range
             raise ValueError(f'seed must lie in [0, 2**32), got {seed}')
-        self.name = name
-        self.val_ratio = float(val_ratio)
-        self.seed = seed
         root = os.path.expanduser(os.fspath(root))
+        if not os.path.isfile(os.path.join(root, f'{name}.zip')) and name.lower() in PYG_NAMES:
+            name = PYG_NAMES[name.lower()]  # PyG's HGBDataset(root, 'acm') reads ACM.zip
+        self.name = name
+        self.val_ratio = val_ratio
+        self.seed = seed
         self.zip_path = os.path.join(root, f'{name}.zip')
         if not os.path.isfile(self.zip_path):
             raise FileNotFoundError(_missing_zip_message(root, name, self.zip_path))
@@ -162,10 +177,17 @@ class HGBDataset(InMemoryDataset):
 
     @property
     def num_classes(self) -> int:
-        return int(self._data.num_classes)
+        """Classes of the target type's ``y`` (its width when multi-label, else max + 1)."""
+        data = self._data
+        stores = data.node_stores if isinstance(data, HeteroData) else [data]
+        for store in stores:
+            if 'y' in store:
+                y = store['y']
+                return int(y.size(-1)) if y.dim() > 1 else int(y.max()) + 1
+        return super().num_classes
 
     def __repr__(self) -> str:
-        return f'{self.__class__.__name__}(root={self.root!r}, name={self.name!r})'
+        return f'{self.name}()'  # PyG's repr, e.g. ACM()
 
     # --- loading ---------------------------------------------------------------------------------
     def _load_or_process(self, zip_bytes: bytes) -> None:
@@ -220,7 +242,9 @@ def _cache_key(zip_bytes: bytes, val_ratio: float, seed: int, pre_transform) -> 
     return key.hexdigest()[:16]
 
 
-def _read_hgb_zip(file, zip_name: str, *, val_ratio: float = 0.2, seed: int = 0) -> HeteroData:
+def _read_hgb_zip(
+    file, zip_name: str, *, val_ratio: float | None = None, seed: int = 0
+) -> HeteroData:
     """Parses an HGB zip (a path or binary file object) into a :class:`HeteroData`.
 
     ``zip_name`` is used in error messages only. See :class:`HGBDataset` for the layout.
@@ -717,17 +741,28 @@ def _assemble(
     info: _Info, nodes: _Nodes, links: _Links, train: _Labels, test: _Labels, val_ratio, seed
 ) -> HeteroData:
     data = HeteroData()
-    # Insert node types in global-id block order (HGB's type-id order in every shipped set), so
-    # PyG's cumulative ``data.node_offsets`` are exactly the global-id offsets.
-    node_order = sorted(info.node_types, key=lambda t: (nodes.offsets[t], nodes.counts[t] > 0, t))
+    # PyG's order: node and link types as info.dat lists them (HGB's type-id order, which in
+    # every HGB set is also the order of the global-id blocks).
+    node_order = list(info.node_types)
     for t in node_order:
         t_name = info.node_types[t]
-        data[t_name].num_nodes = nodes.counts[t]
         if nodes.x[t] is not None:
             data[t_name].x = torch.from_numpy(nodes.x[t])
-    for link, (src_t, dst_t, meaning) in sorted(info.link_types.items()):
+        else:  # as PyG: num_nodes only where no x tells it
+            data[t_name].num_nodes = nodes.counts[t]
+    seen: dict[tuple[str, str, str], int] = {}
+    for link, (src_t, dst_t, meaning) in info.link_types.items():
         src, dst, weight = links.edges[link]
-        key = (info.node_types[src_t], meaning, info.node_types[dst_t])
+        dst_name = info.node_types[dst_t]
+        key = (info.node_types[src_t], _pyg_relation(meaning, dst_name), dst_name)
+        if key in seen:
+            raise _error(
+                'info.dat',
+                None,
+                f"link types {seen[key]} and {link} both become edge type {key} under PyG's "
+                'naming; give them meanings whose second part differs',
+            )
+        seen[key] = link
         data[key].edge_index = torch.from_numpy(np.stack([src, dst])).long()
         if weight is not None:
             data[key].edge_weight = torch.from_numpy(weight).float()
@@ -766,16 +801,15 @@ def _assemble(
                 [c[0] for c in labels.classes], dtype=torch.long
             )
 
-    # HGB's split: sort label.dat ids, shuffle, the first floor(val_ratio * n) are validation.
     labelled = np.sort(train.ids - offset)
-    perm = np.random.RandomState(seed).permutation(labelled.size)
-    num_val = int(labelled.size * val_ratio)
+    if val_ratio is None:  # PyG's layout: every label.dat node trains
+        split = [('train_mask', labelled)]
+    else:  # HGB's split: sort label.dat ids, shuffle, the first floor(val_ratio * n) validate
+        perm = np.random.RandomState(seed).permutation(labelled.size)
+        num_val = int(labelled.size * val_ratio)
+        split = [('train_mask', labelled[perm[num_val:]]), ('val_mask', labelled[perm[:num_val]])]
     masks = {}
-    for key, index in (
-        ('train_mask', labelled[perm[num_val:]]),
-        ('val_mask', labelled[perm[:num_val]]),
-        ('test_mask', test.ids - offset),
-    ):
+    for key, index in (*split, ('test_mask', test.ids - offset)):
         masks[key] = torch.zeros(n, dtype=torch.bool)
         masks[key][torch.from_numpy(index)] = True
     t_name = info.node_types[target]
@@ -783,8 +817,12 @@ def _assemble(
     for key, mask in masks.items():
         data[t_name][key] = mask
 
-    data.node_type_names = [info.node_types[t] for t in node_order]
-    data.edge_type_names = [m for _, (_, _, m) in sorted(info.link_types.items())]
-    data.target_node_type = t_name
-    data.num_classes = int(num_classes)
     return data
+
+
+def _pyg_relation(meaning: str, dst: str) -> str:
+    """PyG's relation name for an HGB link meaning: its second ``-``-separated part, or ``'to'``
+    when that part names the target type (``'paper-author'`` -> ``'to'``)."""
+    parts = meaning.split('-')
+    rel = parts[1] if len(parts) > 1 else meaning
+    return rel if rel != dst and rel[1:] != dst else 'to'

@@ -14,15 +14,16 @@ from graphops.transforms.to_edge_type_stack import ToEdgeTypeStack
 
 HGB_ROOT = Path(__file__).resolve().parents[2] / 'data' / 'HGB'
 ACM_NODES = {'paper': 3025, 'author': 5959, 'subject': 56, 'term': 1902}
+# PyG's names: the meaning's second part, or 'to' where it names the target type.
 ACM_RELATIONS = [
-    ('paper', 'paper-cite-paper', 'paper'),
-    ('paper', 'paper-ref-paper', 'paper'),
-    ('paper', 'paper-author', 'author'),
-    ('author', 'author-paper', 'paper'),
-    ('paper', 'paper-subject', 'subject'),
-    ('subject', 'subject-paper', 'paper'),
-    ('paper', 'paper-term', 'term'),
-    ('term', 'term-paper', 'paper'),
+    ('paper', 'cite', 'paper'),
+    ('paper', 'ref', 'paper'),
+    ('paper', 'to', 'author'),
+    ('author', 'to', 'paper'),
+    ('paper', 'to', 'subject'),
+    ('subject', 'to', 'paper'),
+    ('paper', 'to', 'term'),
+    ('term', 'to', 'paper'),
 ]
 
 
@@ -104,7 +105,8 @@ def acm_cache(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def acm(acm_cache):
-    return HGBDataset(str(HGB_ROOT), 'ACM', processed_dir=str(acm_cache))
+    # With HGB's validation split (opt-in): the plain PyG layout is checked in test_pyg_contract.
+    return HGBDataset(str(HGB_ROOT), 'ACM', processed_dir=str(acm_cache), val_ratio=0.2)
 
 
 def test_acm_counts(acm):
@@ -116,11 +118,12 @@ def test_acm_counts(acm):
     assert {nt: data[nt].num_nodes for nt in data.node_types} == ACM_NODES
     assert data.num_nodes == 10942
     assert data.edge_types == ACM_RELATIONS
-    assert data.edge_type_names == [rel for _, rel, _ in ACM_RELATIONS]
     assert sum(data[et].num_edges for et in data.edge_types) == 547872
     assert data.node_offsets == {'paper': 0, 'author': 3025, 'subject': 8984, 'term': 9040}
-    assert data.node_type_names == list(ACM_NODES)
-    assert data.target_node_type == 'paper' and data.num_classes == 3
+    # PyG's layout: no graph-level attributes; num_nodes stored only where no x tells it.
+    keys = {'x', 'num_nodes', 'y', 'train_mask', 'val_mask', 'test_mask', 'edge_index'}
+    assert set(data.keys()) == keys
+    assert 'num_nodes' not in data['paper'] and data['term'].num_nodes == 1902
     for et in data.edge_types:
         assert data[et].edge_index.dtype == torch.long
         assert 'edge_weight' not in data[et]  # every ACM weight is 1.0
@@ -157,11 +160,11 @@ def test_acm_known_edge(acm):
         lines = archive.read('link.dat').decode().split('\n')
     # Line 21136 is the 501st link of type 3 (author -> paper) in the file.
     assert lines[21135] == '3132\t2665\t3\t1.0'
-    edge_index = data['author', 'author-paper', 'paper'].edge_index
+    edge_index = data['author', 'to', 'paper'].edge_index
     assert edge_index[:, 500].tolist() == [3132 - 3025, 2665]
     # Line 300001: term 9046 -> paper 2535.
     assert lines[300000] == '9046\t2535\t7\t1.0'
-    edge_index = data['term', 'term-paper', 'paper'].edge_index
+    edge_index = data['term', 'to', 'paper'].edge_index
     assert ((edge_index[0] == 9046 - 9040) & (edge_index[1] == 2535)).any()
 
 
@@ -182,19 +185,20 @@ def test_acm_split_rule(acm):
 def test_acm_second_load_is_cached_and_identical(acm, acm_cache):
     files = os.listdir(acm_cache / 'ACM')
     assert len(files) == 1 and files[0].startswith('data_') and files[0].endswith('.pt')
-    first, again = acm[0], HGBDataset(str(HGB_ROOT), 'ACM', processed_dir=str(acm_cache))[0]
+    again = HGBDataset(str(HGB_ROOT), 'ACM', processed_dir=str(acm_cache), val_ratio=0.2)[0]
+    first = acm[0]
     for key in ('train_mask', 'val_mask', 'test_mask', 'y', 'x'):
         assert torch.equal(first['paper'][key], again['paper'][key])
     for et in first.edge_types:
         assert torch.equal(first[et].edge_index, again[et].edge_index)
-    assert again.node_type_names == first.node_type_names and again.num_classes == 3
+    assert again.node_types == first.node_types and again.edge_types == first.edge_types
     assert os.listdir(acm_cache / 'ACM') == files  # no temporary files left behind
     # The read-only root is never written: only the shipped zips and their provenance.
     assert all(n.endswith('.zip') or n == 'PROVENANCE.txt' for n in os.listdir(HGB_ROOT))
 
 
 def test_repr(acm):
-    assert repr(acm) == f"HGBDataset(root='{HGB_ROOT}', name='ACM')"
+    assert repr(acm) == 'ACM()'  # PyG's repr
 
 
 # --- parsing rules on tiny synthetic zips ------------------------------------------------------
@@ -210,15 +214,22 @@ def test_tiny_layout(tmp_path, folder):
     torch.testing.assert_close(data['movie'].x, expected)
     torch.testing.assert_close(data['person'].x, torch.tensor([[1.0, 0], [1, 1], [0, 1]]))
     assert 'x' not in data['tag'] and data['tag'].num_nodes == 2
-    assert data['movie', 'movie-person', 'person'].edge_index.tolist() == [[0, 1, 2], [0, 1, 2]]
-    assert data['person', 'person-movie', 'movie'].edge_index.tolist() == [[0, 1, 2], [0, 1, 2]]
-    tags = data['movie', 'movie-tag', 'tag']
+    assert data.edge_types == [
+        ('movie', 'to', 'person'),
+        ('person', 'to', 'movie'),
+        ('movie', 'to', 'tag'),
+    ]
+    assert data['movie', 'to', 'person'].edge_index.tolist() == [[0, 1, 2], [0, 1, 2]]
+    assert data['person', 'to', 'movie'].edge_index.tolist() == [[0, 1, 2], [0, 1, 2]]
+    tags = data['movie', 'to', 'tag']
     assert tags.edge_index.tolist() == [[0, 2], [0, 1]]
     torch.testing.assert_close(tags.edge_weight, torch.tensor([2.5, 1.0]))
-    assert 'edge_weight' not in data['movie', 'movie-person', 'person']
+    assert 'edge_weight' not in data['movie', 'to', 'person']
     assert data['movie'].y.tolist() == [2, 0, 1]
     assert data['movie'].test_mask.tolist() == [False, False, True]
-    assert (data['movie'].train_mask | data['movie'].val_mask).tolist() == [True, True, False]
+    # PyG's layout: every label.dat node trains, no val_mask unless val_ratio asks for one.
+    assert data['movie'].train_mask.tolist() == [True, True, False]
+    assert 'val_mask' not in data['movie']
     assert dataset.num_classes == 3
 
 
@@ -264,7 +275,9 @@ def test_val_split_rule(tmp_path):
     files['label.dat.test'] = ''.join(f'{i}\t\t0\t{i % 3}\n' for i in range(30, 40))
     masks = {}
     for seed in (0, 0, 1):
-        data = load_tiny(tmp_path / f'seed{seed}', files, seed=seed, force_reload=True)[0]
+        data = load_tiny(
+            tmp_path / f'seed{seed}', files, val_ratio=0.2, seed=seed, force_reload=True
+        )[0]
         masks.setdefault(seed, []).append(data['movie'].val_mask)
     val = masks[0][0]
     assert int(val.sum()) == 6  # floor(0.2 * 30)
@@ -274,6 +287,29 @@ def test_val_split_rule(tmp_path):
     assert val.nonzero().view(-1).tolist() == sorted(perm[:6].tolist())
     data = load_tiny(tmp_path / 'ratio', files, val_ratio=0.5)[0]
     assert int(data['movie'].val_mask.sum()) == 15
+
+
+def test_pyg_name_and_keyword_only_extras(tmp_path):
+    write_zip(tmp_path / 'raw', 'ACM', tiny_files())
+    cache = str(tmp_path / 'cache')
+    dataset = HGBDataset(str(tmp_path / 'raw'), 'acm', processed_dir=cache)  # PyG's spelling
+    assert dataset.name == 'ACM' and repr(dataset) == 'ACM()'
+    with pytest.raises(TypeError, match='positional'):
+        HGBDataset(str(tmp_path / 'raw'), 'ACM', None, None, False, cache)
+
+
+def test_relation_names_that_collide_under_pyg_naming(tmp_path):
+    files = tiny_files()
+    info = json.loads(files['info.dat'])
+    info['link.dat']['link type']['2'] = {'start': 0, 'end': 1, 'meaning': 'movie->person'}
+    files['info.dat'] = json.dumps(info)
+    files['link.dat'] = (
+        files['link.dat'].replace('\t6\t2\t', '\t3\t2\t').replace('\t7\t2\t', '\t4\t2\t')
+    )
+    with pytest.raises(
+        ValueError, match=r"link types 0 and 2 both become edge type \('movie', 'to', 'person'\)"
+    ):
+        load_tiny(tmp_path, files)
 
 
 def test_cache_key_follows_zip_content(tmp_path):
