@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass
 
 import numpy as np
 import torch
@@ -34,6 +34,7 @@ from graphops.ops.validate import (
     check_index,
     check_num_nodes,
     check_same_device,
+    defers_value_checks,
 )
 
 _INT32_MAX = 2**31 - 1
@@ -77,6 +78,62 @@ class CSR:
     value: Tensor | None
     num_rows: int
     num_cols: int
+    trust_data: InitVar[bool] = False
+
+    def __post_init__(self, trust_data: bool):
+        # O(1) layout checks on every matrix; the O(nnz) range checks unless the data is trusted
+        for name in ('rowptr', 'col'):
+            tensor = getattr(self, name)
+            if not isinstance(tensor, Tensor) or tensor.dtype not in (torch.int32, torch.int64):
+                raise TypeError(
+                    f'CSR {name} must be an int32/int64 tensor, got {_describe(tensor)}'
+                )
+            if tensor.dim() != 1:
+                raise ValueError(f'CSR {name} must be 1-dimensional, got {tuple(tensor.shape)}')
+        if self.rowptr.dtype != self.col.dtype:
+            raise TypeError(
+                f'CSR rowptr ({self.rowptr.dtype}) and col ({self.col.dtype}) must share one '
+                'index dtype'
+            )
+        for name in ('num_rows', 'num_cols'):
+            size = getattr(self, name)
+            if isinstance(size, bool) or not isinstance(size, int | torch.SymInt) or size < 0:
+                raise ValueError(f'CSR {name} must be a non-negative int, got {size!r}')
+        if self.rowptr.numel() != self.num_rows + 1:
+            raise ValueError(
+                f'CSR rowptr must hold num_rows + 1 = {self.num_rows + 1} offsets, got '
+                f'{self.rowptr.numel()}'
+            )
+        if self.value is not None:
+            if not isinstance(self.value, Tensor) or not self.value.is_floating_point():
+                raise TypeError(f'CSR value must be a float tensor, got {_describe(self.value)}')
+            if self.value.shape != self.col.shape:
+                raise ValueError(
+                    f'CSR value must hold one weight per entry ({self.col.numel()}), got shape '
+                    f'{tuple(self.value.shape)}'
+                )
+        check_same_device([('CSR rowptr', self.rowptr), ('CSR col', self.col)])
+        check_same_device([('CSR col', self.col), ('CSR value', self.value)])
+        if not trust_data:
+            self.validate()
+
+    def validate(self) -> CSR:
+        """Checks the entries: ``rowptr`` starts at 0, never decreases and ends at ``nnz``, and
+        every column lies in ``[0, num_cols)``. The constructor runs it unless
+        ``trust_data=True``; the kernels read raw memory, so a matrix whose tensors were changed
+        in place should be checked again. Returns ``self``."""
+        check_index(self.col, 'CSR col', upper=self.num_cols, upper_name='num_cols')
+        steps = self.rowptr[1:] - self.rowptr[:-1]
+        ends = torch.stack([self.rowptr[0], self.rowptr[-1] - self.nnz]).long()
+        if defers_value_checks(self.rowptr):
+            ok = (ends == 0).all() & (steps >= 0).all()
+            torch._assert_async(ok, 'CSR rowptr must start at 0, not decrease, end at nnz')
+        elif bool((ends != 0).any()) or bool((steps < 0).any()):
+            raise ValueError(
+                f'CSR rowptr must start at 0, never decrease and end at nnz = {self.nnz}; build '
+                'the matrix with graphops.ops.to_csr'
+            )
+        return self
 
     # --- basic properties -------------------------------------------------------------------
     @property
@@ -121,7 +178,7 @@ class CSR:
     # --- conversions out ----------------------------------------------------------------------
     def with_value(self, value: Tensor | None) -> CSR:
         """The same pattern with other weights (it shares the cached transposed pattern)."""
-        csr = CSR(self.rowptr, self.col, value, self.num_rows, self.num_cols)
+        csr = CSR(self.rowptr, self.col, value, self.num_rows, self.num_cols, trust_data=True)
         transposed = self.__dict__.get('_transposed')
         if transposed is not None:
             object.__setattr__(csr, '_transposed', transposed)
@@ -134,9 +191,10 @@ class CSR:
         left out of pickles)."""
         cached = self.__dict__.get('_transposed')
         if cached is None:
-            entry = torch.arange(self.nnz, device=self.device)
-            transposed = _from_coo(self.col, self.row(), entry, self.num_cols, self.num_rows)
-            cached = (transposed.with_value(None), transposed.value)
+            pattern, perm = _sort_coo(self.col, self.row(), self.num_cols, self.num_rows, True)
+            if perm is None:  # already in transposed order
+                perm = torch.arange(self.nnz, device=self.device)
+            cached = (pattern, perm)
             object.__setattr__(self, '_transposed', cached)
         return cached
 
@@ -156,6 +214,7 @@ class CSR:
             value,
             self.num_rows,
             self.num_cols,
+            trust_data=True,
         )
 
     def to_torch_csr(self, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -265,7 +324,12 @@ class CSR:
         dtype = index_dtype_for(rows.numel(), self.num_cols, nnz)
         value = None if self.value is None else self.value[offsets]
         return CSR(
-            new_rowptr.to(dtype), self.col[offsets].to(dtype), value, rows.numel(), self.num_cols
+            new_rowptr.to(dtype),
+            self.col[offsets].to(dtype),
+            value,
+            rows.numel(),
+            self.num_cols,
+            trust_data=True,
         )
 
     def _require_square(self, what: str) -> None:
@@ -297,6 +361,20 @@ class CSR:
 # --- construction ---------------------------------------------------------------------------
 
 
+def check_csr(csr, name: str = 'csr') -> CSR:
+    """A :class:`CSR`, or a TypeError that says how to make one."""
+    if not isinstance(csr, CSR):
+        raise TypeError(
+            f'{name} must be a graphops CSR, got {type(csr).__name__}; build one with '
+            'graphops.ops.to_csr(edge_index, edge_weight, num_nodes)'
+        )
+    return csr
+
+
+def _describe(value) -> str:
+    return f'{value.dtype} tensor' if isinstance(value, Tensor) else type(value).__name__
+
+
 def _from_sorted(row: Tensor, col: Tensor, value, num_rows: int, num_cols: int) -> CSR:
     nnz = col.numel()
     dtype = index_dtype_for(num_rows, num_cols, nnz)
@@ -304,11 +382,22 @@ def _from_sorted(row: Tensor, col: Tensor, value, num_rows: int, num_cols: int) 
     rowptr = torch.zeros(num_rows + 1, dtype=torch.long, device=col.device)
     if counts is not None:
         torch.cumsum(counts, 0, out=rowptr[1:])
-    return CSR(rowptr.to(dtype), col.to(dtype), value, num_rows, num_cols)
+    return CSR(rowptr.to(dtype), col.to(dtype), value, num_rows, num_cols, trust_data=True)
 
 
 def _from_coo(row: Tensor, col: Tensor, value, num_rows: int, num_cols: int) -> CSR:
     """Sorts ``(row, col)`` lexicographically (stably, so duplicates keep their order)."""
+    csr, perm = _sort_coo(row, col, num_rows, num_cols, with_perm=value is not None)
+    if value is None:
+        return csr
+    return csr.with_value(value if perm is None else value[perm])
+
+
+def _sort_coo(
+    row: Tensor, col: Tensor, num_rows: int, num_cols: int, with_perm: bool
+) -> tuple[CSR, Tensor | None]:
+    """The unweighted CSR of the sorted entries and, with ``with_perm``, the input position of each
+    sorted entry (``None`` when the input was already sorted)."""
     if csr_kernels.numba_applies(col, row):
         # a two-level counting/radix sort: about 3x faster than torch.sort on 20M edges, same order
         rowptr, col, perm = csr_kernels.sort_coo(
@@ -317,10 +406,10 @@ def _from_coo(row: Tensor, col: Tensor, value, num_rows: int, num_cols: int) -> 
             num_rows,
             num_cols,
             index_dtype_for(num_rows, num_cols, col.numel()),
-            with_perm=value is not None,
+            with_perm=with_perm,
         )
-        value = None if value is None else value[perm]
-        return CSR(rowptr, col, value, num_rows, num_cols)
+        return CSR(rowptr, col, None, num_rows, num_cols, trust_data=True), perm
+    perm = None
     if col.numel():
         key = row.long() * max(num_cols, 1) + col.long()
         if not bool((key[1:] >= key[:-1]).all()):
@@ -330,8 +419,7 @@ def _from_coo(row: Tensor, col: Tensor, value, num_rows: int, num_cols: int) -> 
             width = max(num_cols, 1)
             row = torch.div(sorted_key, width, rounding_mode='floor')
             col = sorted_key - row * width
-            value = None if value is None else value[perm]
-    return _from_sorted(row, col, value, num_rows, num_cols)
+    return _from_sorted(row, col, None, num_rows, num_cols), perm
 
 
 def _resolve_size(num_nodes, edge_index: Tensor) -> tuple[int, int]:

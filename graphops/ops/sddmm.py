@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from graphops.ops.csr import CSR
+from graphops.ops.csr import CSR, check_csr
 from graphops.ops.llvm_spmm import row_chunks
 from graphops.ops.optional import NumbaKernels, kernel_threads, numba_applies
 from graphops.ops.validate import check_float, check_length, check_same_device
@@ -37,6 +37,7 @@ def sddmm(csr: CSR, left: Tensor, right: Tensor) -> Tensor:
     Shapes:
         ``left``: :math:`(N_{dst}, F)`, ``right``: :math:`(N_{src}, F)` -> :math:`(nnz,)`.
     """
+    check_csr(csr)
     check_float(left, 'left', finite=False)
     check_float(right, 'right', finite=False)
     if left.dim() != 2 or right.dim() != 2 or left.size(1) != right.size(1):

@@ -31,7 +31,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from graphops.ops import llvm_spmm
-from graphops.ops.csr import CSR, torch_csr_tensor
+from graphops.ops.csr import CSR, check_csr, torch_csr_tensor
 from graphops.ops.llvm_spmm import row_chunks
 from graphops.ops.optional import has_numba, warn_torch_fallback
 from graphops.ops.sddmm import sddmm_unchecked
@@ -70,6 +70,7 @@ def spmm(
     Shapes:
         ``x``: :math:`(N_{src}, F)` -> output :math:`(N_{dst}, F)`.
     """
+    check_csr(csr)
     check_float(x, 'x', finite=False)
     if x.dim() != 2:
         raise ValueError(f'x must be 2-dimensional [num_src_nodes, F], got {tuple(x.shape)}')
