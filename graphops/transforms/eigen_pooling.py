@@ -198,7 +198,8 @@ class EigenPooling(BaseTransform):
                 f'the graph has {num_nodes} nodes, fewer than num_modes = {self.num_modes}; '
                 'lower num_modes or drop such graphs (e.g. with a pre_filter)'
             )
-        if edge_index.numel() and (int(edge_index.min()) < 0 or int(edge_index.max()) >= num_nodes):
+        edges = edge_index.cpu().numpy()
+        if edges.size and (edges.min() < 0 or edges.max() >= num_nodes):
             raise ValueError(f'edge_index holds node ids outside [0, num_nodes = {num_nodes})')
         check_edge_weight(edge_weight, edge_index.size(1))
         if edge_weight is not None and edge_weight.numel() and float(edge_weight.min()) < 0:
@@ -206,7 +207,7 @@ class EigenPooling(BaseTransform):
                 'edge_weight has negative entries; spectral clustering needs non-negative '
                 'affinities (take abs() or shift them)'
             )
-        row, col = edge_index.cpu().numpy()
+        row, col = edges
         w = (
             np.ones(row.size)
             if edge_weight is None
@@ -354,13 +355,13 @@ def kmeans(
     arithmetic), else the restarts side by side as numpy array ops. Both draw the same random
     numbers from ``rng``."""
     y = np.ascontiguousarray(y, dtype=np.float64)
-    tol = 1e-4 * float(np.mean(np.var(y, axis=0)))
     draws = rng.random((n_init, k))
     if _use_numba():
         kernel = _loaded()[0]
         labels = np.empty(y.shape[0], dtype=np.int64)
-        kernel(y, k, max_iter, tol, draws, labels)
+        kernel(y, k, max_iter, 1e-4, draws, labels)
         return labels
+    tol = 1e-4 * float(np.mean(np.var(y, axis=0)))
     return _kmeans_numpy(y, k, max_iter, tol, draws)
 
 
@@ -400,10 +401,22 @@ def _embedding_kernel(adj, k):
     return emb
 
 
-def _kmeans_kernel(y, k, max_iter, tol, draws, best_labels):
+def _kmeans_kernel(y, k, max_iter, rel_tol, draws, best_labels):
     """Numba: each restart seeds with k-means++ from ``draws[r]`` and runs Lloyd's iterations;
-    ``best_labels`` gets the labels of the lowest inertia (the first restart on ties)."""
+    ``best_labels`` gets the labels of the lowest inertia (the first restart on ties). The
+    tolerance is ``rel_tol`` times the mean per-column variance of ``y``."""
     n, dim = y.shape
+    tol = 0.0
+    for j in range(dim):
+        mean = 0.0
+        for i in range(n):
+            mean += y[i, j]
+        mean /= n
+        var = 0.0
+        for i in range(n):
+            var += (y[i, j] - mean) * (y[i, j] - mean)
+        tol += var / n
+    tol = rel_tol * tol / dim
     best = np.inf
     centers = np.empty((k, dim))
     new = np.empty((k, dim))
