@@ -140,9 +140,19 @@ def same_csrs(got, expected, atol):
         assert torch.allclose(a.value, b.value, atol=atol)
 
 
-@pytest.mark.parametrize('rows', [None, [5, 0, 11, 5]])
-@pytest.mark.parametrize('identity', [True, False])
-def test_prepared_layers_compile_without_a_graph_break_and_equal_eager(identity, rows):
+@pytest.mark.parametrize(
+    'identity,rows,inductor',
+    [
+        (True, [5, 0, 11, 5], True),  # one inductor case by default, the rest when slow
+        (True, None, False),
+        (False, [5, 0, 11, 5], False),
+        (False, None, False),
+        pytest.param(True, None, True, marks=pytest.mark.slow),
+        pytest.param(False, [5, 0, 11, 5], True, marks=pytest.mark.slow),
+        pytest.param(False, None, True, marks=pytest.mark.slow),
+    ],
+)
+def test_prepared_layers_compile_without_a_graph_break_and_equal_eager(identity, rows, inductor):
     graph = random_graph(14, 60, seed=9)
     edge_index, edge_type = graph.edge_index, typed(graph, seed=9)
     node_index = None if rows is None else torch.tensor(rows)
@@ -161,7 +171,7 @@ def test_prepared_layers_compile_without_a_graph_break_and_equal_eager(identity,
         explained = torch._dynamo.explain(layer)(*args)
         assert explained.graph_break_count == 0, explained.break_reasons
         expected = layer(*args)
-        for backend in ('aot_eager', 'inductor'):
+        for backend in ('aot_eager', 'inductor') if inductor else ('aot_eager',):
             torch._dynamo.reset()
             same_csrs(torch.compile(layer, backend=backend, fullgraph=True)(*args), expected, 1e-5)
 
