@@ -22,7 +22,12 @@ from graphops.ops.batch_dense import (
     per_graph_transpose_matmul,
     segment_sum,
 )
-from graphops.ops.validate import check_float, check_same_device, check_tensor
+from graphops.ops.validate import (
+    check_float,
+    check_same_device,
+    check_tensor,
+    defers_value_checks,
+)
 
 LOSS_NORMS = ('paper', 'pyg')
 
@@ -58,7 +63,7 @@ def _reduce_losses(
     squared_link: Tensor,
     entropy_sum: Tensor,
     num_real: Tensor,
-    max_num_nodes: int,
+    max_num_nodes: int | Tensor,
     loss_norm: str,
     normalize: bool,
 ) -> tuple[Tensor, Tensor]:
@@ -205,7 +210,7 @@ def dense_diff_pool(
                 f'{tuple(mask.shape)}'
             )
         num_real = mask.sum(1)
-        if torch.compiler.is_compiling() or num_real.device.type != 'cpu':
+        if defers_value_checks(num_real):
             # No read-back under torch.compile (a graph break) or on a device (a sync).
             torch._assert_async(
                 (num_real > 0).all(), 'mask marks no real node in some graph of the batch'
@@ -314,11 +319,14 @@ def sparse_diff_pool(
     check_same_device([('x', x), ('edge_index', adj_t.col)])
     target_graph = batch[adj_t.row().long()]
     source_graph = batch[adj_t.col.long()]
-    if bool((target_graph != source_graph).any()):
-        raise ValueError(
-            'edge_index has edges between different graphs of the batch; every edge must join '
-            'two nodes with the same batch id'
-        )
+    message = (
+        'edge_index has edges between different graphs of the batch; every edge must join '
+        'two nodes with the same batch id'
+    )
+    if defers_value_checks(target_graph):  # no read-back under torch.compile or on a device
+        torch._assert_async((target_graph == source_graph).all(), message)
+    elif bool((target_graph != source_graph).any()):
+        raise ValueError(message)
 
     log_assign = F.log_softmax(s, dim=-1)
     assign = log_assign.exp()
@@ -334,6 +342,6 @@ def sparse_diff_pool(
     squared_link = squared_adj - 2 * trace + squared_gram
     entropy_sum = segment_sum(-(assign * log_assign).sum(-1), batch, num_graphs)
     link_loss, entropy_loss = _reduce_losses(
-        squared_link, entropy_sum, sizes, int(sizes.max()), loss_norm, normalize
+        squared_link, entropy_sum, sizes, sizes.max(), loss_norm, normalize
     )
     return out, out_adj, link_loss, entropy_loss

@@ -36,6 +36,28 @@ def _dense_in_mean_operator(adj: Tensor) -> Tensor:
     return (adj * inv).transpose(1, 2)
 
 
+def _masked_batch_norm(norm: BatchNorm1d, h: Tensor, real: Tensor) -> Tensor:
+    """Training-mode ``norm(h[mask])`` scattered back into ``h``'s shape, with static shapes:
+    batch statistics over the real rows (``real`` is the ``[B, N, 1]`` float mask), running
+    statistics updated as :class:`~torch.nn.BatchNorm1d` updates them."""
+    count = real.sum()
+    mean = (h * real).sum((0, 1)) / count
+    var = ((h - mean).square() * real).sum((0, 1)) / count
+    if norm.track_running_stats:
+        with torch.no_grad():
+            norm.num_batches_tracked.add_(1)
+            momentum = norm.momentum
+            if momentum is None:  # cumulative moving average
+                momentum = 1.0 / norm.num_batches_tracked.to(h.dtype)
+            unbiased = var * count / (count - 1)
+            norm.running_mean.lerp_(mean.to(norm.running_mean.dtype), momentum)
+            norm.running_var.lerp_(unbiased.to(norm.running_var.dtype), momentum)
+    out = (h - mean) * torch.rsqrt(var + norm.eps)
+    if norm.affine:
+        out = out * norm.weight + norm.bias
+    return out * real
+
+
 class _SAGEStack(Module):
     r"""``num_layers`` GraphSAGE-mean layers of width ``hidden_channels``, each
     :math:`\mathbf{h}_j \leftarrow \mathbf{W}_1 \operatorname{mean}_{i \to j} \mathbf{h}_i +
@@ -77,6 +99,13 @@ class _SAGEStack(Module):
             return norm(h)
         if mask is None:
             return norm(h.reshape(-1, h.size(-1))).view_as(h)
+        real = mask.unsqueeze(-1).to(h.dtype)
+        if not norm.training and norm.track_running_stats:
+            # Running statistics: every row is normalised alike, padded rows are zeroed after.
+            return norm(h.reshape(-1, h.size(-1))).view_as(h) * real
+        if torch.compiler.is_compiling():
+            # h[mask] has a data-dependent size (a graph break): the same statistics, weighted.
+            return _masked_batch_norm(norm, h, real)
         # Statistics over real nodes only: padded rows would bias them towards zero.
         return torch.zeros_like(h).index_put((mask,), norm(h[mask]))
 

@@ -18,6 +18,7 @@ from graphops.ops.validate import (
     check_float,
     check_nonempty_graph,
     check_same_device,
+    defers_value_checks,
 )
 
 _GATES = {'sigmoid': torch.sigmoid, 'tanh': torch.tanh}
@@ -178,11 +179,15 @@ class GPool(torch.nn.Module):
             check_finite(attn, 'attn')
             check_finite(x, 'x')
         y = self.score(x if attn is None else attn)
-        if attn is None and not bool(torch.isfinite(y).all()):
-            raise ValueError(
+        if attn is None:
+            message = (
                 'x contains NaN or Inf (its projection scores are not finite); clean it '
                 '(e.g. torch.nan_to_num) first'
             )
+            if defers_value_checks(y):  # no read-back under torch.compile or on a device
+                torch._assert_async(torch.isfinite(y.detach()).all(), message)
+            elif not bool(torch.isfinite(y).all()):
+                raise ValueError(message)
         perm = topk(y, self.ratio, batch.to(x.device))
         score = self.gate(y[perm])
         x = x[perm] * score.unsqueeze(-1)

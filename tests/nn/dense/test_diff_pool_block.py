@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 
@@ -214,6 +216,36 @@ def test_bad_constructor_arguments(kwargs, match):
 def test_non_int_channels_are_a_type_error():
     with pytest.raises(TypeError, match='in_channels must be an int'):
         DiffPool(in_channels=2.5, hidden_channels=4, out_channels=4, num_clusters=2)
+
+
+# --- torch.compile ---------------------------------------------------------------------------
+@pytest.mark.parametrize('config', [{}, {'batch_norm': True, 'loss_norm': 'pyg'}], ids=str)
+def test_dense_level_compiles_without_a_graph_break(config):
+    x, edge_index, batch, edge_weight = inputs('ragged', True, seed=5)
+    dense_x, adj, _, mask = dense_batch(x, edge_index, batch, x, edge_weight)
+    layer = make_layer(5, **config).eval()
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(layer)(dense_x, adj, mask=mask)
+    assert explained.graph_break_count == 0, explained.break_reasons
+
+
+@pytest.mark.slow
+def test_dense_level_compiled_forward_backward_equal_eager():
+    x, edge_index, batch, edge_weight = inputs('ragged', True, seed=6)
+    dense_x, adj, _, mask = dense_batch(x, edge_index, batch, x, edge_weight)
+    layer = make_layer(6, batch_norm=True).train()  # batch statistics over the real rows
+    twin = copy.deepcopy(layer)
+    compiled = torch.compile(twin, backend='inductor', fullgraph=True)
+    results = []
+    for module, params in ((layer, layer), (compiled, twin)):
+        leaves = [dense_x.clone().requires_grad_(), adj.clone().requires_grad_()]
+        out = module(*leaves, mask=mask)
+        probe = sum((o * torch.linspace(-1, 1, o.numel()).view_as(o)).sum() for o in out)
+        grads = torch.autograd.grad(probe, [*leaves, *params.parameters()])
+        results.append((*out, *grads, *params.buffers()))  # running statistics too
+    torch._dynamo.reset()
+    for eager, comp in zip(*results, strict=True):
+        torch.testing.assert_close(comp, eager, atol=1e-5, rtol=1e-5)
 
 
 # --- CUDA (gpu-marked) ---

@@ -144,6 +144,20 @@ def test_bad_input_is_reported_by_the_first_level():
         model(x, edge_index, batch.flip(0))
 
 
+# --- torch.compile ---------------------------------------------------------------------------
+def test_dense_levels_compile_without_a_graph_break():
+    x, edge_index, batch = batch_inputs()[:3]
+    torch.manual_seed(0)
+    model = DiffPoolNet(3, 8, 2, max_num_nodes=40, num_pools=3, pool_ratio=0.5).double().eval()
+    # The first level pools the sparse batch; every later level is dense.
+    h, adj, _, _ = model.pools[0](x, edge_index, batch=batch)
+    for level in model.pools[1:]:
+        torch._dynamo.reset()
+        explained = torch._dynamo.explain(level)(h, adj)
+        assert explained.graph_break_count == 0, explained.break_reasons
+        h, adj, _, _ = level(h, adj)
+
+
 # --- CUDA (gpu-marked) ---
 
 

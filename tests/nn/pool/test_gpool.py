@@ -276,6 +276,45 @@ def test_edge_weight_of_wrong_length_when_augmenting():
         make_pool(0.5, 'sigmoid', True)(x, edge_index, torch.ones(2, dtype=torch.float64), batch)
 
 
+# --- torch.compile ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ('augment', 'backend'),
+    [
+        (False, 'aot_eager'),
+        (True, 'aot_eager'),
+        pytest.param(False, 'inductor', marks=pytest.mark.slow),
+    ],
+)
+def test_compiles_with_no_more_graph_breaks_than_topk_pooling_and_equals_eager(augment, backend):
+    """top-k has data-dependent output sizes, so graph breaks are expected: no more than PyG's
+    TopKPooling takes on the same batch, measured here. (The graph power has no PyG layer to
+    measure against: PyG's GraphUNet.augment_adj does not trace under torch._dynamo.explain.)"""
+    from torch_geometric.nn import TopKPooling
+
+    x, edge_index, edge_weight, batch, _ = batched_input(weighted=True, seed=7)
+    pool = make_pool(0.5, 'tanh', augment, seed=7)
+    theirs = TopKPooling(4, 0.5).double()
+    if not augment:
+        torch._dynamo.reset()
+        ours = torch._dynamo.explain(pool)(x, edge_index, edge_weight, batch).graph_break_count
+        torch._dynamo.reset()
+        pyg = torch._dynamo.explain(theirs)(x, edge_index, edge_weight, batch).graph_break_count
+        assert ours <= pyg
+
+    torch._dynamo.reset()
+    compiled = torch.compile(pool, backend=backend)
+    results = []
+    for module in (pool, compiled):
+        x_in, w_in = x.clone().requires_grad_(), edge_weight.clone().requires_grad_()
+        out, _, weight, _, perm, score = module(x_in, edge_index, w_in, batch)
+        probe = (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum()
+        probe = probe + weight.sum() + score.sum()
+        results.append((out, weight, perm, score, *torch.autograd.grad(probe, (x_in, w_in))))
+    torch._dynamo.reset()
+    for eager, comp in zip(*results, strict=True):
+        torch.testing.assert_close(comp, eager, atol=1e-5, rtol=1e-5)
+
+
 # --- CUDA (gpu-marked) ---
 
 
