@@ -54,10 +54,8 @@ from torch import Tensor
 
 from graphops.ops.csr import CSR, index_dtype_for, to_csr
 from graphops.ops.optional import NumbaKernels, kernel_threads, warn_torch_fallback
-from graphops.ops.spmm import has_numba, row_chunks, spmm
+from graphops.ops.spmm import has_numba, row_chunks
 from graphops.ops.validate import (
-    check_float,
-    check_length,
     check_num_nodes,
     check_same_device,
 )
@@ -173,32 +171,6 @@ def spspmm(
     c = spgemm(a, b, topk=topk, backend=backend)
     index = torch.stack([c.row().long(), c.col.long()], dim=0)
     return index, c.values()
-
-
-def spmm_with_value_grad(csr: CSR, x: Tensor) -> Tensor:
-    r""":math:`Y = M X` whose backward reaches ``csr.value`` through a masked product.
-
-    :func:`graphops.ops.spmm` differentiates the weights through ``torch.sparse.mm``, whose
-    weight gradient is formed at dense size (``num_rows x num_cols``) and which rejects duplicate
-    entries. Here the weight gradient is the sampled product
-    :math:`\partial L/\partial M_{ij} = \langle \partial L/\partial Y_i, X_j\rangle`, computed only at
-    the stored entries, and :math:`\partial L/\partial X = M^\top \partial L/\partial Y` is a
-    transposed SpMM; neither forms anything larger than ``nnz`` or ``X``.
-
-    Args:
-        csr (CSR): ``[N_dst, N_src]`` matrix; ``csr.value`` may require a gradient.
-        x (Tensor): ``[N_src, F]`` features; may require a gradient.
-
-    Shapes:
-        ``x``: :math:`(N_{src}, F)` -> output :math:`(N_{dst}, F)`.
-    """
-    check_float(x, 'x', finite=False)
-    if x.dim() != 2:
-        raise ValueError(f'x must be 2-dimensional [num_src_nodes, F], got {tuple(x.shape)}')
-    check_length(x, csr.num_cols, 'x', 'the number of source nodes (adjacency columns)')
-    check_same_device([('adjacency', csr.col), ('x', x)])
-    value = csr.values(x.dtype)
-    return _ValueSpMM.apply(value, x, csr.rowptr, csr.col, csr.num_rows, csr.num_cols)
 
 
 # --- products on a fixed structure (the torch.compile path) ---------------------------------------
@@ -380,28 +352,6 @@ class _SpGEMM(torch.autograd.Function):
         return grad_a, grad_b, None, None, None, None
 
 
-class _ValueSpMM(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, value, x, rowptr, col, num_rows, num_cols):
-        csr = CSR(rowptr, col, value.detach(), num_rows, num_cols)
-        ctx.save_for_backward(value, x)
-        ctx.structure = (rowptr, col, num_rows, num_cols)
-        return spmm(csr, x.detach())
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out):
-        value, x = ctx.saved_tensors
-        rowptr, col, num_rows, num_cols = ctx.structure
-        grad_out = grad_out.contiguous()
-        grad_value = grad_x = None
-        if ctx.needs_input_grad[0]:
-            grad_value = _sddmm(rowptr, col, grad_out, x.detach(), num_rows)
-        if ctx.needs_input_grad[1]:
-            grad_x = _spmm_transposed(rowptr, col, value.detach(), grad_out, num_rows, num_cols)
-        return grad_value, grad_x, None, None, None, None
-
-
 # --- helpers shared by both backends ------------------------------------------------------------
 
 
@@ -559,71 +509,6 @@ def _torch_backward(
     return grad_a, grad_b
 
 
-def _sddmm(rowptr, col, left: Tensor, right: Tensor, num_rows: int) -> Tensor:
-    """``out[e] = <left[row_e], right[col_e]>`` for every stored entry ``e``."""
-    nnz = col.numel()
-    if left.device.type == 'cpu' and has_numba() and left.dtype in (torch.float32, torch.float64):
-        *_, sddmm, _ = _loaded()
-        out = torch.empty(nnz, dtype=left.dtype)
-        left, right = left.contiguous(), right.contiguous()
-        threads = _threads_for(nnz * left.size(1))
-        bounds = row_chunks(rowptr.numpy(), 8 * threads)
-        sddmm(
-            rowptr.numpy(),
-            col.numpy(),
-            left.numpy(),
-            right.numpy(),
-            bounds,
-            out.numpy(),
-            threads=threads,
-        )
-        return out
-    row = torch.repeat_interleave(
-        torch.arange(num_rows, device=col.device),
-        (rowptr[1:] - rowptr[:-1]).long(),
-        output_size=nnz,
-    )
-    out = torch.empty(nnz, dtype=left.dtype, device=left.device)
-    step = max(1, (1 << 24) // max(left.size(1), 1))
-    for begin in range(0, nnz, step):
-        r, c = row[begin : begin + step], col[begin : begin + step].long()
-        out[begin : begin + step] = (left[r] * right[c]).sum(1)
-    return out
-
-
-def _spmm_transposed(rowptr, col, value, grad_out: Tensor, num_rows: int, num_cols: int) -> Tensor:
-    """``M^T @ grad_out`` without transposing (re-sorting) ``M``."""
-    features = grad_out.size(1)
-    nnz = col.numel()
-    if grad_out.device.type == 'cpu' and has_numba() and grad_out.dtype == value.dtype:
-        *_, spmm_t = _loaded()
-        threads = _threads_for(nnz * features)
-        parts = _num_partials(num_cols * features * grad_out.element_size(), threads)
-        out = torch.zeros(parts, num_cols, features, dtype=grad_out.dtype)
-        bounds = row_chunks(rowptr.numpy(), parts)
-        spmm_t(
-            rowptr.numpy(),
-            col.numpy(),
-            value.numpy(),
-            grad_out.numpy(),
-            bounds,
-            out.numpy(),
-            threads=threads,
-        )
-        return out.sum(0)
-    row = torch.repeat_interleave(
-        torch.arange(num_rows, device=col.device),
-        (rowptr[1:] - rowptr[:-1]).long(),
-        output_size=nnz,
-    )
-    out = grad_out.new_zeros(num_cols, features)
-    step = max(1, (1 << 24) // max(features, 1))
-    for begin in range(0, nnz, step):
-        r, c = row[begin : begin + step], col[begin : begin + step].long()
-        out.index_add_(0, c, grad_out[r] * value[begin : begin + step, None])
-    return out
-
-
 def _num_partials(bytes_per_partial: int, threads: int) -> int:
     return max(1, min(threads, _PARTIAL_BUDGET_BYTES // max(bytes_per_partial, 1)))
 
@@ -688,7 +573,7 @@ def _numba_backward(
     need_b,
     _chunk,
 ):
-    *_, backward, _, _ = _loaded()
+    *_, backward = _loaded()
     dtype = a_value.dtype
     grad_a = torch.zeros(a_value.numel(), dtype=dtype)
     work = _row_work(a_rowptr, a_col, b_rowptr).numpy()
@@ -815,35 +700,10 @@ def _backward_kernel(
                 grad_row[c_col[t]] = 0
 
 
-def _sddmm_kernel(rowptr, col, left, right, bounds, out):
-    features = left.shape[1]
-    for chunk in _numba.prange(bounds.shape[0] - 1):
-        for i in range(bounds[chunk], bounds[chunk + 1]):
-            for e in range(rowptr[i], rowptr[i + 1]):
-                j = col[e]
-                total = 0.0
-                for f in range(features):
-                    total += left[i, f] * right[j, f]
-                out[e] = total
-
-
-def _spmm_t_kernel(rowptr, col, value, grad_out, bounds, parts):
-    features = grad_out.shape[1]
-    for chunk in _numba.prange(bounds.shape[0] - 1):
-        for i in range(bounds[chunk], bounds[chunk + 1]):
-            for e in range(rowptr[i], rowptr[i + 1]):
-                j = col[e]
-                w = value[e]
-                for f in range(features):
-                    parts[chunk, j, f] += w * grad_out[i, f]
-
-
 _numba = None  # bound by _loaded before the kernels compile
 _loaded = NumbaKernels(
     globals(),
     (_symbolic_kernel, True),
     (_numeric_kernel, True),
     (_backward_kernel, True),
-    (_sddmm_kernel, True),
-    (_spmm_t_kernel, True),
 )

@@ -8,7 +8,6 @@ from graphops.ops.spgemm import (
     planned_spgemm,
     product_plan,
     spgemm,
-    spmm_with_value_grad,
     spspmm,
 )
 from graphops.ops.spmm import has_numba
@@ -193,33 +192,6 @@ def test_sparse_tensor_input_accepted():
     torch.testing.assert_close(c.to_dense(), dense @ dense)
 
 
-@pytest.mark.parametrize('with_duplicates', [False, True])
-def test_spmm_with_value_grad_matches_dense(with_duplicates):
-    g = random_graph(10, 40, seed=9, duplicates=with_duplicates)
-    csr = weighted_csr(g.edge_index, 10, seed=9, grad=True)
-    x = torch.randn(10, 3, dtype=torch.float64, requires_grad=True)
-    out = spmm_with_value_grad(csr, x)
-    value = csr.value.detach().clone().requires_grad_()
-    x_ref = x.detach().clone().requires_grad_()
-    ref = csr.with_value(value).to_dense(torch.float64) @ x_ref
-    torch.testing.assert_close(out, ref)
-    probe = torch.randn_like(ref)
-    (out * probe).sum().backward()
-    (ref * probe).sum().backward()
-    torch.testing.assert_close(csr.value.grad, value.grad)
-    torch.testing.assert_close(x.grad, x_ref.grad)
-
-
-def test_spmm_with_value_grad_gradcheck():
-    csr = weighted_csr(random_graph(5, 8, seed=2).edge_index, 5, seed=2)
-    x = torch.randn(5, 2, dtype=torch.float64, requires_grad=True)
-
-    def run(value, features):
-        return spmm_with_value_grad(csr.with_value(value), features)
-
-    assert torch.autograd.gradcheck(run, (csr.value.clone().requires_grad_(), x))
-
-
 # --- products on a fixed structure ---------------------------------------------------------------
 
 
@@ -289,14 +261,6 @@ def test_spspmm_bad_index_raises():
         )
     with pytest.raises(ValueError, match='out of range'):
         spspmm(torch.tensor([[0], [5]]), None, torch.tensor([[0], [0]]), None, 2, 2, 2)
-
-
-def test_spmm_with_value_grad_bad_x_raises():
-    csr = rectangular(3, 4, 5, 0)
-    with pytest.raises(ValueError, match='source nodes'):
-        spmm_with_value_grad(csr, torch.randn(3, 2, dtype=torch.float64))
-    with pytest.raises(TypeError, match='floating-point'):
-        spmm_with_value_grad(csr, torch.ones(4, 2, dtype=torch.long))
 
 
 @pytest.mark.gpu

@@ -25,8 +25,8 @@ from graphops.ops.spgemm import (
     ProductPlan,
     _check_topk,
     product_plan,
-    spmm_with_value_grad,
 )
+from graphops.ops.spmm import spmm
 from graphops.ops.validate import (
     check_index_or_mask,
     check_node_features,
@@ -473,7 +473,7 @@ class GTN(Module):
             on_diagonal = h.col == rows.to(h.col.dtype)[entry_row]
             diagonal = xw.new_zeros(h.num_rows).index_add(0, entry_row, h_value * on_diagonal)
             row_sum = xw.new_zeros(h.num_rows).index_add(0, entry_row, h_value)
-            aggregated = spmm_with_value_grad(h, xw) - diagonal[:, None] * xw_self + xw_self
+            aggregated = spmm(h, xw) - diagonal[:, None] * xw_self + xw_self
             # Row sum of H - diag(H) + I is at least 1: no zero division.
             out = aggregated / (row_sum - diagonal + 1.0)[:, None] + self.bias
             outs.append(F.relu(out))
@@ -489,7 +489,7 @@ class GTN(Module):
                 q = stack.csr(value[c])
                 if last and node_index is not None:
                     q = q.select_rows(node_index)
-                hs[c] = spmm_with_value_grad(q, hs[c])
+                hs[c] = spmm(q, hs[c])
         outs = []
         for c in range(self.num_channels):
             base = xw[c] if node_index is None else xw[c][node_index]
