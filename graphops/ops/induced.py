@@ -108,7 +108,7 @@ def _append_entries(csr: CSR, value: Tensor, at_row: Tensor, at_col: Tensor) -> 
     value = (
         value.new_zeros(total).index_put((old_position,), value).index_put((new_position,), ones)
     )
-    return CSR(rowptr, col, value, csr.num_rows, csr.num_cols)
+    return CSR(rowptr, col, value, csr.num_rows, csr.num_cols, trust_data=True)
 
 
 def augmented_subgraph(

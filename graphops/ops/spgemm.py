@@ -131,7 +131,9 @@ def spgemm(
         chunk_size,
     )
     index_dtype = index_dtype_for(a.num_rows, b.num_cols, col.numel())
-    return CSR(rowptr.to(index_dtype), col.to(index_dtype), value, a.num_rows, b.num_cols)
+    return CSR(
+        rowptr.to(index_dtype), col.to(index_dtype), value, a.num_rows, b.num_cols, trust_data=True
+    )
 
 
 def spspmm(

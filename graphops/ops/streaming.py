@@ -78,7 +78,9 @@ class RowBlockStream:
             if pin:
                 rowptr, col = rowptr.pin_memory(), col.pin_memory()
                 value = None if value is None else value.pin_memory()
-            self.blocks.append((start, end, CSR(rowptr, col, value, end - start, self.num_cols)))
+            self.blocks.append(
+                (start, end, CSR(rowptr, col, value, end - start, self.num_cols, trust_data=True))
+            )
 
     def spmm(self, x: Tensor, out: Tensor | None = None) -> Tensor:
         """``M @ x`` with ``x`` on :attr:`device`."""
@@ -112,6 +114,7 @@ class RowBlockStream:
                     else block.value.to(x.device, x.dtype, non_blocking=True),
                     block.num_rows,
                     block.num_cols,
+                    trust_data=True,
                 )
                 ready = torch.cuda.Event()
                 ready.record(copy)

@@ -85,6 +85,7 @@ def triangle_adjacency(
                 counts[keep],
                 graph.num_rows,
                 graph.num_cols,
+                trust_data=True,
             )
     return result
 

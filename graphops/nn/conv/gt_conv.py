@@ -40,7 +40,7 @@ class _EdgeTypeStack:
         return self.col.numel()
 
     def csr(self, value: Tensor) -> CSR:
-        return CSR(self.rowptr, self.col, value, self.num_nodes, self.num_nodes)
+        return CSR(self.rowptr, self.col, value, self.num_nodes, self.num_nodes, trust_data=True)
 
     def edge_index(self) -> Tensor:
         """``[2, nnz]`` (source, target) of the union entries."""
