@@ -135,6 +135,39 @@ class CSR:
             )
         return self
 
+    @classmethod
+    def from_coo(
+        cls,
+        row: Tensor,
+        col: Tensor,
+        value: Tensor | None,
+        num_rows: int,
+        num_cols: int,
+        *,
+        is_sorted: bool = False,
+        trust_data: bool = False,
+    ) -> CSR:
+        """The CSR of entries ``(row[e], col[e], value[e])`` (duplicates kept, in input order).
+
+        Args:
+            row (Tensor): ``[nnz]`` row of each entry.
+            col (Tensor): ``[nnz]`` column of each entry.
+            value (Tensor, optional): ``[nnz]`` float weights; ``None`` for ones.
+            num_rows (int): number of rows.
+            num_cols (int): number of columns.
+            is_sorted (bool): the entries are already sorted by ``(row, col)`` (skips the sort).
+            trust_data (bool): skip the range checks of ``row`` and ``col`` (for indices graphops
+                built itself).
+        """
+        if not trust_data:
+            check_index(row, 'row', upper=num_rows, upper_name='num_rows')
+            check_index(col, 'col', upper=num_cols, upper_name='num_cols')
+            if row.numel() != col.numel():
+                raise ValueError(f'row ({row.numel()}) and col ({col.numel()}) differ in length')
+            value = check_edge_weight(value, col.numel())
+        build = _from_sorted if is_sorted else _from_coo
+        return build(row, col, value, num_rows, num_cols)
+
     # --- basic properties -------------------------------------------------------------------
     @property
     def nnz(self) -> int:

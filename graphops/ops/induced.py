@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from graphops.ops import pool_kernels
-from graphops.ops.csr import CSR, _from_coo, _from_sorted, torch_csr_tensor
+from graphops.ops.csr import CSR, torch_csr_tensor
 from graphops.ops.validate import check_edge_index, check_index, check_index_or_mask
 
 
@@ -53,7 +53,7 @@ def _select_columns(csr: CSR, new_id: Tensor, num_kept: int) -> CSR:
     keep = col >= 0
     row = csr.row()[keep]
     value = None if csr.value is None else csr.value[keep]
-    return _from_coo(row, col[keep], value, csr.num_rows, num_kept)
+    return CSR.from_coo(row, col[keep], value, csr.num_rows, num_kept, trust_data=True)
 
 
 def induced_subgraph(csr: CSR, index: Tensor) -> CSR:
@@ -78,8 +78,8 @@ def induced_subgraph(csr: CSR, index: Tensor) -> CSR:
     k = index.numel()
     if _is_ascending(index):
         # A monotone relabelling keeps every row's columns sorted: no sort needed.
-        return _from_sorted(row, col[keep], value, k, k)
-    return _from_coo(row, col[keep], value, k, k)
+        return CSR.from_coo(row, col[keep], value, k, k, is_sorted=True, trust_data=True)
+    return CSR.from_coo(row, col[keep], value, k, k, trust_data=True)
 
 
 METHODS = ('auto', 'dense', 'sparse', 'expand')
@@ -157,7 +157,9 @@ def augmented_subgraph(
         left_value, right_value = rows.value, cols.value
     if k == 0 or rows.nnz == 0 or cols.nnz == 0:
         empty = torch.empty(0, dtype=torch.long, device=csr.device)
-        return _from_sorted(empty, empty, left_value.new_zeros(0), k, k)
+        return CSR.from_coo(
+            empty, empty, left_value.new_zeros(0), k, k, is_sorted=True, trust_data=True
+        )
 
     # Entry (i, m) of M[idx, :] meets each of the `length` entries of row m of M[:, idx].
     mid = rows.col.long()
@@ -194,7 +196,7 @@ def _dense_product(rows: CSR, cols: CSR, left_value: Tensor, right_value: Tensor
     )
     product = left @ right
     row, col = (product != 0).nonzero(as_tuple=True)
-    return _from_sorted(row, col, product[row, col], k, k)
+    return CSR.from_coo(row, col, product[row, col], k, k, is_sorted=True, trust_data=True)
 
 
 def _torch_product(rows: CSR, cols: CSR, left_value: Tensor, right_value: Tensor, k: int) -> CSR:
@@ -215,12 +217,14 @@ def _torch_product(rows: CSR, cols: CSR, left_value: Tensor, right_value: Tensor
     if key.numel() > 1 and bool((key[1:] == key[:-1]).any()):
         key, inverse = torch.unique_consecutive(key, return_inverse=True)
         value = value.new_zeros(key.numel()).index_add_(0, inverse, value)
-    return _from_sorted(key // k, key % k, value, k, k)
+    return CSR.from_coo(key // k, key % k, value, k, k, is_sorted=True, trust_data=True)
 
 
 def _canonical_csr_tensor(csr: CSR, value: Tensor) -> Tensor:
     """``csr`` (weights ``value``) as a torch CSR tensor with sorted columns and no repeats."""
-    canonical = _from_coo(csr.row(), csr.col, value, csr.num_rows, csr.num_cols).coalesce()
+    canonical = CSR.from_coo(
+        csr.row(), csr.col, value, csr.num_rows, csr.num_cols, trust_data=True
+    ).coalesce()
     rowptr, col = canonical.rowptr.long(), canonical.col.long()
     return torch_csr_tensor(rowptr, col, canonical.value, canonical.shape)
 
@@ -249,7 +253,7 @@ def _expand_product(
     # Sum equal (i, j) pairs; the sorted unique keys are already in CSR order.
     key, inverse = torch.unique(out_row * k + out_col, sorted=True, return_inverse=True)
     value = product.new_zeros(key.numel()).index_add_(0, inverse, product)
-    return _from_sorted(key // k, key % k, value, k, k)
+    return CSR.from_coo(key // k, key % k, value, k, k, is_sorted=True, trust_data=True)
 
 
 def induced_edge_index(edge_index: Tensor, index: Tensor, num_nodes: int) -> tuple[Tensor, Tensor]:

@@ -241,3 +241,57 @@ def test_csr_device_matches_cpu(matches_cpu, graph, norm, direction):
         )
 
     matches_cpu(build, graph.edge_index, graph.edge_weight)
+
+
+def test_from_coo_sorts_checks_and_trusts_on_request():
+    from graphops.ops import CSR
+
+    row, col = torch.tensor([2, 0, 2, 1]), torch.tensor([1, 2, 0, 2])
+    value = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    csr = CSR.from_coo(row, col, value, 3, 3)
+    dense = torch.zeros(3, 3).index_put_((row, col), value, accumulate=True)
+    torch.testing.assert_close(csr.to_dense(), dense)
+    assert csr.rowptr.tolist() == [0, 1, 2, 4] and csr.col.tolist() == [2, 2, 0, 1]
+    with pytest.raises(ValueError, match='col contains index 3'):
+        CSR.from_coo(row, torch.tensor([1, 2, 3, 2]), None, 3, 3)
+    with pytest.raises(ValueError, match='differ in length'):
+        CSR.from_coo(row, col[:3], None, 3, 3)
+    with pytest.raises(ValueError, match='edge_weight'):
+        CSR.from_coo(row, col, value[:2], 3, 3)
+    presorted = CSR.from_coo(
+        torch.tensor([0, 1, 1]), torch.tensor([1, 0, 2]), None, 2, 3, is_sorted=True
+    )
+    assert presorted.rowptr.tolist() == [0, 1, 3]
+
+
+@pytest.mark.parametrize(
+    'rowptr,col,error,match',
+    [
+        ([0, 1, 5], [0, 1], ValueError, 'end at nnz'),
+        ([0, 2, 1], [0, 1], ValueError, 'never decrease'),
+        ([1, 1, 2], [0, 1], ValueError, 'start at 0'),
+        ([0, 1, 2], [0, 7], ValueError, 'col contains index 7'),
+        ([0, 1, 2], [0, -1], ValueError, 'negative'),
+        ([0, 1], [0], ValueError, 'num_rows \\+ 1'),
+    ],
+)
+def test_constructor_refuses_invalid_arrays(rowptr, col, error, match):
+    from graphops.ops import CSR
+
+    with pytest.raises(error, match=match):
+        CSR(torch.tensor(rowptr), torch.tensor(col), None, 2, 2)
+
+
+def test_constructor_refuses_wrong_types():
+    from graphops.ops import CSR
+
+    with pytest.raises(TypeError, match='int32/int64'):
+        CSR(torch.tensor([0.0, 1.0]), torch.tensor([0]), None, 1, 1)
+    with pytest.raises(TypeError, match='share one index dtype'):
+        CSR(torch.tensor([0, 1]), torch.tensor([0], dtype=torch.int32), None, 1, 1)
+    with pytest.raises(TypeError, match='float tensor'):
+        CSR(torch.tensor([0, 1]), torch.tensor([0]), torch.tensor([1]), 1, 1)
+    with pytest.raises(ValueError, match='one weight per entry'):
+        CSR(torch.tensor([0, 1]), torch.tensor([0]), torch.tensor([1.0, 2.0]), 1, 1)
+    with pytest.raises(ValueError, match='non-negative int'):
+        CSR(torch.tensor([0]), torch.tensor([], dtype=torch.long), None, 0, -1)
