@@ -1,6 +1,12 @@
-"""The SIGN precompute engine: sliced, streamed, resumable operator powers into a FeatureStore."""
+"""The SIGN precompute engine: sliced, streamed, resumable operator powers into a FeatureStore.
 
-from graphops.precompute.engine import LocalBackend, precompute
+Modules, each importing only those above it (and :mod:`graphops.ops`, :mod:`graphops.transforms`):
+``feature_store`` and ``plan`` (leaves), ``slices`` (a slice job and how it runs),
+``backends`` (where slices run: ``base``, ``local``, ``ray``), ``engine`` (:func:`precompute`).
+"""
+
+from graphops.precompute.backends import LocalBackend, PrecomputeBackend, RayBackend
+from graphops.precompute.engine import precompute
 from graphops.precompute.feature_store import (
     FeatureStore,
     FeatureStoreCorruptError,
@@ -8,7 +14,7 @@ from graphops.precompute.feature_store import (
     FeatureStoreMismatchError,
 )
 from graphops.precompute.plan import PrecomputePlan
-from graphops.precompute.ray_backend import RayBackend
+from graphops.precompute.slices import SliceJob
 
 __all__ = [
     'FeatureStore',
@@ -16,7 +22,9 @@ __all__ = [
     'FeatureStoreError',
     'FeatureStoreMismatchError',
     'LocalBackend',
+    'PrecomputeBackend',
     'PrecomputePlan',
     'RayBackend',
+    'SliceJob',
     'precompute',
 ]

@@ -39,8 +39,12 @@ Arguments (all keyword-only after ``store_path``):
 * ``row_block_nnz``: on CUDA, stream the matrix from pinned host memory in row blocks of at most
   this many entries (:class:`graphops.ops.streaming.RowBlockStream`); ``None`` keeps the whole
   matrix on the device when it takes at most half of the free device memory, else streams.
-* ``backend``: ``'local'`` (this process) or ``'ray'`` (``ray.init()`` on this machine, or an
-  already-connected cluster) or a :class:`~graphops.precompute.ray_backend.RayBackend`.
+* ``backend``: ``'local'`` (this process), ``'ray'`` (``ray.init()`` on this machine, or an
+  already-connected cluster), a configured :class:`~graphops.precompute.RayBackend`, or any
+  :class:`~graphops.precompute.PrecomputeBackend`
+  (:func:`~graphops.precompute.backends.resolve_backend`). The engine builds each operator's
+  matrix and hands the backend a :class:`~graphops.precompute.SliceJob` with its pending column
+  slices.
 * ``progress``: a tqdm bar per operator and hop, with columns/s and the gather bandwidth.
 * ``overwrite``: replace a store at ``store_path`` made from other inputs instead of raising.
 * ``on_slice``: ``callback(group_name, slice_index)`` after each slice is durably recorded.
@@ -55,29 +59,21 @@ differently) is refused rather than mixing slices from both.
 from __future__ import annotations
 
 import hashlib
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from graphops.ops import spmm as _spmm
-from graphops.ops import to_csr
-from graphops.ops.csr import CSR
-from graphops.ops.spmm import host_empty
-from graphops.ops.streaming import RowBlockStream
-from graphops.ops.validate import check_finite, check_index_or_mask, check_nonempty_graph
+from graphops.ops import CSR, to_csr
+from graphops.ops.validate import check_index_or_mask, check_nonempty_graph
+from graphops.precompute.backends import resolve_backend
 from graphops.precompute.feature_store import FeatureStore, storage_name, to_storage
 from graphops.precompute.plan import PrecomputePlan
+from graphops.precompute.slices import SliceJob, compute_dtype, matrix_bytes, read_columns
 from graphops.transforms.operator import SIGNOperator, graph_adjacency
 
 INPUT_KEY = 'x'
-_TORCH_OF_NUMPY = {
-    np.dtype(np.float16): torch.float16,
-    np.dtype(np.float32): torch.float32,
-    np.dtype(np.float64): torch.float64,
-}
 
 
 def precompute(
@@ -113,7 +109,7 @@ def precompute(
     if rows is not None:
         rows = check_index_or_mask(rows, 'rows', size=num_nodes).cpu()
     num_rows = num_nodes if rows is None else rows.numel()
-    compute = _compute_dtype(x)
+    compute = compute_dtype(x)
     plan = PrecomputePlan.build(
         num_nodes,
         num_features,
@@ -138,7 +134,7 @@ def precompute(
     )
     if store.complete:
         return store
-    runner = _make_backend(backend)
+    runner = resolve_backend(backend)
     offset = 1 if include_input else 0
     if include_input:
         for slice_index in store.pending(0):
@@ -155,17 +151,16 @@ def precompute(
             continue
         matrix = operator_matrix(operator, adj, compute, device)
         bars = _Progress(operator, matrix.nnz, [plan.slices[s] for s in pending], progress)
-        results = runner.map_slices(
+        job = SliceJob(
             operator,
             matrix,
-            x,
-            rows,
             [(s, *plan.slices[s]) for s in pending],
-            storage_dtype,
-            device,
-            row_block_nnz,
-            bars.hop_done,
+            rows=rows,
+            storage_dtype=storage_dtype,
+            device=device,
+            row_block_nnz=row_block_nnz,
         )
+        results = runner.map_slices(job, x, bars.hop_done)
         for slice_index, blocks in results:
             store.write(group, slice_index, blocks)
             if on_slice is not None:
@@ -175,29 +170,7 @@ def precompute(
     return FeatureStore(store.path, verify=False)
 
 
-# --- one column slice: used by every backend ------------------------------------------------------
-
-
-def _compute_dtype(x) -> torch.dtype:
-    """float64 features are propagated in float64; every other type accumulates in float32."""
-    return torch.float64 if x.dtype in (torch.float64, np.float64) else torch.float32
-
-
-def read_columns(x, start: int, end: int, pin_memory: bool = False) -> Tensor:
-    """``x[:, start:end]`` as a contiguous float tensor (``x``: a Tensor or a numpy array /
-    memmap), checked for NaN/Inf. ``pin_memory``: in page-locked memory, so that its upload to a
-    CUDA device is one asynchronous DMA instead of a staged copy."""
-    dtype = x.dtype if isinstance(x, Tensor) else _TORCH_OF_NUMPY[np.dtype(x.dtype)]
-    if pin_memory:
-        block = torch.empty(x.shape[0], end - start, dtype=dtype, pin_memory=True)
-    else:
-        block = host_empty(x.shape[0], end - start, dtype)
-    if isinstance(x, Tensor):
-        block.copy_(x[:, start:end])
-    else:  # a numpy array or a read-only memmap: copied by numpy, never written
-        block.numpy()[...] = x[:, start:end]
-    # one reduction, not an [N, w] bool tensor: the check stays inside the column budget
-    return check_finite(block, f'x (columns {start}..{end})')
+# --- the operator matrices ---------------------------------------------------------------------
 
 
 # Peak device bytes of building an operator's matrix, in units of the input graph's CSR bytes:
@@ -205,20 +178,6 @@ def read_columns(x, start: int, end: int, pin_memory: bool = False) -> Tensor:
 # each hold a few nnz-sized arrays at once. An estimate: operator_matrix falls back to the CPU if
 # the device still runs out of memory.
 BUILD_FACTOR = 8
-
-
-def entry_bytes(matrix: CSR, dtype: torch.dtype) -> int:
-    """Bytes per stored entry of ``matrix`` in a product on ``dtype`` features: its index and
-    its value, which the product reads in ``dtype`` (an unweighted matrix gets ones of that
-    dtype)."""
-    return matrix.col.element_size() + dtype.itemsize
-
-
-def matrix_bytes(matrix: CSR, dtype: torch.dtype) -> int:
-    """Device bytes of ``matrix`` ready for products on ``dtype`` features."""
-    return matrix.rowptr.numel() * matrix.rowptr.element_size() + matrix.nnz * entry_bytes(
-        matrix, dtype
-    )
 
 
 def operator_matrix(
@@ -250,158 +209,6 @@ def operator_matrix(
             finally:
                 torch.use_deterministic_algorithms(was_on, warn_only=warn_only)
     return operator.matrix(adj, dtype)
-
-
-def device_matrix(
-    matrix: CSR,
-    device: torch.device,
-    row_block_nnz: int | None,
-    dtype: torch.dtype = torch.float32,
-):
-    """``matrix`` ready for products on ``dtype`` features on ``device``: the CSR itself on CPU,
-    on the device when it fits (already there when :func:`operator_matrix` built it there), else
-    a :class:`RowBlockStream` from pinned host memory."""
-    if device.type != 'cuda':
-        return matrix
-    if row_block_nnz is None:
-        if matrix.device.type == 'cuda':
-            return matrix
-        free, _ = torch.cuda.mem_get_info(device)
-        if matrix_bytes(matrix, dtype) <= free // 2:
-            return matrix.to(device)
-        row_block_nnz = max(1, (free // 4) // entry_bytes(matrix, dtype))
-    return RowBlockStream(matrix.to('cpu'), row_block_nnz, device)
-
-
-def device_spmm(matrix, x: Tensor, out: Tensor | None = None) -> Tensor:
-    if isinstance(matrix, RowBlockStream):
-        return matrix.spmm(x, out=out)
-    return _spmm(matrix, x, out=out)
-
-
-def run_slice(
-    operator: SIGNOperator,
-    matrix,
-    x_block: Tensor,
-    rows: Tensor | None,
-    storage_dtype: torch.dtype,
-    device: torch.device,
-    on_hop: Callable[[int, float], None] | None = None,
-) -> dict[str, np.ndarray]:
-    """All hops of ``operator`` for one column block ``x_block`` ``[N, w]``: ``{key: [R, w]
-    array in the storage dtype}``. ``matrix`` comes from :func:`device_matrix`."""
-    compute = torch.float64 if x_block.dtype == torch.float64 else torch.float32
-    if device.type == 'cuda':
-        return _run_slice_cuda(operator, matrix, x_block, rows, storage_dtype, device, on_hop)
-    states = [x_block.to(device=device, dtype=compute)] * operator.num_streams
-    # Callers pass the block without keeping a name for it: once ``states`` moves on after the
-    # first hop the input block is freed, so a hop holds the budgeted buffers (old and new state)
-    # and not a third [N, w] copy.
-    del x_block
-    device_rows = None if rows is None else rows.to(device)
-    out: dict[str, np.ndarray] = {}
-    tags = operator.stream_tags()
-    with torch.inference_mode():
-        for hop in range(1, operator.hops + 1):
-            started = time.perf_counter()
-            states = operator.step(matrix, states, device_spmm)
-            for tag, state in zip(tags, states):
-                kept = state if device_rows is None else state[device_rows]
-                out[f'{operator.prefix}{tag}{hop}'] = to_storage(kept, storage_dtype)
-            if on_hop is not None:
-                on_hop(hop, time.perf_counter() - started)
-    return out
-
-
-def _run_slice_cuda(operator, matrix, x_block, rows, storage_dtype, device, on_hop):
-    """:func:`run_slice` on CUDA. The block is uploaded without blocking (from pinned memory when
-    :func:`read_columns` pinned it); each hop's kept rows are converted to the storage dtype on the
-    device (not on the host after a float32 copy) and copied into pinned host memory on a side
-    stream, which overlaps the next hop's products. A state being copied cannot give its memory
-    back until the copy ran (``record_stream``), so before hop :math:`k` the host waits for the
-    copy of hop :math:`k-2`, whose state hop :math:`k` would reuse: the GPU stays busy with hop
-    :math:`k-1` meanwhile, and the device holds no buffer beyond the plan. Hop times come from
-    CUDA events."""
-    compute = torch.float64 if x_block.dtype == torch.float64 else torch.float32
-    main = torch.cuda.current_stream(device)
-    side = torch.cuda.Stream(device)
-    states = [x_block.to(device=device, dtype=compute, non_blocking=True)] * operator.num_streams
-    del x_block  # as in run_slice: the upload's source is freed (pinned blocks are recycled safely)
-    device_rows = None if rows is None else rows.to(device, non_blocking=True)
-    host: dict[str, Tensor] = {}
-    timers, copied = [], []
-    tags = operator.stream_tags()
-    with torch.inference_mode():
-        for hop in range(1, operator.hops + 1):
-            if hop >= 3:
-                copied[hop - 3].synchronize()
-            started = torch.cuda.Event(enable_timing=True)
-            started.record(main)
-            states = operator.step(matrix, states, device_spmm)
-            finished = torch.cuda.Event(enable_timing=True)
-            finished.record(main)
-            timers.append((started, finished))
-            for tag, state in zip(tags, states):
-                kept = state if device_rows is None else state[device_rows]
-                kept = kept.to(storage_dtype)
-                target = torch.empty(kept.shape, dtype=storage_dtype, pin_memory=True)
-                side.wait_stream(main)
-                with torch.cuda.stream(side):
-                    target.copy_(kept, non_blocking=True)
-                # the allocator must not hand kept's memory to the next hop before the copy ran
-                kept.record_stream(side)
-                host[f'{operator.prefix}{tag}{hop}'] = target
-            copied.append(torch.cuda.Event())
-            copied[-1].record(side)
-    copied[-1].synchronize()
-    if on_hop is not None:
-        for hop, (started, finished) in enumerate(timers, start=1):
-            on_hop(hop, started.elapsed_time(finished) / 1000.0)
-    return {key: to_storage(value, storage_dtype) for key, value in host.items()}
-
-
-class LocalBackend:
-    """Runs the slices one after the other in this process (the products are multi-threaded)."""
-
-    def map_slices(
-        self, operator, matrix, x, rows, slices, storage_dtype, device, row_block_nnz, on_hop
-    ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
-        compute = _compute_dtype(x)
-        handle = device_matrix(matrix, device, row_block_nnz, compute)
-        pin = device.type == 'cuda'
-        if rows is not None and pin:
-            rows = rows.to(device)  # once, not per slice
-        for slice_index, start, end in slices:
-
-            def hop_done(hop: int, seconds: float, width=end - start) -> None:
-                on_hop(hop, width, seconds)
-
-            block = run_slice(
-                operator,
-                handle,
-                read_columns(x, start, end, pin_memory=pin),
-                rows,
-                storage_dtype,
-                device,
-                hop_done,
-            )
-            yield slice_index, block
-            del block
-
-    def __repr__(self) -> str:
-        return 'LocalBackend()'
-
-
-def _make_backend(backend):
-    if backend == 'local':
-        return LocalBackend()
-    if backend == 'ray':
-        from graphops.precompute.ray_backend import RayBackend
-
-        return RayBackend()
-    if hasattr(backend, 'map_slices'):
-        return backend
-    raise ValueError(f"backend must be 'local', 'ray' or a RayBackend, got {backend!r}")
 
 
 # --- inputs ----------------------------------------------------------------------------------------
@@ -491,7 +298,7 @@ def _describe(adj, x, operators, rows, include_input, storage_dtype, device):
         'storage_dtype': storage_name(storage_dtype),
         # the kernels of another device type round differently: a resumed run must not mix them
         'device': device.type,
-        'compute_dtype': storage_name(_compute_dtype(x)),
+        'compute_dtype': storage_name(compute_dtype(x)),
     }
     return groups, identity
 

@@ -12,14 +12,10 @@ import torch
 from torch_geometric.data import Data
 
 from graphops.ops import to_csr
-from graphops.precompute.engine import (
-    device_matrix,
-    matrix_bytes,
-    operator_matrix,
-    precompute,
-)
+from graphops.precompute.engine import operator_matrix, precompute
 from graphops.precompute.feature_store import FeatureStoreCorruptError, FeatureStoreMismatchError
 from graphops.precompute.plan import PrecomputePlan
+from graphops.precompute.slices import device_matrix
 from graphops.testing import random_features, random_graph
 from graphops.transforms.adjacency import Adjacency
 from graphops.transforms.ppr import PPR
@@ -98,12 +94,7 @@ CHILD = r"""
 import sys, time, torch
 from graphops.testing import random_features, random_graph
 import graphops.transforms.adjacency as adjacency
-from graphops.precompute.engine import (
-    device_matrix,
-    matrix_bytes,
-    operator_matrix,
-    precompute,
-)
+from graphops.precompute.engine import precompute
 
 original = adjacency.Adjacency.step
 def slow_step(self, *args, **kwargs):  # a slow hop, so the kill lands inside one
@@ -278,15 +269,6 @@ def test_compute_dtype_follows_features_and_sizes_the_plan(tmp_path):
     interrupted(tmp_path / 'm', column_budget_bytes=budget)
     with pytest.raises(FeatureStoreMismatchError, match="compute_dtype: stored 'float32'"):
         precompute(**{**args, 'store_path': tmp_path / 'm', 'x': args['x'].double()})
-
-
-def test_matrix_bytes_count_values_in_the_compute_dtype():
-    csr = to_csr(GRAPH.edge_index, None, 300)  # unweighted: the product reads ones of its dtype
-    index = csr.col.element_size()
-    rowptr = csr.rowptr.numel() * csr.rowptr.element_size()
-    assert matrix_bytes(csr, torch.float32) == rowptr + csr.nnz * (index + 4)
-    assert matrix_bytes(csr, torch.float64) == rowptr + csr.nnz * (index + 8)
-    assert device_matrix(csr, torch.device('cpu'), None, torch.float64) is csr
 
 
 # --- CUDA (gpu-marked) ---

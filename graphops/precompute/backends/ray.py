@@ -12,20 +12,24 @@ Use it through the engine::
     precompute(data, operators=[...], store_path='store', backend='ray')   # local ray.init()
     precompute(..., backend=RayBackend(address='auto', num_gpus_per_task=1), device='cuda')
 
-Needs the ``ray`` extra (``pip install ray``); a cluster's workers need graphops installed.
+Needs the ``ray`` extra (``pip install ray``). Workers import graphops from their installed
+environment, or, when this graphops is a source checkout, from its folder shipped as
+``runtime_env`` ``py_modules`` (:func:`worker_py_modules`); never from ``PYTHONPATH``.
 """
 
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor
 
-from graphops.ops.csr import CSR
+import graphops
+from graphops.precompute.slices import HopCallback, SliceJob
 
 
 def _ray():
@@ -38,34 +42,12 @@ def _ray():
     return ray
 
 
-def _slice_task(operator, matrix_parts, x, rows, start, end, storage_dtype, device, block_nnz):
-    """One column slice on a worker: every hop of ``operator``; returns ``(blocks, seconds)``."""
-    from graphops.precompute.engine import device_matrix, read_columns, run_slice
-
-    rowptr, col, value, shape = matrix_parts
-    with warnings.catch_warnings():
-        # object-store arrays are read-only; nothing here writes to them
-        warnings.simplefilter('ignore', UserWarning)
-        matrix = CSR(
-            torch.from_numpy(rowptr),
-            torch.from_numpy(col),
-            None if value is None else torch.from_numpy(value),
-            *shape,
-        )
-        rows = None if rows is None else torch.from_numpy(rows)
-    device = torch.device(device)
-    compute = torch.float64 if x.dtype == np.float64 else torch.float32
+def _slice_task(job: SliceJob, x: np.ndarray, column_slice: tuple[int, int, int]):
+    """One column slice on a worker (``job`` and ``x`` come from the object store): every hop of
+    the job's operator, as :class:`~graphops.precompute.LocalBackend` runs it; returns
+    ``(blocks, seconds per hop)``."""
     seconds: list[float] = []
-    blocks = run_slice(
-        operator,
-        device_matrix(matrix, device, block_nnz, compute),
-        # unnamed: run_slice frees it after the first hop
-        read_columns(x, start, end, pin_memory=device.type == 'cuda'),
-        rows,
-        storage_dtype,
-        device,
-        lambda hop, spent: seconds.append(spent),
-    )
+    ((_, blocks),) = job.run(x, [column_slice], lambda hop, columns, spent: seconds.append(spent))
     return blocks, seconds
 
 
@@ -73,10 +55,6 @@ def worker_py_modules() -> list[str]:
     """What Ray's ``runtime_env`` must ship for workers to import this graphops: nothing when it
     is an installed distribution (workers run the same environment), else this package's folder
     (a checkout on ``sys.path`` only), which Ray uploads to every worker as ``py_modules``."""
-    from importlib import metadata
-
-    import graphops
-
     try:
         installed = metadata.version('graphops') == graphops.__version__
     except metadata.PackageNotFoundError:
@@ -143,53 +121,39 @@ class RayBackend:
         return ray
 
     def map_slices(
-        self, operator, matrix, x, rows, slices, storage_dtype, device, row_block_nnz, on_hop
+        self, job: SliceJob, x: Tensor | np.ndarray, on_hop: HopCallback | None = None
     ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+        """Submits each of ``job``'s slices as a Ray task and yields ``(slice_index, {key: [R, w]
+        array})`` as the tasks finish (in any order)."""
         ray = self._connect()
         if isinstance(x, torch.Tensor):
             x_np = (x.float() if x.dtype == torch.bfloat16 else x).numpy()
         else:
             x_np = x
+        # the features are the same for every operator of a run: put once
         if self._features is None or self._features[0] is not x:
             self._features = (x, ray.put(x_np))
         x_ref = self._features[1]
-        host = matrix.to('cpu')
-        parts = (
-            host.rowptr.numpy(),
-            host.col.numpy(),
-            None if host.value is None else host.value.numpy(),
-            host.shape,
-        )
-        matrix_ref = ray.put(parts)
-        rows_ref = ray.put(None if rows is None else rows.numpy())
+        job_ref = ray.put(job)  # the matrix as numpy arrays (SliceJob pickles them so): shared
         task = ray.remote(num_cpus=self.num_cpus_per_task, num_gpus=self.num_gpus_per_task)(
             _slice_task
         )
         limit = self.max_in_flight or max(
             2, 2 * int(ray.cluster_resources().get('CPU', 1) // max(self.num_cpus_per_task, 1))
         )
-        queue = list(slices)
+        queue = list(job.slices)
         running: dict = {}
         while queue or running:
             while queue and len(running) < limit:
-                slice_index, start, end = queue.pop(0)
-                ref = task.remote(
-                    operator,
-                    matrix_ref,
-                    x_ref,
-                    rows_ref,
-                    start,
-                    end,
-                    storage_dtype,
-                    str(device),
-                    row_block_nnz,
-                )
-                running[ref] = (slice_index, end - start)
+                column_slice = queue.pop(0)
+                ref = task.remote(job_ref, x_ref, column_slice)
+                running[ref] = (column_slice[0], column_slice[2] - column_slice[1])
             done, _ = ray.wait(list(running), num_returns=1)
             slice_index, width = running.pop(done[0])
             blocks, seconds = ray.get(done[0])
-            for hop, spent in enumerate(seconds, start=1):
-                on_hop(hop, width, spent)
+            if on_hop is not None:
+                for hop, spent in enumerate(seconds, start=1):
+                    on_hop(hop, width, spent)
             yield slice_index, blocks
 
     def __repr__(self) -> str:
