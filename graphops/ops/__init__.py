@@ -10,7 +10,7 @@ from graphops.ops.csr import (
     symmetrize,
     to_csr,
 )
-from graphops.ops.edge_type import edge_type_norm
+from graphops.ops.edge_type import EdgeTypeStack, edge_type_norm
 from graphops.ops.induced import augmented_subgraph, induced_edge_index, induced_subgraph
 from graphops.ops.optional import has_torch_sparse, is_sparse_tensor
 from graphops.ops.sddmm import sddmm
@@ -30,6 +30,7 @@ __all__ = [
     'spspmm',
     'triangle_adjacency',
     'augmented_subgraph',
+    'EdgeTypeStack',
     'edge_type_norm',
     'induced_edge_index',
     'induced_subgraph',

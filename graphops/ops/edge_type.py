@@ -1,10 +1,14 @@
-"""Edge-type stacks (``edge_index``, ``edge_type``): their input check and per-type normalisation."""
+"""Edge-type stacks (``edge_index``, ``edge_type``): their input check, per-type normalisation and
+the union pattern (:class:`EdgeTypeStack`) the GTN family works on."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from graphops.ops.csr import CSR, index_dtype_for
 from graphops.ops.validate import (
     check_edge_index,
     check_edge_weight,
@@ -88,10 +92,12 @@ def edge_type_norm(
         dtype = edge_weight.dtype if edge_weight is not None else torch.get_default_dtype()
     if not dtype.is_floating_point:
         raise TypeError(f'dtype must be a floating dtype, got {dtype}')
-    return _edge_type_norm(edge_index, edge_type, num_nodes, num_edge_types, edge_weight, dtype)[0]
+    return edge_type_norm_unchecked(
+        edge_index, edge_type, num_nodes, num_edge_types, edge_weight, dtype
+    )[0]
 
 
-def _edge_type_norm(
+def edge_type_norm_unchecked(
     edge_index: Tensor,
     edge_type: Tensor,
     num_nodes: int,
@@ -111,3 +117,86 @@ def _edge_type_norm(
     degree.index_add_(0, slot, weight)
     inverse = torch.where(degree != 0, 1.0 / degree, torch.zeros_like(degree))
     return weight * inverse[slot], slot
+
+
+@dataclass(frozen=True)
+class EdgeTypeStack:
+    """The union pattern of all edge types (plus the identity "type"): the core structure of the
+    GTN family, shared by every :class:`~graphops.nn.GTConv`, :class:`~graphops.nn.GTLayer` and
+    :class:`~graphops.nn.models.GTN` that reads the same graph. Build one with :meth:`build`.
+
+    ``rowptr``/``col`` are the coalesced union in ``adj_t`` form (row = target). Input edge ``e``
+    (then, with ``identity``, the ``num_nodes`` self-loops) lands on union entry ``position[e]``
+    with type ``edge_type[e]`` and weight ``weight[e]`` (``None``: all ones).
+    """
+
+    rowptr: Tensor
+    col: Tensor
+    position: Tensor
+    edge_type: Tensor
+    weight: Tensor | None
+    num_nodes: int
+    num_types: int
+
+    @property
+    def nnz(self) -> int:
+        return self.col.numel()
+
+    def csr(self, value: Tensor) -> CSR:
+        return CSR(self.rowptr, self.col, value, self.num_nodes, self.num_nodes, trust_data=True)
+
+    def edge_index(self) -> Tensor:
+        """``[2, nnz]`` (source, target) of the union entries."""
+        counts = (self.rowptr[1:] - self.rowptr[:-1]).long()
+        target = torch.repeat_interleave(
+            torch.arange(self.num_nodes, device=self.col.device), counts, output_size=self.nnz
+        )
+        return torch.stack([self.col.long(), target], dim=0)
+
+    @classmethod
+    def build(
+        cls,
+        edge_index: Tensor,
+        edge_type: Tensor,
+        num_nodes: int,
+        edge_weight: Tensor | None,
+        num_edge_types: int,
+        identity: bool,
+    ) -> EdgeTypeStack:
+        """Coalesces all edge types (and the identity) into one pattern; inputs must be validated."""
+        device = edge_index.device
+        source, target = edge_index[0].long(), edge_index[1].long()
+        edge_type = edge_type.long()
+        if identity:
+            loops = torch.arange(num_nodes, device=device)
+            source, target = torch.cat([source, loops]), torch.cat([target, loops])
+            edge_type = torch.cat(
+                [
+                    edge_type,
+                    torch.full((num_nodes,), num_edge_types, dtype=torch.long, device=device),
+                ]
+            )
+        edge_weight = stack_weight(edge_weight, num_nodes, identity)
+        key = target * max(num_nodes, 1) + source
+        unique, position = torch.unique(key, sorted=True, return_inverse=True)
+        rows = torch.div(unique, max(num_nodes, 1), rounding_mode='floor')
+        rowptr = torch.zeros(num_nodes + 1, dtype=torch.long, device=device)
+        if unique.numel():
+            torch.cumsum(torch.bincount(rows, minlength=num_nodes), 0, out=rowptr[1:])
+        dtype = index_dtype_for(num_nodes, num_nodes, unique.numel())
+        return cls(
+            rowptr=rowptr.to(dtype),
+            col=(unique - rows * max(num_nodes, 1)).to(dtype),
+            position=position,
+            edge_type=edge_type,
+            weight=edge_weight,
+            num_nodes=num_nodes,
+            num_types=num_edge_types + int(identity),
+        )
+
+
+def stack_weight(edge_weight: Tensor | None, num_nodes: int, identity: bool) -> Tensor | None:
+    """The weight of every stack element: the edges' own, then 1 for each identity loop."""
+    if edge_weight is None or not identity:
+        return edge_weight
+    return torch.cat([edge_weight, edge_weight.new_ones(num_nodes)])

@@ -111,7 +111,7 @@ def spgemm(
             f'columns but b has {b.num_rows} rows; they must match'
         )
     check_same_device([('a', a.col), ('b', b.col)])
-    topk = _check_topk(topk)
+    topk = check_topk(topk)
     if backend not in BACKENDS:
         raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
@@ -263,7 +263,7 @@ def planned_spgemm(plan: ProductPlan, a_value: Tensor, b_value: Tensor) -> Tenso
 # --- validation helpers -------------------------------------------------------------------------
 
 
-def _check_topk(topk) -> int | None:
+def check_topk(topk) -> int | None:
     if topk is None:
         return None
     if isinstance(topk, bool) or not isinstance(topk, int):

@@ -2,97 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor
 from torch.nn import Module, Parameter
 
 from graphops.ops.cache import InputCache
-from graphops.ops.csr import CSR, index_dtype_for
-from graphops.ops.edge_type import check_edge_type_stack
+from graphops.ops.edge_type import EdgeTypeStack, check_edge_type_stack, stack_weight
 from graphops.ops.validate import (
     check_positive_int,
     is_debug_enabled,
 )
-
-
-@dataclass(frozen=True)
-class _EdgeTypeStack:
-    """The union pattern of all edge types (plus the identity "type"), shared by every
-    :class:`GTConv` that reads the same graph.
-
-    ``rowptr``/``col`` are the coalesced union in ``adj_t`` form (row = target). Input edge ``e``
-    (then, with ``identity``, the ``num_nodes`` self-loops) lands on union entry ``position[e]``
-    with type ``edge_type[e]`` and weight ``weight[e]`` (``None``: all ones).
-    """
-
-    rowptr: Tensor
-    col: Tensor
-    position: Tensor
-    edge_type: Tensor
-    weight: Tensor | None
-    num_nodes: int
-    num_types: int
-
-    @property
-    def nnz(self) -> int:
-        return self.col.numel()
-
-    def csr(self, value: Tensor) -> CSR:
-        return CSR(self.rowptr, self.col, value, self.num_nodes, self.num_nodes, trust_data=True)
-
-    def edge_index(self) -> Tensor:
-        """``[2, nnz]`` (source, target) of the union entries."""
-        counts = (self.rowptr[1:] - self.rowptr[:-1]).long()
-        target = torch.repeat_interleave(
-            torch.arange(self.num_nodes, device=self.col.device), counts, output_size=self.nnz
-        )
-        return torch.stack([self.col.long(), target], dim=0)
-
-
-def _stack_weight(edge_weight: Tensor | None, num_nodes: int, identity: bool) -> Tensor | None:
-    """The weight of every stack element: the edges' own, then 1 for each identity loop."""
-    if edge_weight is None or not identity:
-        return edge_weight
-    return torch.cat([edge_weight, edge_weight.new_ones(num_nodes)])
-
-
-def _build_edge_type_stack(
-    edge_index: Tensor,
-    edge_type: Tensor,
-    num_nodes: int,
-    edge_weight: Tensor | None,
-    num_edge_types: int,
-    identity: bool,
-) -> _EdgeTypeStack:
-    """Coalesces all edge types (and the identity) into one pattern; inputs must be validated."""
-    device = edge_index.device
-    source, target = edge_index[0].long(), edge_index[1].long()
-    edge_type = edge_type.long()
-    if identity:
-        loops = torch.arange(num_nodes, device=device)
-        source, target = torch.cat([source, loops]), torch.cat([target, loops])
-        edge_type = torch.cat(
-            [edge_type, torch.full((num_nodes,), num_edge_types, dtype=torch.long, device=device)]
-        )
-    edge_weight = _stack_weight(edge_weight, num_nodes, identity)
-    key = target * max(num_nodes, 1) + source
-    unique, position = torch.unique(key, sorted=True, return_inverse=True)
-    rows = torch.div(unique, max(num_nodes, 1), rounding_mode='floor')
-    rowptr = torch.zeros(num_nodes + 1, dtype=torch.long, device=device)
-    if unique.numel():
-        torch.cumsum(torch.bincount(rows, minlength=num_nodes), 0, out=rowptr[1:])
-    dtype = index_dtype_for(num_nodes, num_nodes, unique.numel())
-    return _EdgeTypeStack(
-        rowptr=rowptr.to(dtype),
-        col=(unique - rows * max(num_nodes, 1)).to(dtype),
-        position=position,
-        edge_type=edge_type,
-        weight=edge_weight,
-        num_nodes=num_nodes,
-        num_types=num_edge_types + int(identity),
-    )
 
 
 class GTConv(Module):
@@ -169,7 +88,7 @@ class GTConv(Module):
         """``[C, K (+1)]`` softmax weight of each edge type (the identity last), detached."""
         return torch.softmax(self.weight.detach(), dim=1)
 
-    def combine(self, stack: _EdgeTypeStack, element_weight: Tensor | None = None) -> Tensor:
+    def combine(self, stack: EdgeTypeStack, element_weight: Tensor | None = None) -> Tensor:
         r"""``[C, nnz]`` values of every :math:`\mathbf{Q}_c` on the pattern of ``stack``; the
         weight of each stack element is ``stack.weight``, or ``element_weight`` when given."""
         if stack.num_types != self.weight.size(1):
@@ -186,7 +105,7 @@ class GTConv(Module):
         out = per_edge.new_zeros(self.num_channels, stack.nnz)
         return out.index_add_(1, stack.position, per_edge)
 
-    def prepare(self, edge_index: Tensor, edge_type: Tensor, num_nodes: int) -> _EdgeTypeStack:
+    def prepare(self, edge_index: Tensor, edge_type: Tensor, num_nodes: int) -> EdgeTypeStack:
         """Builds the union pattern of a static graph now, eagerly, and keeps it
         (``cached=True``): the step before ``torch.compile``. Returns the pattern."""
         if torch.compiler.is_compiling():
@@ -204,7 +123,7 @@ class GTConv(Module):
 
     def _pattern(self, edge_index, edge_type, num_nodes: int, rebuild: bool = False):
         def build():
-            stack = _build_edge_type_stack(
+            stack = EdgeTypeStack.build(
                 edge_index, edge_type, num_nodes, None, self.num_edge_types, self.identity
             )
             return stack, edge_index, edge_type
@@ -214,7 +133,7 @@ class GTConv(Module):
             return self._cache.store(key, build())[0]
         return self._cache.get(key, build)[0]
 
-    def _held_pattern(self, edge_index, edge_type, num_nodes) -> _EdgeTypeStack | None:
+    def _held_pattern(self, edge_index, edge_type, num_nodes) -> EdgeTypeStack | None:
         """Inside ``torch.compile``: the held pattern if its sizes fit, checked on the device."""
         held = self._cache.value if self.cached else None
         if held is None:
@@ -251,10 +170,10 @@ class GTConv(Module):
         else:
             stack = None
         if stack is None:  # no pattern held: built here (data-dependent size)
-            stack = _build_edge_type_stack(
+            stack = EdgeTypeStack.build(
                 edge_index, edge_type, num_nodes, None, self.num_edge_types, self.identity
             )
-        value = self.combine(stack, _stack_weight(edge_weight, num_nodes, self.identity))
+        value = self.combine(stack, stack_weight(edge_weight, num_nodes, self.identity))
         return stack.edge_index(), value
 
     def __repr__(self) -> str:

@@ -9,18 +9,13 @@ import torch
 from torch import Tensor
 from torch.nn import Module
 
-from graphops.nn.conv.gt_conv import (
-    GTConv,
-    _build_edge_type_stack,
-    _EdgeTypeStack,
-    _stack_weight,
-)
+from graphops.nn.conv.gt_conv import GTConv
 from graphops.ops.cache import InputCache
 from graphops.ops.csr import CSR, normalize
-from graphops.ops.edge_type import check_edge_type_stack
+from graphops.ops.edge_type import EdgeTypeStack, check_edge_type_stack, stack_weight
 from graphops.ops.spgemm import (
     ProductPlan,
-    _check_topk,
+    check_topk,
     planned_spgemm,
     product_plan,
     spgemm,
@@ -110,7 +105,7 @@ class GTLayer(Module):
                 raise TypeError(f'{name} must be a bool, got {type(flag).__name__}')
         self.first = first
         self.identity = identity
-        self.topk = _check_topk(topk)
+        self.topk = check_topk(topk)
         if not isinstance(cached, bool):
             raise TypeError(f'cached must be a bool, got {type(cached).__name__}')
         self.cached = cached
@@ -150,12 +145,12 @@ class GTLayer(Module):
             plan = self._held_plan(edge_index, edge_type, num_nodes, prev, node_index)
             if plan is not None:
                 prev_values = None if self.first else torch.stack([h.values() for h in prev])
-                weight = _stack_weight(edge_weight, num_nodes, self.identity)
+                weight = stack_weight(edge_weight, num_nodes, self.identity)
                 values = self.propagate_planned(
                     plan.stack, weight, plan.product, prev_values, plan.select
                 )
                 return [plan.product.csr(v) for v in values.unbind(0)]
-        stack = _build_edge_type_stack(
+        stack = EdgeTypeStack.build(
             edge_index, edge_type, num_nodes, edge_weight, self.num_edge_types, self.identity
         )
         return self.propagate(stack, prev, node_index)
@@ -183,7 +178,7 @@ class GTLayer(Module):
         num_nodes = check_edge_type_stack(
             edge_index, edge_type, num_nodes, None, self.num_edge_types
         )
-        stack = _build_edge_type_stack(
+        stack = EdgeTypeStack.build(
             edge_index, edge_type, num_nodes, None, self.num_edge_types, self.identity
         )
         pattern = stack.csr(None)
@@ -255,7 +250,7 @@ class GTLayer(Module):
 
     def propagate_planned(
         self,
-        stack: _EdgeTypeStack,
+        stack: EdgeTypeStack,
         element_weight: Tensor | None,
         product: ProductPlan,
         prev_values: Tensor | None = None,
@@ -279,7 +274,7 @@ class GTLayer(Module):
         return values * inverse.index_select(1, product.row)
 
     def propagate(
-        self, stack: _EdgeTypeStack, prev: Sequence[CSR] | None, node_index: Tensor | None
+        self, stack: EdgeTypeStack, prev: Sequence[CSR] | None, node_index: Tensor | None
     ) -> list[CSR]:
         """The layer on a prepared edge-type stack (what :class:`GTN` calls, building the stack
         once for all layers)."""
@@ -334,7 +329,7 @@ class _LayerPlan:
     """What :meth:`GTLayer.prepare` builds: the union pattern (no weights), the graph, rows and
     previous pattern it was built for, the stack entries of the rows, the product's structure."""
 
-    stack: _EdgeTypeStack
+    stack: EdgeTypeStack
     edge_index: Tensor
     edge_type: Tensor
     node_index: Tensor | None

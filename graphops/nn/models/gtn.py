@@ -11,19 +11,19 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn import Linear, Module, ModuleList, Parameter
 
-from graphops.nn.conv.gt_conv import (
-    GTConv,
-    _build_edge_type_stack,
-    _EdgeTypeStack,
-    _stack_weight,
-)
+from graphops.nn.conv.gt_conv import GTConv
 from graphops.nn.conv.gt_layer import GTLayer
 from graphops.ops.cache import InputCache
 from graphops.ops.csr import CSR
-from graphops.ops.edge_type import _edge_type_norm, check_edge_type_stack
+from graphops.ops.edge_type import (
+    EdgeTypeStack,
+    check_edge_type_stack,
+    edge_type_norm_unchecked,
+    stack_weight,
+)
 from graphops.ops.spgemm import (
     ProductPlan,
-    _check_topk,
+    check_topk,
     product_plan,
 )
 from graphops.ops.spmm import spmm
@@ -163,7 +163,7 @@ class GTN(Module):
         self.fast = fast
         self.channel_agg = channel_agg
         self.beta = float(beta)
-        self.topk = _check_topk(topk)
+        self.topk = check_topk(topk)
         if fast and topk is not None:
             raise ValueError('topk prunes adjacency products, which FastGTN never forms; drop it')
 
@@ -269,7 +269,7 @@ class GTN(Module):
                 edge_index, edge_type, None, num_nodes, self.num_edge_types, x.dtype
             )
             num_loops = loop_weight.numel() - edge_index.size(1)
-        stack = _build_edge_type_stack(
+        stack = EdgeTypeStack.build(
             stack_index, stack_type, num_nodes, None, self.num_edge_types, self.identity
         )
         pattern = stack.csr(None)
@@ -344,7 +344,7 @@ class GTN(Module):
         shape (for ``torch.compile``)."""
         if self.fast:
             return self._forward_fast_planned(x, plan, edge_weight)
-        weight = _stack_weight(edge_weight, plan.stack.num_nodes, self.identity)
+        weight = stack_weight(edge_weight, plan.stack.num_nodes, self.identity)
         values = None
         for layer, product in zip(self.layers, plan.products):
             select = plan.select if layer.first else None
@@ -367,11 +367,11 @@ class GTN(Module):
     def _forward_fast_planned(self, x, plan: _GTNPlan, edge_weight):
         """FastGTN on a prepared plan (static shapes): as :meth:`_forward_fast`."""
         num_nodes = plan.stack.num_nodes
-        weight, _ = _edge_type_norm(
+        weight, _ = edge_type_norm_unchecked(
             plan.edge_index, plan.edge_type, num_nodes, self.num_edge_types, edge_weight, x.dtype
         )
         weight = torch.cat([weight, weight.new_ones(plan.num_loops)])
-        weight = _stack_weight(weight, num_nodes, self.identity)
+        weight = stack_weight(weight, num_nodes, self.identity)
         col = plan.stack.col.long()
         xw = torch.einsum('nf,cfh->cnh', x, self.weight)
         hs = list(xw.unbind(0))
@@ -416,7 +416,7 @@ class GTN(Module):
         )
         if node_index is not None:
             node_index = check_index_or_mask(node_index, 'node_index', size=num_nodes)
-        stack = _build_edge_type_stack(
+        stack = EdgeTypeStack.build(
             edge_index, edge_type, num_nodes, edge_weight, self.num_edge_types, self.identity
         )
         return self._propagate(stack, node_index)
@@ -453,7 +453,7 @@ class GTN(Module):
             edge_index, edge_type, edge_weight = _normalize_edge_types(
                 edge_index, edge_type, edge_weight, num_nodes, self.num_edge_types, x.dtype
             )
-        stack = _build_edge_type_stack(
+        stack = EdgeTypeStack.build(
             edge_index, edge_type, num_nodes, edge_weight, self.num_edge_types, self.identity
         )
         if stack.weight is None or not stack.weight.requires_grad:
@@ -666,7 +666,7 @@ def _normalize_edge_types(
     nodes without in-edges of a type get a unit self-loop of that type."""
     device = edge_index.device
     # inputs were checked once by GTN._prepare
-    weight, slot = _edge_type_norm(
+    weight, slot = edge_type_norm_unchecked(
         edge_index, edge_type, num_nodes, num_edge_types, edge_weight, dtype
     )
     present = torch.zeros(num_edge_types * num_nodes, dtype=torch.bool, device=device)
@@ -688,7 +688,7 @@ class _GTNPlan:
     the row of every entry, the structure of every layer's product (GTN) and the number of
     self-loops FastGTN's normalisation appends."""
 
-    stack: _EdgeTypeStack
+    stack: EdgeTypeStack
     edge_index: Tensor
     edge_type: Tensor
     node_index: Tensor | None
