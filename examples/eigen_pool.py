@@ -27,8 +27,8 @@ configuration, for ENZYMES; PROTEINS has none, so it takes the same settings):
 | epochs | 900 | 900 | ``--epochs 900`` |
 | node features | the 18 continuous attributes | attribute + one-hot label | ``--feat node-feat``; PROTEINS' one attribute alone is too thin, so its labels are kept |
 
-The paper's figures (Table 3, EigenGCN) are quoted in examples/README.md with where they were
-read. Differences from the authors' code, kept on purpose: GCN layers are PyG's GCNConv (the
+The paper's accuracy table could not be read from the stored pages here; examples/README.md says
+what was found and what was run. Differences from the authors' code, kept on purpose: GCN layers are PyG's GCNConv (the
 normalised adjacency with self-loops, as the paper's GCN) where the authors multiply by the raw
 adjacency; batch norm is a learned BatchNorm1d over nodes where the authors build a fresh,
 untrained BatchNorm1d over node positions at every call.
