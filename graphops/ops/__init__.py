@@ -12,6 +12,7 @@ from graphops.ops.csr import (
 )
 from graphops.ops.edge_type import EdgeTypeStack, edge_type_norm
 from graphops.ops.induced import augmented_subgraph, induced_edge_index, induced_subgraph
+from graphops.ops.memory import ProductTooLargeError, set_memory_budget
 from graphops.ops.optional import has_torch_sparse, is_sparse_tensor
 from graphops.ops.sddmm import sddmm
 from graphops.ops.spgemm import spgemm, spspmm
@@ -26,6 +27,8 @@ __all__ = [
     'host_empty',
     'sliced_spmm',
     'sddmm',
+    'ProductTooLargeError',
+    'set_memory_budget',
     'spgemm',
     'spspmm',
     'triangle_adjacency',

@@ -53,6 +53,7 @@ import torch
 from torch import Tensor
 
 from graphops.ops.csr import CSR, index_dtype_for, to_csr
+from graphops.ops.memory import check_fits, memory_budget
 from graphops.ops.optional import NumbaKernels, kernel_threads, warn_torch_fallback
 from graphops.ops.spmm import has_numba, row_chunks
 from graphops.ops.validate import (
@@ -78,6 +79,7 @@ def spgemm(
     topk: int | None = None,
     backend: str = 'auto',
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    entry_bytes: int = 0,
 ) -> CSR:
     r"""Returns :math:`C = A B` as a coalesced :class:`~graphops.ops.csr.CSR`.
 
@@ -95,6 +97,13 @@ def spgemm(
         backend (str): ``'auto'`` (default), ``'numba'`` (CPU) or ``'torch'``.
         chunk_size (int): most intermediate terms the ``'torch'`` backend expands at once; bounds
             its working memory (about 80 bytes per term). (default: ``2**21``)
+        entry_bytes (int): bytes the caller will spend per output entry after the product (its
+            own buffers over ``C``), counted with the product's own against the memory budget of
+            :mod:`graphops.ops.memory`. (default: ``0``)
+
+    Raises:
+        ProductTooLargeError: the output (an upper bound from row degrees, then the exact count)
+            would exceed the memory budget; raised before anything large is allocated.
 
     Returns:
         CSR: ``[n, p]``, entries sorted by ``(row, col)``, no duplicates; values in the promoted
@@ -116,10 +125,13 @@ def spgemm(
         raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f'chunk_size must be a positive int, got {chunk_size!r}')
+    if isinstance(entry_bytes, bool) or not isinstance(entry_bytes, int) or entry_bytes < 0:
+        raise ValueError(f'entry_bytes must be a non-negative int, got {entry_bytes!r}')
     dtype = _result_dtype(a, b)
     chosen = _choose_backend(a.device, backend)
     if chosen == 'torch' and backend == 'auto':
         warn_torch_fallback('spgemm', (a.col, b.col))
+    _check_product_fits(a, b, topk, dtype, entry_bytes)
     a_value = a.values(dtype)
     b_value = b.values(dtype)
     rowptr, col, value = _SpGEMM.apply(
@@ -261,6 +273,46 @@ def planned_spgemm(plan: ProductPlan, a_value: Tensor, b_value: Tensor) -> Tenso
 
 
 # --- validation helpers -------------------------------------------------------------------------
+
+
+def _check_product_fits(a: CSR, b: CSR, topk: int | None, dtype: torch.dtype, entry_bytes: int):
+    """Refuses a product whose output would not fit the memory budget, before it allocates. The
+    bound is one output entry per ``(i, m, k)`` term (capped by the shape and ``topk``); only when
+    it is over budget is the exact count taken (numba's symbolic pass, on CPU)."""
+    # per entry: int64 column and value out of the kernel, the int32/int64 copy, the value's grad
+    per_entry = 8 + 8 + 2 * dtype.itemsize + entry_bytes
+    rows_bytes = 2 * 8 * (a.num_rows + 1)
+    work = _row_work(a.rowptr.long(), a.col.long(), b.rowptr.long())
+    bound = min(int(work[-1]), a.num_rows * b.num_cols)
+    if topk:
+        bound = min(bound, a.num_rows * topk)
+    if bound * per_entry + rows_bytes <= memory_budget(a.device):
+        return
+    exact = bound
+    if a.device.type == 'cpu' and has_numba():
+        symbolic, *_ = _loaded()
+        counts = np.zeros(a.num_rows, dtype=np.int64)
+        threads = _threads_for(int(work[-1]))
+        symbolic(
+            a.rowptr.long().numpy(),
+            a.col.long().numpy(),
+            b.rowptr.long().numpy(),
+            b.col.long().numpy(),
+            max(b.num_cols, 1),
+            topk or 0,
+            row_chunks(work.numpy(), 8 * threads),
+            counts,
+            threads=threads,
+        )
+        exact = int(counts.sum())
+    check_fits(
+        exact * per_entry + rows_bytes,
+        f'spgemm of a {a.num_rows} x {a.num_cols} by a {b.num_rows} x {b.num_cols} matrix '
+        f'({exact:,} output entries)',
+        'select fewer output rows (GTN/GTLayer node_index), keep the top entries of each row '
+        '(topk=...), use fewer layers (shorter meta-paths), or raise the budget',
+        a.device,
+    )
 
 
 def check_topk(topk) -> int | None:

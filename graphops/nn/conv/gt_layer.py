@@ -27,6 +27,12 @@ from graphops.ops.validate import (
     is_debug_enabled,
 )
 
+# Bytes per meta-path entry a GTN spends after the product, per channel (normalisation, the
+# read-out's row ids, masks and weights, SpMM's transposed pattern and gradients): counted
+# against the memory budget with the product itself, so a graph too dense to multiply fails in
+# seconds instead of growing until the OOM killer ends the process.
+DOWNSTREAM_ENTRY_BYTES = 64
+
 
 class GTLayer(Module):
     r"""The graph transformer layer from the `"Graph Transformer Networks"
@@ -295,7 +301,12 @@ class GTLayer(Module):
             right = self.conv1.combine(stack)
         out = []
         for c in range(self.num_channels):
-            product = spgemm(lefts[c], stack.csr(right[c]), topk=self.topk)
+            product = spgemm(
+                lefts[c],
+                stack.csr(right[c]),
+                topk=self.topk,
+                entry_bytes=DOWNSTREAM_ENTRY_BYTES * self.num_channels,
+            )
             out.append(normalize(product, 'rw', dtype=product.value.dtype))
         return out
 

@@ -267,3 +267,23 @@ def test_device_matches_cpu(matches_cpu, device, topk, rows):
     prev = [h.with_value(h.value.detach()) for h in first(*args, node_index=node_index)]
     matches_cpu(later, *args, prev=prev, grad=True)
     assert all(h.device.type == device.type for h in hs)
+
+
+def test_a_product_over_the_memory_budget_fails_cleanly_before_allocating():
+    from graphops.nn.models import GTN
+    from graphops.ops import ProductTooLargeError, set_memory_budget
+
+    torch.manual_seed(0)
+    edge_index = torch.randint(0, 300, (2, 3000))
+    edge_type = torch.randint(0, 3, (3000,))
+    x = torch.randn(300, 8)
+    model = GTN(8, 8, 2, 3, num_channels=2, num_layers=2)
+    model(x, edge_index, edge_type)  # fits the default budget
+    set_memory_budget(200_000)
+    try:
+        with pytest.raises(ProductTooLargeError, match='node_index'):
+            model(x, edge_index, edge_type)
+        # the suggested fix works under the same budget
+        model(x, edge_index, edge_type, node_index=torch.arange(5))
+    finally:
+        set_memory_budget(None)
