@@ -279,7 +279,7 @@ def test_a_product_over_the_memory_budget_fails_cleanly_before_allocating():
     x = torch.randn(300, 8)
     model = GTN(8, 8, 2, 3, num_channels=2, num_layers=2)
     model(x, edge_index, edge_type)  # fits the default budget
-    set_memory_budget(200_000)
+    set_memory_budget(400_000)
     try:
         with pytest.raises(ProductTooLargeError, match='node_index'):
             model(x, edge_index, edge_type)
