@@ -149,14 +149,15 @@ def load_acm():
     from graphops.datasets import load
     from graphops.transforms import ToEdgeTypeStack
 
-    data = load('HGB/ACM', transform=ToEdgeTypeStack())[0]
+    dataset = load('HGB/ACM', transform=ToEdgeTypeStack())
+    data = dataset[0]
     return {
         'x': data.x,
         'edge_index': data.edge_index,
         'edge_type': data.edge_type,
         'y': data.y,
         'train': data.train_mask.nonzero().view(-1),
-        'num_classes': int(data.num_classes),
+        'num_classes': dataset.num_classes,
         'num_edge_types': int(data.num_relations),
         'name': 'HGB ACM',
     }

@@ -179,7 +179,7 @@ def test_bad_inputs():
 def acm(tmp_path_factory):
     # The dataset tests fill the same session cache: in a full run ACM is parsed once.
     cache = tmp_path_factory.getbasetemp() / 'hgb_cache'
-    return HGBDataset(str(HGB_ROOT), 'ACM', processed_dir=str(cache))[0]
+    return HGBDataset(str(HGB_ROOT), 'ACM', processed_dir=str(cache), val_ratio=0.2)[0]
 
 
 def test_acm_stack(acm):
@@ -190,7 +190,7 @@ def test_acm_stack(acm):
     assert stack.num_relations == 8 and stack.edge_type.unique().tolist() == list(range(8))
     assert stack.x.shape == (10942, 1902)
     assert not stack.x[9040:].any()  # term is featureless
-    assert stack.num_classes == 3 and stack.target_node_type == 'paper'
+    assert int(stack.y.max()) + 1 == 3 and stack.target_node_type == 'paper'
     paper = stack.node_type == 0
     for key in ('train_mask', 'val_mask', 'test_mask'):
         assert torch.equal(stack[key][paper], acm['paper'][key])
@@ -204,6 +204,7 @@ def test_acm_already_holds_every_reverse(acm):
     data = copy.copy(acm)
     for nt in data.node_types:  # features play no part here; skip stacking them
         if 'x' in data[nt]:
+            data[nt].num_nodes = data[nt].num_nodes  # PyG's layout infers it from x
             del data[nt].x
     plain, stack = to_edge_type_stack(data), to_edge_type_stack(data, add_reverse=True)
     assert stack.num_relations == 8

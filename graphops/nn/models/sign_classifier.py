@@ -57,8 +57,10 @@ class SIGNClassifier(Module):
             are the same size.
         hidden_channels (int): Width of every hidden layer and of each branch's output.
         out_channels (int): Number of classes.
-        num_operators (int): How many tensors :meth:`forward` receives: ``1 +
-            len(data.sign_keys)`` for ``[data.x] + [data[k] for k in data.sign_keys]``.
+        num_operators (int): How many tensors :meth:`forward` receives: ``1 + K`` for
+            ``SIGN(K)``'s ``[data.x] + [data[f'x{i}'] for i in range(1, K + 1)]`` (PyG's keys),
+            in general ``1 + len(transform.keys())``; with ``SIGN(..., sign_keys=True)``,
+            ``[data.x] + [data[k] for k in data.sign_keys]`` on a ``Data`` or a ``Batch``.
         mode (str, optional): ``'inception'`` (one branch per operator) or ``'concat-mlp'`` (one
             MLP on the concatenated features). (default: ``'inception'``)
         branch_layers (int, optional): Linear layers per branch; ``'concat-mlp'`` has no
@@ -76,7 +78,8 @@ class SIGNClassifier(Module):
 
     Shapes:
         - **input:** a list of ``num_operators`` node feature tensors
-          :math:`(|\mathcal{V}|, F_i)`: ``data.x`` then the outputs in ``data.sign_keys`` order
+          :math:`(|\mathcal{V}|, F_i)`: ``data.x`` then the operator outputs in the transform's
+          ``keys()`` order (``data.sign_keys`` order when recorded)
         - **output:** logits :math:`(|\mathcal{V}|, C)`
     """
 
@@ -176,8 +179,9 @@ class SIGNClassifier(Module):
     def _check_inputs(self, xs) -> list[Tensor]:
         if isinstance(xs, Tensor) or not isinstance(xs, (list, tuple)):
             raise TypeError(
-                f'xs must be a list of tensors in data.sign_keys order, got {type(xs).__name__}; '
-                'pass [data[key] for key in data.sign_keys]'
+                f'xs must be a list of tensors, got {type(xs).__name__}; pass [data.x] and the '
+                "transform's outputs in its keys() order, e.g. [data.x] + [data[k] for k in "
+                'data.sign_keys] with SIGN(..., sign_keys=True)'
             )
         if len(xs) != self.num_operators:
             raise ValueError(

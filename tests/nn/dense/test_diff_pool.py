@@ -359,9 +359,11 @@ def test_sparse_first_level_compiles_and_equals_eager(backend):
 def test_device_matches_cpu(matches_cpu, name, weighted, loss_norm):
     x, edge_index, s, batch, edge_weight = case_inputs(name, weighted)
     x, s = x.requires_grad_(), s.requires_grad_()
-    matches_cpu(sparse_diff_pool, x, edge_index, s, batch, edge_weight, loss_norm, grad=True)
+    matches_cpu(
+        sparse_diff_pool, x, edge_index, s, batch, edge_weight, loss_norm=loss_norm, grad=True
+    )
     x_dense, adj, s_dense, mask = dense_batch(
         x.detach(), edge_index, batch, s.detach(), edge_weight
     )
     x_dense, s_dense = x_dense.requires_grad_(), s_dense.requires_grad_()
-    matches_cpu(dense_diff_pool, x_dense, adj, s_dense, mask, loss_norm, grad=True)
+    matches_cpu(dense_diff_pool, x_dense, adj, s_dense, mask, loss_norm=loss_norm, grad=True)
