@@ -74,3 +74,28 @@ def test_nothing_imports_testing():
             continue
         for module in imported_modules(path):
             assert not module.startswith('graphops.testing'), f'{path} imports {module}'
+
+
+def private_imports(path: Path) -> list[str]:
+    """``module.name`` for every private name ``path`` imports from another graphops module."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith('graphops'):
+            for alias in node.names:
+                if alias.name.startswith('_') and not alias.name.startswith('__'):
+                    found.append(f'{node.module}.{alias.name}')
+    return found
+
+
+@pytest.mark.parametrize('path', MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_private_name_is_imported_across_modules(path):
+    assert not private_imports(path), (
+        f'{path.relative_to(PACKAGE)} imports private names {private_imports(path)}: make the '
+        'shared helper public where it lives (ARCHITECTURE.md: one implementation of each idea)'
+    )
+
+
+def test_the_private_import_check_catches_one(tmp_path):
+    bad = tmp_path / 'bad.py'
+    bad.write_text('from graphops.ops.csr import CSR, _from_coo\n')
+    assert private_imports(bad) == ['graphops.ops.csr._from_coo']

@@ -93,7 +93,7 @@ def dense_batch(
 
 
 def sage_stack_reference(stack, x: Tensor, adj: Tensor) -> Tensor:
-    r"""One graph through a DiffPool GNN (``_SAGEStack``) in eval mode, from its parameters:
+    r"""One graph through a DiffPool GNN (``SAGEStack``) in eval mode, from its parameters:
     :math:`\mathbf{h}_j \leftarrow \mathbf{W}_1 \frac{\sum_i A_{ij} \mathbf{h}_i}{\sum_i A_{ij}}
     + \mathbf{b}_1 + \mathbf{W}_2 \mathbf{h}_j` (a zero mean without in-edges), then
     :math:`\ell_2` normalisation, ReLU and batch norm with running statistics; the layers'

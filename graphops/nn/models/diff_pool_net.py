@@ -9,7 +9,8 @@ from torch import Tensor
 from torch.nn import Linear, Module, ModuleList
 
 from graphops.nn.dense.diff_pool import LOSS_NORMS
-from graphops.nn.dense.diff_pool_block import DiffPool, _dense_in_mean_operator, _SAGEStack
+from graphops.nn.dense.diff_pool_block import DiffPool
+from graphops.nn.dense.sage_stack import SAGEStack, dense_in_mean_operator
 from graphops.ops.validate import check_positive_int
 
 READOUTS = ('mean', 'max', 'sum')
@@ -138,7 +139,7 @@ class DiffPoolNet(Module):
             )
             for level, clusters in enumerate(self.num_clusters)
         )
-        self.final_gnn = _SAGEStack(
+        self.final_gnn = SAGEStack(
             hidden_channels, hidden_channels, hidden_channels, num_layers, normalize, batch_norm
         )
         self.lin1 = Linear(hidden_channels, hidden_channels)
@@ -166,7 +167,7 @@ class DiffPoolNet(Module):
         for pool in self.pools[1:]:
             x, adj, link, entropy = pool(x, adj)
             link_loss, entropy_loss = link_loss + link, entropy_loss + entropy
-        h = self.final_gnn(x, _dense_in_mean_operator(adj))
+        h = self.final_gnn(x, dense_in_mean_operator(adj))
         if self.readout == 'mean':
             h = h.mean(dim=1)
         elif self.readout == 'max':

@@ -1,50 +1,18 @@
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from graphops.nn.models.gcn_layer import GCNLayer
+from graphops.nn.models.gcn_propagation import GCNPropagation
 from graphops.nn.pool.gpool import GPool
 from graphops.nn.pool.gunpool import GUnpool
-from graphops.ops import spmm, to_csr
-from graphops.ops.csr import CSR
+from graphops.ops import to_csr
 from graphops.ops.topk import check_batch, check_ratio
 from graphops.ops.validate import check_node_features, check_nonempty_graph, check_same_device
-
-
-class _GCNOperator:
-    r"""The propagation :math:`\hat{\mathbf{D}}^{-1/2} \hat{\mathbf{A}} \hat{\mathbf{D}}^{-1/2}`
-    of PyG's ``GCNConv(improved=True)``: :math:`\hat{\mathbf{A}}` is :math:`\mathbf{A}` with a
-    self-loop of weight 2 on every node that has none (the paper's :math:`\mathbf{A} +
-    2\mathbf{I}`), while a node's existing self-loop keeps its own weight (the last one listed,
-    if repeated), as PyG's ``add_remaining_self_loops`` does. Kept as the normalised off-diagonal part plus a diagonal,
-    so no entries are inserted and the CSR needs no re-sort. Differentiable in the edge weights
-    (through the degrees too): :func:`graphops.ops.spmm` differentiates its values."""
-
-    def __init__(self, adj: CSR, dtype: torch.dtype):
-        value = adj.values(dtype)
-        n = adj.num_rows
-        row, col = adj.row().long(), adj.col.long()
-        loop = row == col
-        loop_weight = value.new_full((n,), 2.0)
-        if bool(loop.any()):
-            # Like PyG, one of a node's repeated self-loops (the last one) sets its weight.
-            loop_weight = loop_weight.index_put((row[loop],), value[loop])
-            adj = adj.with_value(value).remove_self_loops()
-            value = adj.values(dtype)
-            row, col = adj.row().long(), adj.col.long()
-        degree = loop_weight.index_add(0, row, value)
-        positive = degree > 0
-        # where() twice keeps the gradient finite at isolated zero-degree nodes.
-        inv_sqrt = torch.where(positive, torch.where(positive, degree, 1.0).rsqrt(), 0.0)
-        self.off = adj.with_value(inv_sqrt[row] * value * inv_sqrt[col])
-        self.diag = (loop_weight * inv_sqrt.square()).unsqueeze(-1)
-
-    def __call__(self, x: Tensor) -> Tensor:
-        return spmm(self.off, x) + self.diag * x
 
 
 def resolve_activation(act) -> Callable[[Tensor], Tensor]:
@@ -69,39 +37,6 @@ def expand_ratios(pool_ratios, depth: int) -> list[float | int]:
     else:
         ratios = [pool_ratios] * depth
     return [check_ratio(r) for r in ratios]
-
-
-class _GCNLayer(torch.nn.Module):
-    r""":math:`\mathbf{X}^{\prime} = \hat{\mathbf{S}} \mathbf{X} \mathbf{W}^{\top} + \mathbf{b}`
-    for a pre-normalised propagation :math:`\hat{\mathbf{S}}`. Parameters are named as in PyG's
-    ``GCNConv`` (``lin.weight``, ``bias``), so a PyG GraphUNet's ``state_dict`` loads as it is."""
-
-    def __init__(self, in_channels: int, out_channels: int):
-        super().__init__()
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.lin = torch.nn.Linear(in_channels, out_channels, bias=False)
-        self.bias = torch.nn.Parameter(torch.empty(out_channels))
-        self.reset_parameters()
-
-    def reset_parameters(self):
-        bound = math.sqrt(6.0 / (self.in_channels + self.out_channels))  # glorot, as GCNConv
-        torch.nn.init.uniform_(self.lin.weight, -bound, bound)
-        torch.nn.init.zeros_(self.bias)
-
-    @property
-    def weight(self) -> torch.nn.Parameter:
-        return self.lin.weight
-
-    def forward(self, op: _GCNOperator, x: Tensor) -> Tensor:
-        # Multiply by W on the narrow side of the sparse product.
-        if self.in_channels > self.out_channels:
-            out = op(self.lin(x))
-        else:
-            out = self.lin(op(x))
-        return out + self.bias
-
-    def __repr__(self) -> str:
-        return f'GCN({self.in_channels}, {self.out_channels})'
 
 
 class GraphUNet(torch.nn.Module):
@@ -194,16 +129,16 @@ class GraphUNet(torch.nn.Module):
 
         # Built in PyG's order (GCN, then per level pool and GCN), so a seeded construction
         # draws the same initial weights as PyG's GraphUNet.
-        self.down_convs = torch.nn.ModuleList([_GCNLayer(in_channels, hidden_channels)])
+        self.down_convs = torch.nn.ModuleList([GCNLayer(in_channels, hidden_channels)])
         self.pools = torch.nn.ModuleList()
         for ratio in self.pool_ratios:
             self.pools.append(GPool(hidden_channels, ratio, nonlinearity, augment))
-            self.down_convs.append(_GCNLayer(hidden_channels, hidden_channels))
+            self.down_convs.append(GCNLayer(hidden_channels, hidden_channels))
         up_in = hidden_channels if sum_res else 2 * hidden_channels
         self.up_convs = torch.nn.ModuleList(
-            [_GCNLayer(up_in, hidden_channels) for _ in range(depth - 1)]
+            [GCNLayer(up_in, hidden_channels) for _ in range(depth - 1)]
         )
-        self.up_convs.append(_GCNLayer(up_in, out_channels))
+        self.up_convs.append(GCNLayer(up_in, out_channels))
         self.unpool = GUnpool()
         self.reset_parameters()
 
@@ -235,12 +170,12 @@ class GraphUNet(torch.nn.Module):
         # The weights stay in the autograd graph: edge_weight gets a gradient, as in PyG.
         adj = adj.with_value(adj.values(x.dtype))
 
-        norm = _GCNOperator(adj, x.dtype)
+        norm = GCNPropagation(adj, x.dtype)
         x = self.act(self.down_convs[0](norm, self._drop(x)))
         skips, norms, perms = [x], [norm], []
         for level in range(1, self.depth + 1):
             x, adj, _, batch, perm, _ = self.pools[level - 1](x, adj, None, batch)
-            norm = _GCNOperator(adj, x.dtype)
+            norm = GCNPropagation(adj, x.dtype)
             x = self.act(self.down_convs[level](norm, self._drop(x)))
             perms.append(perm)
             if level < self.depth:

@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from graphops.nn.models.gcn_layer import GCNLayer
+from graphops.nn.models.gcn_propagation import GCNPropagation
 from graphops.nn.models.graph_unet import (
-    _GCNLayer,
-    _GCNOperator,
     expand_ratios,
     resolve_activation,
 )
@@ -114,15 +114,15 @@ class GraphUNetClassifier(torch.nn.Module):
         self.augment = augment
         self.nonlinearity = nonlinearity
 
-        self.start_conv = _GCNLayer(in_channels, hidden_channels)
+        self.start_conv = GCNLayer(in_channels, hidden_channels)
         self.down_convs = torch.nn.ModuleList()
         self.pools = torch.nn.ModuleList()
         self.up_convs = torch.nn.ModuleList()
         for ratio in self.pool_ratios:
-            self.down_convs.append(_GCNLayer(hidden_channels, hidden_channels))
+            self.down_convs.append(GCNLayer(hidden_channels, hidden_channels))
             self.pools.append(GPool(hidden_channels, ratio, nonlinearity, augment))
-            self.up_convs.append(_GCNLayer(hidden_channels, hidden_channels))
-        self.bottom_conv = _GCNLayer(hidden_channels, hidden_channels)
+            self.up_convs.append(GCNLayer(hidden_channels, hidden_channels))
+        self.bottom_conv = GCNLayer(hidden_channels, hidden_channels)
         self.unpool = GUnpool()
         self.lin1 = torch.nn.Linear(3 * hidden_channels * (depth + 1), mlp_channels)
         self.lin2 = torch.nn.Linear(mlp_channels, out_channels)
@@ -162,7 +162,7 @@ class GraphUNetClassifier(torch.nn.Module):
         def conv(layer, op, h):
             return self.act(layer(op, self._drop(h)))
 
-        op = _GCNOperator(adj, x.dtype)
+        op = GCNPropagation(adj, x.dtype)
         h = conv(self.start_conv, op, x)
         first = h
         skips, ops, perms, batches = [], [], [], []
@@ -173,7 +173,7 @@ class GraphUNetClassifier(torch.nn.Module):
             batches.append(batch)
             h, adj, _, batch, perm, _ = self.pools[level](h, adj, None, batch, self._drop(h))
             perms.append(perm)
-            op = _GCNOperator(adj, x.dtype)
+            op = GCNPropagation(adj, x.dtype)
         h = conv(self.bottom_conv, op, h)
 
         readouts = []
