@@ -137,17 +137,22 @@ class PPR(SIGNOperator):
         for steps, streams in by_steps.items():
             width = [xs[s].size(1) for s in streams]
             teleport = torch.cat([self.alphas[s] * xs[s] for s in streams], dim=1)
+            # made on the device: a host tensor copied over would wait on the device
             keep = torch.cat(
                 [
-                    torch.full((w,), 1.0 - self.alphas[s], dtype=teleport.dtype)
+                    torch.full(
+                        (w,), 1.0 - self.alphas[s], dtype=teleport.dtype, device=teleport.device
+                    )
                     for s, w in zip(streams, width)
                 ]
-            ).to(teleport.device)
+            )
             z, spare = empty_like_features(teleport), empty_like_features(teleport)
             z.copy_(teleport)  # ping-pong buffers: no allocation per product
             for _ in range(steps):
                 product = spmm(matrix, z, out=spare).mul_(keep).add_(teleport)
                 spare, z = z, product
+            # the split copies each stream: free the two other [N, w] buffers first
+            del spare, teleport
             for s, part in zip(streams, torch.split(z, width, dim=1)):
                 out[s] = part.contiguous() if len(streams) > 1 else part
         return out
