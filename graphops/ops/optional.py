@@ -5,6 +5,7 @@ Nothing here imports them at module import time: ``import graphops`` must stay f
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import os
@@ -21,6 +22,12 @@ def has_numba() -> bool:
     """
     if os.environ.get('GRAPHOPS_DISABLE_NUMBA'):
         return False
+    return _numba_installed()
+
+
+@functools.cache
+def _numba_installed() -> bool:
+    # find_spec walks sys.path (tens of microseconds); whether numba is installed does not change
     return importlib.util.find_spec('numba') is not None
 
 

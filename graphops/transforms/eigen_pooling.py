@@ -3,7 +3,6 @@ graphs, for every level of an EigenPool hierarchy."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -232,7 +231,7 @@ class EigenPooling(BaseTransform):
             n = adj.shape[0]
             k = 1 if pool_size is None else self.num_clusters(n, pool_size)
             raw = self._partition(adj, k, rng)
-            if not sp.issparse(adj) and _use_numba():
+            if not sp.issparse(adj) and has_numba():
                 # One compiled call for the rest of the level: on PROTEINS-sized graphs the
                 # numpy path below spends most of its time in array-call overhead.
                 kernel = _loaded()[1]
@@ -312,7 +311,7 @@ def spectral_embedding(
     divided row-wise by :math:`\sqrt{d_i}`, each column's sign fixed by its largest entry.
     An isolated node is its own connected component (eigenvalue 1), as in scipy's Laplacian."""
     n = adj.shape[0]
-    if not sp.issparse(adj) and n <= _SMALL and _use_numba():
+    if not sp.issparse(adj) and n <= _SMALL and has_numba():
         return _loaded()[2](adj, k)
     deg = np.asarray(adj.sum(axis=1)).ravel()
     isolated = deg <= 0
@@ -356,7 +355,7 @@ def kmeans(
     numbers from ``rng``."""
     y = np.ascontiguousarray(y, dtype=np.float64)
     draws = rng.random((n_init, k))
-    if _use_numba():
+    if has_numba():
         kernel = _loaded()[0]
         labels = np.empty(y.shape[0], dtype=np.int64)
         kernel(y, k, max_iter, 1e-4, draws, labels)
@@ -583,18 +582,6 @@ _loaded = NumbaKernels(
     globals(), (_kmeans_kernel, False), (_dense_level_kernel, False), (_embedding_kernel, False)
 )
 _SMALL = 128  # graphs up to this size take the compiled embedding (dense eigh is cheap there)
-
-
-def _use_numba() -> bool:
-    # has_numba() asks importlib each time (tens of microseconds, several times per graph).
-    if os.environ.get('GRAPHOPS_DISABLE_NUMBA'):
-        return False
-    if not _NUMBA:
-        _NUMBA.append(has_numba())
-    return _NUMBA[0]
-
-
-_NUMBA: list = []
 
 
 def _kmeans_numpy(
