@@ -575,3 +575,46 @@ def test_torch_fallbacks_match_numba_kernels(monkeypatch, config):
     torch.testing.assert_close(out_torch, out_numba)
     for index, (a, b) in enumerate(zip(grads_torch, grads_numba)):
         torch.testing.assert_close(a, b, msg=f'gradient {index}')
+
+
+GTN_DBLP_SIZED = r"""
+import os, resource, sys, threading, time
+import torch
+from graphops.nn.models import GTN
+from graphops.ops import ProductTooLargeError
+
+def watchdog():  # the case used to grow past 22 GB: stop at 8 GB, the issue's bound
+    while True:
+        pages = int(open('/proc/self/statm').read().split()[1])
+        if pages * os.sysconf('SC_PAGE_SIZE') > 8 * 2**30:
+            print('over 8 GB', flush=True)
+            os._exit(3)
+        time.sleep(0.05)
+
+threading.Thread(target=watchdog, daemon=True).start()
+torch.manual_seed(0)
+n, e, t = 26128, 239566, 6
+edge_index, edge_type = torch.randint(0, n, (2, e)), torch.randint(0, t, (e,))
+model = GTN(64, 64, 4, t, num_channels=2, num_layers=3)
+try:
+    model(torch.randn(n, 64), edge_index, edge_type).sum().backward()
+    print('finished')
+except ProductTooLargeError as err:
+    print('refused:', err)
+print('peak', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+"""
+
+
+@pytest.mark.slow
+def test_dblp_sized_three_layer_gtn_finishes_or_fails_cleanly_within_8gb():
+    # issue 21's case: all 26,128 rows of a random graph with DBLP's size, 3 layers
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, '-c', GTN_DBLP_SIZED], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    assert 'finished' in done.stdout or 'refused: spgemm' in done.stdout, done.stdout
+    peak = int(done.stdout.split('peak')[-1])
+    assert peak < 8 * 2**30
