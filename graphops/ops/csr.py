@@ -28,13 +28,13 @@ from torch import Tensor
 from graphops.ops import csr_kernels
 from graphops.ops.optional import is_sparse_tensor, torch_sparse
 from graphops.ops.validate import (
+    check_condition,
     check_edge_index,
     check_edge_weight,
     check_float,
     check_index,
     check_num_nodes,
     check_same_device,
-    defers_value_checks,
 )
 
 _INT32_MAX = 2**31 - 1
@@ -125,14 +125,11 @@ class CSR:
         check_index(self.col, 'CSR col', upper=self.num_cols, upper_name='num_cols')
         steps = self.rowptr[1:] - self.rowptr[:-1]
         ends = torch.stack([self.rowptr[0], self.rowptr[-1] - self.nnz]).long()
-        if defers_value_checks(self.rowptr):
-            ok = (ends == 0).all() & (steps >= 0).all()
-            torch._assert_async(ok, 'CSR rowptr must start at 0, not decrease, end at nnz')
-        elif bool((ends != 0).any()) or bool((steps < 0).any()):
-            raise ValueError(
-                f'CSR rowptr must start at 0, never decrease and end at nnz = {self.nnz}; build '
-                'the matrix with graphops.ops.to_csr'
-            )
+        check_condition(
+            (ends == 0).all() & (steps >= 0).all(),
+            f'CSR rowptr must start at 0, never decrease and end at nnz = {self.nnz}; build the '
+            'matrix with graphops.ops.to_csr',
+        )
         return self
 
     @classmethod

@@ -69,6 +69,16 @@ class debug:  # noqa: N801 (a context manager named like torch_geometric.debug)
         set_debug(self.previous)
 
 
+def check_condition(ok: Tensor, message: str) -> None:
+    """Raises ``ValueError(message)`` unless the bool tensor ``ok`` is true; where a read-back
+    would break a compiled graph or wait on the device (:func:`defers_value_checks`), the check
+    is ``torch._assert_async(ok, message)`` instead."""
+    if defers_value_checks(ok):
+        torch._assert_async(ok, message)
+    elif not bool(ok):
+        raise ValueError(message)
+
+
 def defers_value_checks(tensor: Tensor) -> bool:
     """Whether a value check on ``tensor`` is an asynchronous assertion rather than a read-back:
     inside ``torch.compile`` (a read-back is a graph break) or off the CPU (a host-device sync),

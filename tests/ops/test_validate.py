@@ -129,3 +129,22 @@ def test_defers_value_checks_on_cpu_eager_only_in_compile_or_off_cpu():
     with debug():
         assert not defers_value_checks(torch.zeros(2))
     assert defers_value_checks(torch.zeros(2, device='meta'))
+
+
+def test_check_condition_raises_on_cpu_and_defers_under_compile():
+    import graphops
+    from graphops.ops.validate import check_condition
+
+    check_condition(torch.tensor(True), 'fine')
+    with pytest.raises(ValueError, match='the graph differs'):
+        check_condition(torch.tensor(False), 'the graph differs')
+
+    def guarded(x):
+        check_condition((x > 0).all(), 'x must be positive')
+        return x * 2
+
+    explanation = torch._dynamo.explain(guarded)(torch.ones(3))
+    assert explanation.graph_break_count == 0  # an assertion in the graph, no read-back
+    with graphops.debug():  # debug mode reads the value back, even under compile
+        explanation = torch._dynamo.explain(guarded)(torch.ones(3))
+    assert explanation.graph_break_count >= 1

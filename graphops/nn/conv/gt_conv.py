@@ -9,8 +9,8 @@ from torch.nn import Module, Parameter
 from graphops.ops.cache import InputCache
 from graphops.ops.edge_type import EdgeTypeStack, check_edge_type_stack, stack_weight
 from graphops.ops.validate import (
+    check_condition,
     check_positive_int,
-    is_debug_enabled,
 )
 
 
@@ -146,11 +146,7 @@ class GTConv(Module):
             'the graph passed to this cached GTConv differs from the one its pattern was built '
             'from; call prepare(edge_index, edge_type, num_nodes) on it outside torch.compile'
         )
-        if is_debug_enabled():
-            if not bool(same):
-                raise ValueError(message)
-        else:
-            torch._assert_async(same, message)
+        check_condition(same, message)
         return stack
 
     def forward(

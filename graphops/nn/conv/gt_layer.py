@@ -21,10 +21,10 @@ from graphops.ops.spgemm import (
     spgemm,
 )
 from graphops.ops.validate import (
+    check_condition,
     check_index_or_mask,
     check_positive_int,
     check_same_device,
-    is_debug_enabled,
 )
 
 # Bytes per meta-path entry a GTN spends after the product, per channel (normalisation, the
@@ -247,11 +247,7 @@ class GTLayer(Module):
             'the graph, node_index or prev passed to this GTLayer differs from what prepare() '
             'planned; call layer.prepare(...) on them outside torch.compile'
         )
-        if is_debug_enabled():
-            if not bool(same):
-                raise ValueError(message)
-        else:
-            torch._assert_async(same, message)
+        check_condition(same, message)
         return plan
 
     def propagate_planned(

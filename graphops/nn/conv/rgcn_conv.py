@@ -18,13 +18,13 @@ from graphops.ops.segment import (
     static_relational_matmul,
 )
 from graphops.ops.validate import (
+    check_condition,
     check_edge_index,
     check_float,
     check_index,
     check_length,
     check_positive_int,
     check_same_device,
-    is_debug_enabled,
 )
 
 AGGRS = ('add', 'sum', 'mean', 'max', 'min')
@@ -405,11 +405,7 @@ class RGCNConv(MessagePassing):
                     'built from; call conv.prepare(x, edge_index, edge_type) on the new graph '
                     'outside torch.compile (or use cached=False)'
                 )
-                if is_debug_enabled():
-                    if not bool(same):
-                        raise ValueError(message)
-                else:
-                    torch._assert_async(same, message)
+                check_condition(same, message)
                 return static_relational_matmul(
                     plan, features, self.weight, self.comp, aggr=self.aggr
                 )

@@ -23,6 +23,7 @@ from graphops.ops.batch_dense import (
     segment_sum,
 )
 from graphops.ops.validate import (
+    check_condition,
     check_float,
     check_same_device,
     check_tensor,
@@ -323,10 +324,7 @@ def sparse_diff_pool(
         'edge_index has edges between different graphs of the batch; every edge must join '
         'two nodes with the same batch id'
     )
-    if defers_value_checks(target_graph):  # no read-back under torch.compile or on a device
-        torch._assert_async((target_graph == source_graph).all(), message)
-    elif bool((target_graph != source_graph).any()):
-        raise ValueError(message)
+    check_condition((target_graph == source_graph).all(), message)
 
     log_assign = F.log_softmax(s, dim=-1)
     assign = log_assign.exp()

@@ -28,11 +28,11 @@ from graphops.ops.spgemm import (
 )
 from graphops.ops.spmm import spmm
 from graphops.ops.validate import (
+    check_condition,
     check_index_or_mask,
     check_node_features,
     check_positive_int,
     check_same_device,
-    is_debug_enabled,
 )
 
 CHANNEL_AGGREGATIONS = ('concat', 'mean')
@@ -332,11 +332,7 @@ class GTN(Module):
             'the graph or node_index passed to this GTN differs from the one prepare() planned; '
             'call model.prepare(...) on them outside torch.compile'
         )
-        if is_debug_enabled():
-            if not bool(same):
-                raise ValueError(message)
-        else:
-            torch._assert_async(same, message)
+        check_condition(same, message)
         return plan
 
     def _forward_planned(self, x, plan: _GTNPlan, edge_weight):

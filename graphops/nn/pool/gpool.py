@@ -12,13 +12,13 @@ from graphops.ops.induced import augmented_subgraph, induced_edge_index, induced
 from graphops.ops.optional import is_sparse_tensor
 from graphops.ops.topk import check_batch, check_ratio, topk
 from graphops.ops.validate import (
+    check_condition,
     check_edge_index,
     check_edge_weight,
     check_finite,
     check_float,
     check_nonempty_graph,
     check_same_device,
-    defers_value_checks,
 )
 
 _GATES = {'sigmoid': torch.sigmoid, 'tanh': torch.tanh}
@@ -184,10 +184,7 @@ class GPool(torch.nn.Module):
                 'x contains NaN or Inf (its projection scores are not finite); clean it '
                 '(e.g. torch.nan_to_num) first'
             )
-            if defers_value_checks(y):  # no read-back under torch.compile or on a device
-                torch._assert_async(torch.isfinite(y.detach()).all(), message)
-            elif not bool(torch.isfinite(y).all()):
-                raise ValueError(message)
+            check_condition(torch.isfinite(y.detach()).all(), message)
         perm = topk(y, self.ratio, batch.to(x.device))
         score = self.gate(y[perm])
         x = x[perm] * score.unsqueeze(-1)
