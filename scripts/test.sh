@@ -19,5 +19,8 @@ docs_out="$(mktemp -d)"
 trap 'rm -rf "$docs_out"' EXIT
 python -m sphinx -W -q -b html docs "$docs_out"
 python -m pytest "${pytest_args[@]}"
+# The gpu-marked tests with the device switched to CPU: their code paths cannot rot unseen where
+# CI has no GPU (on a GPU machine, `pytest -m gpu` runs them on CUDA).
+GRAPHOPS_TEST_DEVICE=cpu python -m pytest "${pytest_args[@]}" -m gpu tests
 # Slow-marked, so not in the default selection; CI runs it here, explicitly.
 python -m pytest "${pytest_args[@]}" -m slow tests/packaging/test_wheel.py

@@ -118,7 +118,7 @@ def test_adjacency_device_matches_cpu(device, norm, direction, loops, dtype):
     data.edge_weight = g.edge_weight
     expected = op(data.clone())
     got = op(data.clone().to(device))
-    assert got.sign_keys == expected.sign_keys == ['x1', 'x2', 'x3']
+    assert list(got.sign_keys) == list(expected.sign_keys) == ['x1', 'x2', 'x3']
     for key in expected.sign_keys:
         assert got[key].device.type == device.type and got[key].dtype == dtype
         torch.testing.assert_close(got[key].cpu(), expected[key])

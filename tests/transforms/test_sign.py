@@ -110,8 +110,8 @@ def test_sign_device_equals_pyg_and_cpu(device, weighted):
     if weighted:
         data.edge_weight = g.edge_weight
     ops = [Adjacency(2), PPR(1, alpha=[0.1, 0.2]), Triangle(1)]
-    on_cpu = SIGN(operators=ops)(data.clone())
-    ours = SIGN(operators=ops)(data.clone().to(device))
+    on_cpu = SIGN(operators=ops, sign_keys=True)(data.clone())
+    ours = SIGN(operators=ops, sign_keys=True)(data.clone().to(device))
     theirs = T.SIGN(2)(data.clone().to(device))  # PyG's, on the same device
     assert ours.sign_keys == on_cpu.sign_keys
     for key in ours.sign_keys:
