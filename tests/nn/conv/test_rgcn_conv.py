@@ -468,6 +468,15 @@ def compile_inputs(kind: str, featureless: bool, out_channels: int = 6):
     return conv.double(), x, edge_index, edge_type
 
 
+def prepared_inputs(kind: str, cached: bool, featureless: bool):
+    """:func:`compile_inputs` with the layer's plan prepared when ``cached``."""
+    conv, x, edge_index, edge_type = compile_inputs(kind, featureless)
+    conv.cached = cached
+    if cached:
+        conv.prepare(x, edge_index, edge_type)
+    return conv, x, edge_index, edge_type
+
+
 def cases(featureless_too: bool = True):
     for kind in COMPILE_KINDS:
         for cached in (False, True):
@@ -479,10 +488,7 @@ def cases(featureless_too: bool = True):
 
 @pytest.mark.parametrize('kind,cached,featureless', list(cases()))
 def test_no_graph_break(kind, cached, featureless):
-    conv, x, edge_index, edge_type = compile_inputs(kind, featureless)
-    conv.cached = cached
-    if cached:
-        conv.prepare(x, edge_index, edge_type)
+    conv, x, edge_index, edge_type = prepared_inputs(kind, cached, featureless)
     torch._dynamo.reset()
     explained = torch._dynamo.explain(conv)(x, edge_index, edge_type)
     assert explained.graph_break_count == 0, explained.break_reasons
@@ -511,10 +517,7 @@ def compiled_matches_eager(conv, x, edge_index, edge_type, backend, atol=1e-5):
 # runs by default; inductor itself runs one small case by default and the table when slow.
 @pytest.mark.parametrize('kind,cached,featureless', list(cases()))
 def test_traced_forward_and_backward_equal_eager(kind, cached, featureless):
-    conv, x, edge_index, edge_type = compile_inputs(kind, featureless)
-    conv.cached = cached
-    if cached:
-        conv.prepare(x, edge_index, edge_type)
+    conv, x, edge_index, edge_type = prepared_inputs(kind, cached, featureless)
     compiled_matches_eager(conv, x, edge_index, edge_type, 'aot_eager', atol=1e-10)
 
 
@@ -534,10 +537,7 @@ def test_inductor_equals_eager_small_case():
 @pytest.mark.slow
 @pytest.mark.parametrize('kind,cached,featureless', list(cases()))
 def test_inductor_equals_eager(kind, cached, featureless):
-    conv, x, edge_index, edge_type = compile_inputs(kind, featureless)
-    conv.cached = cached
-    if cached:
-        conv.prepare(x, edge_index, edge_type)
+    conv, x, edge_index, edge_type = prepared_inputs(kind, cached, featureless)
     compiled_matches_eager(conv, x, edge_index, edge_type, 'inductor')
 
 
