@@ -221,7 +221,7 @@ class CSR:
         left out of pickles)."""
         cached = self.__dict__.get('_transposed')
         if cached is None:
-            pattern, perm = _sort_coo(self.col, self.row(), self.num_cols, self.num_rows, True)
+            pattern, perm = sort_coo(self.col, self.row(), self.num_cols, self.num_rows, True)
             if perm is None:  # already in transposed order
                 perm = torch.arange(self.nnz, device=self.device)
             cached = (pattern, perm)
@@ -417,17 +417,18 @@ def _from_sorted(row: Tensor, col: Tensor, value, num_rows: int, num_cols: int) 
 
 def _from_coo(row: Tensor, col: Tensor, value, num_rows: int, num_cols: int) -> CSR:
     """Sorts ``(row, col)`` lexicographically (stably, so duplicates keep their order)."""
-    csr, perm = _sort_coo(row, col, num_rows, num_cols, with_perm=value is not None)
+    csr, perm = sort_coo(row, col, num_rows, num_cols, with_perm=value is not None)
     if value is None:
         return csr
     return csr.with_value(value if perm is None else value[perm])
 
 
-def _sort_coo(
+def sort_coo(
     row: Tensor, col: Tensor, num_rows: int, num_cols: int, with_perm: bool
 ) -> tuple[CSR, Tensor | None]:
-    """The unweighted CSR of the sorted entries and, with ``with_perm``, the input position of each
-    sorted entry (``None`` when the input was already sorted)."""
+    """The unweighted CSR of the entries ``(row[e], col[e])`` sorted stably by ``(row, col)``
+    (duplicates kept) and, with ``with_perm``, the input position of each sorted entry (``None``
+    when the input was already sorted). The caller has checked the indices' range."""
     if csr_kernels.numba_applies(col, row):
         # a two-level counting/radix sort: about 3x faster than torch.sort on 20M edges, same order
         rowptr, col, perm = csr_kernels.sort_coo(

@@ -44,7 +44,7 @@ _NUMPY_DTYPES = {torch.float16: np.float16, torch.float32: np.float32, torch.flo
 # Large host buffers start on a 2 MiB boundary: a whole huge page, and every row on a cache line.
 HUGE_PAGE = 2 << 20
 
-__all__ = ['spmm', 'host_empty', 'has_numba', 'row_chunks']
+__all__ = ['spmm', 'spmm_unchecked', 'host_empty', 'has_numba', 'row_chunks']
 
 
 def spmm(
@@ -87,8 +87,15 @@ def spmm(
         raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
     if out is not None:
         _check_out(out, (csr.num_rows, x.size(1)), x)
+    return spmm_unchecked(csr, x, reduce == 'mean', out=out, backend=backend)
+
+
+def spmm_unchecked(
+    csr: CSR, x: Tensor, mean: bool = False, *, out: Tensor | None = None, backend: str = 'auto'
+) -> Tensor:
+    """:func:`spmm` for inputs already validated (the layers' hot paths call this), with autograd
+    in ``x`` and ``csr.value``."""
     chosen = _choose_backend(csr, x, backend)
-    mean = reduce == 'mean'
     value = None if csr.value is None else csr.value.to(x.dtype)
     if torch.compiler.is_compiling():
         result = _gather_scatter(csr, value, x, mean)
