@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from graphops.ops import csr_kernels
+from graphops.ops.kernels import csr as csr_kernels
 from graphops.ops.optional import is_sparse_tensor, torch_sparse
 from graphops.ops.validate import (
     check_condition,

@@ -5,7 +5,7 @@ The single SpMM entry point every layer and the precompute engine call.
 Backends (``backend='auto'`` picks the first that applies):
 
 * ``'cuda'``: ``torch.sparse.mm`` on a CSR tensor, i.e. cuSPARSE, for CUDA inputs;
-* ``'llvm'``: the row-parallel CPU kernel (:mod:`graphops.ops.llvm_spmm`: LLVM IR for the
+* ``'llvm'``: the row-parallel CPU kernel (:mod:`graphops.ops.kernels.llvm_spmm`: LLVM IR for the
   feature width and the CPU's SIMD width, compiled by llvmlite), with accumulators in registers
   and prefetched source rows. Rows are split into chunks of equal *nnz* (not equal row counts) so
   power-law graphs stay balanced; each output row is written by one thread, summing its entries
@@ -30,14 +30,14 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from graphops.ops import llvm_spmm
 from graphops.ops.csr import CSR, check_csr, torch_csr_tensor
-from graphops.ops.llvm_spmm import row_chunks
+from graphops.ops.dispatch import BACKENDS, choose_backend, current_backend
+from graphops.ops.kernels import llvm_spmm
+from graphops.ops.kernels.llvm_spmm import row_chunks
 from graphops.ops.optional import has_numba, warn_torch_fallback
 from graphops.ops.sddmm import sddmm_unchecked
 from graphops.ops.validate import check_float, check_length, check_same_device
 
-BACKENDS = ('auto', 'llvm', 'torch', 'cuda')
 _LLVM_DTYPES = (torch.float32, torch.float64)
 _TORCH_SPARSE_CPU_DTYPES = (torch.float32, torch.float64)
 _NUMPY_DTYPES = {torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64}
@@ -64,8 +64,8 @@ def spmm(
             of each row; empty rows give zeros).
         out (Tensor, optional): a contiguous ``[N_dst, F]`` tensor of ``x``'s dtype and device to
             write into (its old contents are overwritten). Default: a new tensor.
-        backend (str): ``'auto'`` (default), ``'llvm'``, ``'torch'`` or ``'cuda'``; see the
-            module docstring.
+        backend (str): ``'auto'`` (default: the :mod:`graphops.ops.dispatch` override, else the
+            first that applies), ``'llvm'``, ``'torch'`` or ``'cuda'``; see the module docstring.
 
     Shapes:
         ``x``: :math:`(N_{src}, F)` -> output :math:`(N_{dst}, F)`.
@@ -95,11 +95,11 @@ def spmm_unchecked(
 ) -> Tensor:
     """:func:`spmm` for inputs already validated (the layers' hot paths call this), with autograd
     in ``x`` and ``csr.value``."""
-    chosen = _choose_backend(csr, x, backend)
     value = None if csr.value is None else csr.value.to(x.dtype)
     if torch.compiler.is_compiling():
         result = _gather_scatter(csr, value, x, mean)
         return result if out is None else out.copy_(result)
+    chosen = _choose_backend(csr, x, backend)
     if _needs_grad(csr, x):
         result = _SpMM.apply(value, x, csr, mean, chosen)
         return result if out is None else out.copy_(result)
@@ -210,31 +210,17 @@ def _needs_grad(csr: CSR, x: Tensor) -> bool:
 
 
 def _choose_backend(csr: CSR, x: Tensor, backend: str) -> str:
-    if x.device.type == 'cuda':
-        if backend == 'llvm':
-            raise ValueError("backend='llvm' runs on CPU tensors only; use 'cuda' or 'auto'")
-        return 'cuda'
-    if backend == 'cuda':
-        raise ValueError(f"backend='cuda' needs CUDA tensors, got x on {x.device}")
-    llvm_ok = x.dtype in _LLVM_DTYPES and llvm_spmm.available()
-    if backend == 'llvm':
-        if not has_numba():
-            raise ImportError("backend='llvm' needs llvmlite (with numba): pip install numba")
-        if not llvm_spmm.available():
-            raise ImportError(
-                "backend='llvm' could not compile its kernel for this CPU (llvmlite); use "
-                "backend='torch'"
-            )
-        if not llvm_ok:
-            raise ValueError(
-                f"backend='llvm' handles float32/float64 inputs, got {x.dtype}; use "
-                "backend='torch' (or 'auto') for other dtypes"
-            )
-        return 'llvm'
-    if backend == 'auto' and llvm_ok:
-        return 'llvm'
-    if backend == 'auto' and x.dtype in _LLVM_DTYPES:
+    dtype_ok = x.dtype in _LLVM_DTYPES
+    ready = dtype_ok and llvm_spmm.available()
+    if not dtype_ok:
+        unready = f"it handles float32/float64 inputs, got {x.dtype}; use backend='torch'"
+    else:
+        unready = "llvmlite (pip install numba) could not compile the kernel; use backend='torch'"
+    chosen = choose_backend(
+        'spmm', backend, x.device, kernel='llvm', kernel_ready=ready, unready=unready, gpu='cuda'
+    )
+    if chosen == 'torch' and dtype_ok and current_backend() == 'auto' and backend == 'auto':
         # the kernel could run but is missing: say so once, on a large input
         reason = None if not has_numba() else 'llvmlite cannot compile the kernel for this CPU'
         warn_torch_fallback('spmm', (csr.col, x), reason)
-    return 'torch'
+    return chosen
