@@ -98,21 +98,21 @@ def choose_backend(
     (``'cuda'`` or ``'torch'``) on a CUDA device. ``requested='auto'`` follows the override."""
     explicit = _check(requested) != 'auto'
     choice = requested if explicit else current_backend()
+    if choice not in ('auto', 'torch', kernel, gpu):
+        if explicit:
+            names = ['auto', kernel, 'torch'] + (['cuda'] if gpu == 'cuda' else [])
+            raise ValueError(f'{op} has no {choice!r} backend; use one of {names}')
+        choice = 'auto'  # the override names a kernel this op lacks
     if choice == 'auto':
         if device.type == 'cuda':
             return gpu
         return kernel if kernel_ready and device.type == 'cpu' else 'torch'
     if choice == 'torch':
         return 'torch'
-    if choice == 'cuda' and gpu == 'cuda':
+    if choice == 'cuda':
         if device.type != 'cuda':
             raise ValueError(f"backend='cuda' needs CUDA tensors, got {op}'s input on {device}")
         return 'cuda'
-    if choice != kernel:
-        if explicit:
-            names = ['auto', kernel, 'torch'] + (['cuda'] if gpu == 'cuda' else [])
-            raise ValueError(f'{op} has no {choice!r} backend; use one of {names}')
-        return choose_backend(op, 'auto', device, kernel=kernel, kernel_ready=kernel_ready, gpu=gpu)
     if device.type != 'cpu':
         raise ValueError(f"backend={kernel!r} runs on CPU tensors only, got {device}; use 'auto'")
     if kernel == 'numba' and not has_numba():
