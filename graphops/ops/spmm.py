@@ -12,7 +12,9 @@ Backends (``backend='auto'`` picks the first that applies):
   in CSR order, so the result is bit-identical whatever the thread count
   (``torch.get_num_threads()``) and however the columns are sliced. It reads ``int32`` indices as
   they are, skips the value array of an unweighted matrix, and builds no sparse tensor;
-* ``'torch'``: ``torch.sparse.mm`` on CPU (MKL when torch has it).
+* ``'torch'``: ``torch.sparse.mm`` on CPU (MKL when torch has it), or, on rows of a few entries,
+  ``embedding_bag`` (CSR x dense with per-entry weights on torch's OpenMP threads), which
+  ``'auto'`` prefers to the LLVM kernel there (:data:`graphops.ops.dispatch.SPMM_SHORT_ROWS`).
 
 Autograd: one :class:`torch.autograd.Function` for every backend. The forward runs the chosen
 kernel on detached inputs; the backward runs the same kernel on the transposed matrix for
@@ -27,9 +29,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from graphops.ops import dispatch
 from graphops.ops.csr import CSR, check_csr, torch_csr_tensor
 from graphops.ops.dispatch import BACKENDS, choose_backend, current_backend
 from graphops.ops.kernels import llvm_spmm
@@ -152,6 +156,16 @@ def _product(
         result = _gather_scatter(csr, value, x, mean)  # MKL's sparse product lacks half types
         return result if out is None else out.copy_(result)
     weights = torch.ones(csr.nnz, dtype=x.dtype, device=x.device) if value is None else value
+    if x.device.type == 'cpu' and _short_rows(csr, x):
+        result = F.embedding_bag(
+            csr.col, x, csr.rowptr, mode='sum', per_sample_weights=weights,
+            include_last_offset=True,
+        )  # fmt: skip
+        if out is not None:
+            result = out.copy_(result)
+        if mean:
+            result.div_(csr.row_counts().clamp_(min=1).to(x.dtype).unsqueeze(-1))
+        return result
     matrix = torch_csr_tensor(csr.rowptr, csr.col, weights, csr.shape)
     result = torch.sparse.mm(matrix, x) if out is None else torch.mm(matrix, x, out=out)
     if mean:
@@ -209,6 +223,14 @@ def _needs_grad(csr: CSR, x: Tensor) -> bool:
     return x.requires_grad or (csr.value is not None and csr.value.requires_grad)
 
 
+def _short_rows(csr: CSR, x: Tensor) -> bool:
+    """Rows of a few entries on a product of moderate size (:data:`dispatch.SPMM_SHORT_ROWS`)."""
+    return (
+        csr.nnz < dispatch.SPMM_SHORT_ROWS * csr.num_rows
+        and (csr.nnz + csr.num_rows) * x.size(1) < dispatch.SPMM_SHORT_ROWS_MAX_WORK
+    )
+
+
 def _choose_backend(csr: CSR, x: Tensor, backend: str) -> str:
     dtype_ok = x.dtype in _LLVM_DTYPES
     ready = dtype_ok and llvm_spmm.available()
@@ -219,6 +241,8 @@ def _choose_backend(csr: CSR, x: Tensor, backend: str) -> str:
     chosen = choose_backend(
         'spmm', backend, x.device, kernel='llvm', kernel_ready=ready, unready=unready, gpu='cuda'
     )
+    if chosen == 'llvm' and backend == 'auto' and _short_rows(csr, x):
+        return 'torch'  # its embedding_bag beats the kernel here (see dispatch.SPMM_SHORT_ROWS)
     if chosen == 'torch' and dtype_ok and current_backend() == 'auto' and backend == 'auto':
         # the kernel could run but is missing: say so once, on a large input
         reason = None if not has_numba() else 'llvmlite cannot compile the kernel for this CPU'

@@ -25,7 +25,7 @@ from graphops.testing import random_graph
 needs_kernels = pytest.mark.skipif(not has_numba(), reason='numba/llvmlite not installed')
 
 
-def _graph(num_nodes=40, num_edges=300, seed=0):
+def _graph(num_nodes=40, num_edges=1000, seed=0):  # 25 entries a row: the LLVM kernel
     g = random_graph(num_nodes, num_edges, seed=seed)
     return to_csr(g.edge_index, None, num_nodes)
 
@@ -76,7 +76,7 @@ def test_spmm_and_the_relational_engine_honour_the_override(monkeypatch):
     torch.testing.assert_close(spmm(csr, x), expected)
     assert calls, 'auto runs the LLVM kernel on float32 CPU input'
     calls.clear()
-    src, dst = random_graph(40, 300, seed=1).edge_index
+    src, dst = random_graph(40, 1000, seed=1).edge_index
     rel = torch.randint(0, 3, (src.numel(),), generator=torch.Generator().manual_seed(0))
     graph = RelationalGraph(src, dst, rel, 40, 40, 3)
     weight = torch.randn(3, 8, 4)
@@ -177,3 +177,13 @@ def test_everything_falls_back_to_torch_without_numba_and_llvmlite():
 def test_thresholds_live_in_dispatch():
     assert dispatch_module.threads_for(0, dispatch_module.SPMM_SERIAL_WORK) == 1
     assert dispatch_module.threads_for(dispatch_module.SPMM_SERIAL_WORK, 0) >= 1
+
+
+@needs_kernels
+def test_auto_spmm_runs_embedding_bag_on_short_rows(monkeypatch):
+    csr = _graph(200, 300)  # 1.5 entries a row, as R-GCN's (target, relation) pairs
+    x = torch.randn(200, 8, dtype=torch.float64)
+    expected = spmm(csr, x, 'mean', backend='llvm')
+    calls = _calls(monkeypatch, llvm_spmm, 'spmm_into')
+    torch.testing.assert_close(spmm(csr, x, 'mean'), expected)
+    assert not calls
