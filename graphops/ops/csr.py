@@ -35,6 +35,7 @@ from graphops.ops.validate import (
     check_index,
     check_num_nodes,
     check_same_device,
+    defers_value_checks,
 )
 
 _INT32_MAX = 2**31 - 1
@@ -311,6 +312,16 @@ class CSR:
             row[new_entry], col[new_entry], keep_value, self.num_rows, self.num_cols
         )
 
+    def entry_groups(self) -> Tensor:
+        """``[nnz]`` id of the distinct ``(row, col)`` of each entry: duplicates share one, ids
+        count up from 0 along the entries. What :meth:`coalesce` merges, in static shapes (no
+        value read back), so ``zeros(nnz).index_add(0, groups, value)`` holds the merged weights
+        (trailing slots zero) under ``torch.compile`` too."""
+        row, col = self.row(), self.col
+        new_entry = torch.ones(self.nnz, dtype=torch.bool, device=self.device)
+        new_entry[1:] = (row[1:] != row[:-1]) | (col[1:] != col[:-1])
+        return torch.cumsum(new_entry.long(), 0) - 1
+
     def binarize(self) -> CSR:
         """Drops weights and duplicates: every stored edge becomes a 1."""
         return self.with_value(None).coalesce(reduce='max')
@@ -408,7 +419,13 @@ def _describe(value) -> str:
 def _from_sorted(row: Tensor, col: Tensor, value, num_rows: int, num_cols: int) -> CSR:
     nnz = col.numel()
     dtype = index_dtype_for(num_rows, num_cols, nnz)
-    counts = torch.bincount(row.long(), minlength=num_rows) if nnz else None
+    if not nnz:
+        counts = None
+    elif defers_value_checks(row):  # bincount's size is read back: count into fixed rows
+        counts = torch.zeros(num_rows, dtype=torch.long, device=row.device)
+        counts = counts.index_add_(0, row.long(), torch.ones_like(row, dtype=torch.long))
+    else:
+        counts = torch.bincount(row.long(), minlength=num_rows)
     rowptr = torch.zeros(num_rows + 1, dtype=torch.long, device=col.device)
     if counts is not None:
         torch.cumsum(counts, 0, out=rowptr[1:])
@@ -443,7 +460,8 @@ def sort_coo(
     perm = None
     if col.numel():
         key = row.long() * max(num_cols, 1) + col.long()
-        if not bool((key[1:] >= key[:-1]).all()):
+        # (under torch.compile or on a GPU it sorts rather than read back whether it must)
+        if defers_value_checks(key) or not bool((key[1:] >= key[:-1]).all()):
             sorted_key, perm = torch.sort(key, stable=True)
             # row and col come back from the sorted keys by a sequential divmod: two random
             # gathers of E indices cost about 8x more on a 20M-edge graph

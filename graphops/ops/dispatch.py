@@ -131,6 +131,8 @@ def choose_backend(
 def numba_kernel_applies(tensors, min_entries: int) -> bool:
     """True when a CPU numba kernel should run on ``tensors`` (see
     :func:`graphops.ops.optional.numba_applies`) and the override does not say ``'torch'``."""
+    if torch.compiler.is_compiling():  # a numba kernel is opaque to the compiler
+        return False
     return current_backend() != 'torch' and numba_applies(tensors, min_entries)
 
 
