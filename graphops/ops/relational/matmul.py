@@ -71,6 +71,12 @@ def reduce_rows(rows: int, index: Tensor, values: Tensor, aggr: str) -> Tensor:
     )
 
 
+def gather_reduce(rows: Tensor, row: Tensor, target: Tensor, size: int, scale, aggr: str):
+    """``reduce_rows(size, target, rows[row] * scale, aggr)``: one message per edge, reduced."""
+    messages = rows.index_select(0, row)
+    return reduce_rows(size, target, messages if scale is None else messages * scale, aggr)
+
+
 def zeros_touching(rows: int, cols: int, *inputs: Tensor | None) -> Tensor:
     """``[rows, cols]`` zeros (dtype and device of the first input) that depend on ``inputs``:
     their gradients are zeros rather than ``None``, as when the sum is over no terms in PyG.
@@ -152,8 +158,7 @@ def relational_matmul(
         plan = pair_plan(graph, tile, chunk_tiles)
         if aggr in ('sum', 'mean'):
             return pairs_matmul(plan, x, weight, comp, graph.edge_scale(aggr, x.dtype))
-        messages = x.index_select(0, plan.src)
-        hidden = reduce_rows(plan.layout.num_slots, plan.slot_of_edge, messages, aggr)
+        hidden = gather_reduce(x, plan.src, plan.slot_of_edge, plan.layout.num_slots, None, aggr)
         return pairs_matmul(plan, hidden, weight, comp)
     if strategy == 'aggregate':
         return _aggregate(graph, x, weight, comp, aggr)
@@ -181,7 +186,7 @@ def _aggregate(graph, x, weight, comp, aggr):
         hidden = spmm_unchecked(graph.edge_values('target_relation', aggr, x.dtype), x)
     else:
         index = graph.sorted_dst * R + graph.sorted_rel
-        hidden = reduce_rows(n_dst * R, index, x.index_select(0, graph.sorted_src), aggr)
+        hidden = gather_reduce(x, graph.sorted_src, index, n_dst * R, None, aggr)
     if weight.dim() == 3:
         return hidden.view(n_dst, -1) @ weight.reshape(-1, weight.size(2))
     num_blocks, block_in, block_out = weight.shape[1:]

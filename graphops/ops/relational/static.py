@@ -11,7 +11,12 @@ from torch import Tensor
 
 from graphops.ops.relational.cost import pair_layout
 from graphops.ops.relational.graph import RelationalGraph
-from graphops.ops.relational.matmul import check_relational_args, reduce_rows, zeros_touching
+from graphops.ops.relational.matmul import (
+    check_relational_args,
+    gather_reduce,
+    reduce_rows,
+    zeros_touching,
+)
 from graphops.ops.relational.plans import mix_weights, pair_plan, tile_forward
 
 
@@ -104,23 +109,18 @@ def static_relational_matmul(
         return zeros_touching(plan.num_dst, out_channels, weight, comp, x)
     scale = plan.scale.to(weight.dtype).unsqueeze(-1) if aggr == 'mean' else None
     if x is None:
-        mixed = mix_weights(weight, comp).reshape(-1, out_channels)
-        messages = mixed.index_select(0, plan.rel * plan.num_src + plan.src)
+        rows = mix_weights(weight, comp).reshape(-1, out_channels)
+        row = plan.rel * plan.num_src + plan.src
         if aggr in ('sum', 'mean'):
-            if scale is not None:
-                messages = messages * scale
-            return reduce_rows(plan.num_dst, plan.dst, messages, aggr)
-        hidden = reduce_rows(plan.num_pairs, plan.pair, messages, aggr)
+            return gather_reduce(rows, row, plan.dst, plan.num_dst, scale, aggr)
+        hidden = gather_reduce(rows, row, plan.pair, plan.num_pairs, None, aggr)
         return reduce_rows(plan.num_dst, plan.pair_dst, hidden, 'sum')
     if plan.slot is None:
         raise ValueError(
             'this plan has no tile layout: build it with static_plan(graph, in_channels, '
             'out_channels) for float features'
         )
-    messages = x.index_select(0, plan.src)
-    if scale is not None:
-        messages = messages * scale
-    hidden = reduce_rows(plan.num_slots, plan.slot, messages, aggr)
+    hidden = gather_reduce(x, plan.src, plan.slot, plan.num_slots, scale, aggr)
     y = tile_forward(hidden, mix_weights(weight, comp, plan.tile_type))
     return reduce_rows(plan.num_dst, plan.dst_of_slot, y, 'sum')
 
@@ -168,12 +168,10 @@ def dense_relational_matmul(
         scale = (1.0 / count.index_select(0, key)).unsqueeze(-1)
     mixed = mix_weights(weight, comp)
     if x is None:
-        messages = mixed.reshape(-1, out_channels).index_select(0, rel * num_src + src)
+        rows, row = mixed.reshape(-1, out_channels), rel * num_src + src
         if aggr in ('sum', 'mean'):
-            if scale is not None:
-                messages = messages * scale
-            return reduce_rows(num_dst, dst, messages, aggr)
-        hidden = reduce_rows(num_dst * R, key, messages, aggr)
+            return gather_reduce(rows, row, dst, num_dst, scale, aggr)
+        hidden = gather_reduce(rows, row, key, num_dst * R, None, aggr)
         return hidden.view(num_dst, R, out_channels).sum(1)
     in_channels = x.size(1)
     if (
@@ -182,14 +180,9 @@ def dense_relational_matmul(
         and num_src * out_channels < num_dst * in_channels
     ):
         transformed = x @ mixed.permute(1, 0, 2).reshape(in_channels, R * out_channels)
-        messages = transformed.view(num_src * R, out_channels).index_select(0, src * R + rel)
-        if scale is not None:
-            messages = messages * scale
-        return reduce_rows(num_dst, dst, messages, 'sum')
-    messages = x.index_select(0, src)
-    if scale is not None:
-        messages = messages * scale
-    hidden = reduce_rows(num_dst * R, key, messages, aggr)
+        rows = transformed.view(num_src * R, out_channels)
+        return gather_reduce(rows, src * R + rel, dst, num_dst, scale, 'sum')
+    hidden = gather_reduce(x, src, key, num_dst * R, scale, aggr)
     if mixed.dim() == 3:
         return hidden.view(num_dst, R * in_channels) @ mixed.reshape(R * in_channels, -1)
     num_blocks, block_in, block_out = mixed.shape[1:]
