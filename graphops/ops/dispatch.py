@@ -3,7 +3,7 @@ kernel is not worth starting or a thread pool not worth waking, and the thread p
 
 Backends are named for what runs:
 
-* ``'llvm'``: the CPU SpMM kernel, LLVM IR compiled by llvmlite (:mod:`graphops.ops.kernels.llvm_spmm`);
+* ``'llvm'``: the CPU SpMM kernel, LLVM IR compiled by llvmlite (``graphops.ops.kernels.llvm_spmm``);
 * ``'numba'``: the CPU numba kernels (SpGEMM, triangles, SDDMM, CSR construction, gPool);
 * ``'torch'``: plain torch ops on any device (the fallback when numba or llvmlite is absent);
 * ``'cuda'``: torch's CUDA sparse kernels (cuSPARSE) for CUDA tensors.
@@ -40,7 +40,7 @@ BACKENDS = ('auto', 'llvm', 'numba', 'torch', 'cuda')
 #: the LLVM SpMM runs on one thread below this many (entries + rows) x features: waking its pool
 #: costs about 0.5 ms on a loaded 2-core machine, as much as a serial product of this size
 SPMM_SERIAL_WORK = 1 << 23
-#: below this many entries per row on average (and :data:`SPMM_SHORT_ROWS_MAX_WORK` (entries +
+#: below this many entries per row on average (and ``SPMM_SHORT_ROWS_MAX_WORK`` (entries +
 #: rows) x features), ``'auto'`` SpMM runs torch's ``embedding_bag`` instead of the LLVM kernel:
 #: on R-GCN's (target, relation) pairs (1-2 entries a row) and random rows of 2-8 entries it ran
 #: 1.6-1.8x faster on 2 cores; from 32 entries a row the kernel was 1.5x faster

@@ -32,7 +32,7 @@ kept ones to sum to one) and receive no gradient; the choice of kept entries is 
 constant by autograd. It bounds the output at ``k`` entries per row, which is what makes long
 meta-path products on hub-heavy graphs fit in memory.
 
-Backends (``backend='auto'`` follows :mod:`graphops.ops.dispatch`'s override, else picks the
+Backends (``backend='auto'`` follows ``graphops.ops.dispatch``'s override, else picks the
 first that applies):
 
 * ``'numba'``: CPU only, needs the optional ``numba`` package. Gustavson's row-by-row algorithm

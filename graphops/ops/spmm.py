@@ -5,7 +5,7 @@ The single SpMM entry point every layer and the precompute engine call.
 Backends (``backend='auto'`` picks the first that applies):
 
 * ``'cuda'``: ``torch.sparse.mm`` on a CSR tensor, i.e. cuSPARSE, for CUDA inputs;
-* ``'llvm'``: the row-parallel CPU kernel (:mod:`graphops.ops.kernels.llvm_spmm`: LLVM IR for the
+* ``'llvm'``: the row-parallel CPU kernel (``graphops.ops.kernels.llvm_spmm``: LLVM IR for the
   feature width and the CPU's SIMD width, compiled by llvmlite), with accumulators in registers
   and prefetched source rows. Rows are split into chunks of equal *nnz* (not equal row counts) so
   power-law graphs stay balanced; each output row is written by one thread, summing its entries
@@ -14,7 +14,7 @@ Backends (``backend='auto'`` picks the first that applies):
   they are, skips the value array of an unweighted matrix, and builds no sparse tensor;
 * ``'torch'``: ``torch.sparse.mm`` on CPU (MKL when torch has it), or, on rows of a few entries,
   ``embedding_bag`` (CSR x dense with per-entry weights on torch's OpenMP threads), which
-  ``'auto'`` prefers to the LLVM kernel there (:data:`graphops.ops.dispatch.SPMM_SHORT_ROWS`).
+  ``'auto'`` prefers to the LLVM kernel there (``graphops.ops.dispatch.SPMM_SHORT_ROWS``).
 
 Autograd: one :class:`torch.autograd.Function` for every backend. The forward runs the chosen
 kernel on detached inputs; the backward runs the same kernel on the transposed matrix for
@@ -68,7 +68,7 @@ def spmm(
             of each row; empty rows give zeros).
         out (Tensor, optional): a contiguous ``[N_dst, F]`` tensor of ``x``'s dtype and device to
             write into (its old contents are overwritten). Default: a new tensor.
-        backend (str): ``'auto'`` (default: the :mod:`graphops.ops.dispatch` override, else the
+        backend (str): ``'auto'`` (default: the ``graphops.ops.dispatch`` override, else the
             first that applies), ``'llvm'``, ``'torch'`` or ``'cuda'``; see the module docstring.
 
     Shapes:
@@ -224,7 +224,7 @@ def _needs_grad(csr: CSR, x: Tensor) -> bool:
 
 
 def _short_rows(csr: CSR, x: Tensor) -> bool:
-    """Rows of a few entries on a product of moderate size (:data:`dispatch.SPMM_SHORT_ROWS`)."""
+    """Rows of a few entries on a product of moderate size (``dispatch.SPMM_SHORT_ROWS``)."""
     return (
         csr.nnz < dispatch.SPMM_SHORT_ROWS * csr.num_rows
         and (csr.nnz + csr.num_rows) * x.size(1) < dispatch.SPMM_SHORT_ROWS_MAX_WORK

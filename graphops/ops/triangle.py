@@ -38,7 +38,7 @@ def triangle_adjacency(
 
     Args:
         csr (CSR): a square adjacency (``adj_t`` form; weights and direction are ignored).
-        backend (str): ``'auto'`` (default: the :mod:`graphops.ops.dispatch` override, else
+        backend (str): ``'auto'`` (default: the ``graphops.ops.dispatch`` override, else
             numba on CPU when installed, else torch), ``'numba'`` or ``'torch'``.
         block_wedges (int): wedges looked up at a time by the torch backend (memory bound).
         drop_zeros (bool): drop edges that close no triangle (default: ``True``; they would

@@ -25,8 +25,8 @@ def pair_layout(
     num_bases: int | None = None,
     tile_size: int | None = None,
 ) -> tuple[int, int]:
-    """``(tile_size, chunk_tiles)`` for :func:`~graphops.ops.relational.plans.pair_plan`: chunks
-    of at most :data:`~graphops.ops.relational.plans.CHUNK_ELEMENTS` intermediate elements and,
+    """``(tile_size, chunk_tiles)`` for ``pair_plan``: chunks
+    of at most ``graphops.ops.relational.plans.CHUNK_ELEMENTS`` intermediate elements and,
     with bases, at most ``R // 2`` tiles, so mixed weights never reach ``[R, in, out]``."""
     if tile_size is None:
         tile_size = choose_tile_size(graph.pairs_per_relation, in_channels, out_channels)

@@ -1,6 +1,6 @@
 r"""The relational sum of R-GCN (without root term and bias) on a
-:class:`~graphops.ops.relational.graph.RelationalGraph`, by the strategy
-:func:`~graphops.ops.relational.cost.choose_strategy` picks."""
+``RelationalGraph``, by the strategy
+``choose_strategy`` picks."""
 
 from __future__ import annotations
 
@@ -113,7 +113,7 @@ def relational_matmul(
 
     * ``'pairs'``: aggregate-first into the unique (target, relation) pairs, then one batched
       product per chunk over pairs padded to tiles of one relation
-      (:func:`~graphops.ops.relational.plans.pairs_matmul`; with bases each tile's weight is mixed
+      (``pairs_matmul``; with bases each tile's weight is mixed
       from the bases on the spot);
     * ``'aggregate'``: aggregate into a dense ``[N_dst, R * in]`` (bases: ``[N_dst, B * in]``
       with the coefficients on the edges), then one GEMM;

@@ -1,5 +1,5 @@
 r"""Aggregate-first products over the (target, relation) pairs of a
-:class:`~graphops.ops.relational.graph.RelationalGraph`: pairs padded to tiles of one relation,
+``RelationalGraph``: pairs padded to tiles of one relation,
 each tile multiplied by its relation's weight in one ``bmm``, chunk by chunk.
 
 .. math::

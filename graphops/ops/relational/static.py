@@ -29,7 +29,7 @@ class StaticRelationalPlan:
     Edges are in the graph's (relation, target, source) order: ``src``, ``dst``, ``rel``, the
     mean scale ``1 / |N_r(i)|`` (float64), the (target, relation) pair of each edge and, with
     features, the tile slot of each edge (pairs padded to tiles of one relation, as
-    :func:`~graphops.ops.relational.plans.pair_plan`).
+    ``pair_plan``).
     """
 
     num_src: int
