@@ -33,7 +33,7 @@ from torch_geometric.nn import RGCNConv as PyGRGCNConv
 
 from benchmarks.common import PeakMemory, emit, plot_bars, ratio, synchronize
 from graphops.nn.conv.rgcn_conv import RGCNConv
-from graphops.ops.segment import RelationalGraph, strategy_costs
+from graphops.ops.relational import RelationalGraph, strategy_costs
 
 CASES = {
     'a': {'nodes': 8285, 'edges': 58086, 'relations': 90, 'channels': 16, 'bases': 30},

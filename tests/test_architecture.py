@@ -99,3 +99,33 @@ def test_the_private_import_check_catches_one(tmp_path):
     bad = tmp_path / 'bad.py'
     bad.write_text('from graphops.ops.csr import CSR, _from_coo\n')
     assert private_imports(bad) == ['graphops.ops.csr._from_coo']
+
+
+# Inside ops, one way too: kernels and the dispatch rules know nothing of the products built on
+# them, and the relational engine sits on top (nothing else in ops imports it).
+OPS = PACKAGE / 'ops'
+OPS_ALLOWED = {
+    'optional': set(),
+    'dispatch': {'optional'},
+    'kernels': {'optional', 'dispatch'},
+}
+
+
+def ops_part(module: str) -> str | None:
+    parts = module.split('.')
+    return parts[2] if len(parts) > 2 and parts[:2] == ['graphops', 'ops'] else None
+
+
+@pytest.mark.parametrize(
+    'path', sorted(OPS.rglob('*.py')), ids=lambda p: str(p.relative_to(PACKAGE))
+)
+def test_ops_imports_point_one_way(path):
+    own = path.relative_to(OPS).parts[0].removesuffix('.py')
+    for module in imported_modules(path):
+        target = ops_part(module)
+        if target is None or target == own:
+            continue
+        if own in OPS_ALLOWED:
+            assert target in OPS_ALLOWED[own], f'ops/{own} imports {module} (ARCHITECTURE.md)'
+        if own != '__init__':
+            assert target != 'relational', f'ops/{own} imports the relational engine ({module})'

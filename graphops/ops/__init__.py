@@ -10,6 +10,7 @@ from graphops.ops.csr import (
     symmetrize,
     to_csr,
 )
+from graphops.ops.dispatch import current_backend, set_backend, use_backend
 from graphops.ops.edge_type import EdgeTypeStack, edge_type_norm
 from graphops.ops.induced import augmented_subgraph, induced_edge_index, induced_subgraph
 from graphops.ops.memory import ProductTooLargeError, set_memory_budget
@@ -22,6 +23,9 @@ from graphops.ops.topk import topk
 from graphops.ops.triangle import triangle_adjacency
 
 __all__ = [
+    'current_backend',
+    'set_backend',
+    'use_backend',
     'RowBlockStream',
     'has_numba',
     'host_empty',

@@ -13,7 +13,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from graphops.ops.validate import check_index, check_length, check_same_device, check_tensor
+from graphops.ops.validate import (
+    check_condition,
+    check_index,
+    check_length,
+    check_same_device,
+    check_tensor,
+)
 
 # Ragged batches are padded when that adds at most this factor of rows; beyond it a loop over the
 # graphs is faster (measured on batches of 20 PROTEINS graphs) and keeps the memory O(N).
@@ -44,6 +50,13 @@ def graph_sizes(batch: Tensor | None, num_nodes: int, name: str = 'batch') -> Te
     check_length(batch, num_nodes, name, 'the number of nodes')
     if num_nodes == 0:
         raise ValueError(f'{name} is empty: the batch has no nodes; pass at least one graph')
+    if torch.compiler.is_compiling():  # the same checks without reading values back
+        sizes = torch.bincount(batch.long())
+        check_condition(
+            (batch[1:] >= batch[:-1]).all() & (sizes > 0).all(),
+            f'{name} must be sorted (non-decreasing) and use every graph id from 0 up',
+        )
+        return sizes
     if bool((batch[1:] < batch[:-1]).any()):
         raise ValueError(
             f'{name} must be sorted (non-decreasing), as PyG batches are; sort the nodes by graph '
@@ -145,6 +158,10 @@ def per_graph_transpose_matmul(
     check_length(batch, a.size(0), 'batch', 'the number of rows of a')
     num_graphs = sizes.numel()
     num_rows = a.size(0)
+    if torch.compiler.is_compiling():
+        # no size read back: each graph's rows selected by a [B, N] one-hot (B * N * P memory)
+        one_hot = batch.long().unsqueeze(0) == torch.arange(num_graphs, device=a.device)[:, None]
+        return torch.einsum('gn,np,nq->gpq', one_hot.to(a.dtype), a, b)
     largest = int(sizes.max())
     padded_rows = num_graphs * largest
     if padded_rows == num_rows:  # equal sizes: a reshape, no copy

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from graphops.ops import csr_kernels
+from graphops.ops.kernels import csr as csr_kernels
 from graphops.ops.optional import is_sparse_tensor, torch_sparse
 from graphops.ops.validate import (
     check_condition,
@@ -35,6 +35,7 @@ from graphops.ops.validate import (
     check_index,
     check_num_nodes,
     check_same_device,
+    defers_value_checks,
 )
 
 _INT32_MAX = 2**31 - 1
@@ -221,7 +222,7 @@ class CSR:
         left out of pickles)."""
         cached = self.__dict__.get('_transposed')
         if cached is None:
-            pattern, perm = _sort_coo(self.col, self.row(), self.num_cols, self.num_rows, True)
+            pattern, perm = sort_coo(self.col, self.row(), self.num_cols, self.num_rows, True)
             if perm is None:  # already in transposed order
                 perm = torch.arange(self.nnz, device=self.device)
             cached = (pattern, perm)
@@ -310,6 +311,16 @@ class CSR:
         return _from_sorted(
             row[new_entry], col[new_entry], keep_value, self.num_rows, self.num_cols
         )
+
+    def entry_groups(self) -> Tensor:
+        """``[nnz]`` id of the distinct ``(row, col)`` of each entry: duplicates share one, ids
+        count up from 0 along the entries. What :meth:`coalesce` merges, in static shapes (no
+        value read back), so ``zeros(nnz).index_add(0, groups, value)`` holds the merged weights
+        (trailing slots zero) under ``torch.compile`` too."""
+        row, col = self.row(), self.col
+        new_entry = torch.ones(self.nnz, dtype=torch.bool, device=self.device)
+        new_entry[1:] = (row[1:] != row[:-1]) | (col[1:] != col[:-1])
+        return torch.cumsum(new_entry.long(), 0) - 1
 
     def binarize(self) -> CSR:
         """Drops weights and duplicates: every stored edge becomes a 1."""
@@ -408,7 +419,13 @@ def _describe(value) -> str:
 def _from_sorted(row: Tensor, col: Tensor, value, num_rows: int, num_cols: int) -> CSR:
     nnz = col.numel()
     dtype = index_dtype_for(num_rows, num_cols, nnz)
-    counts = torch.bincount(row.long(), minlength=num_rows) if nnz else None
+    if not nnz:
+        counts = None
+    elif defers_value_checks(row):  # bincount's size is read back: count into fixed rows
+        counts = torch.zeros(num_rows, dtype=torch.long, device=row.device)
+        counts = counts.index_add_(0, row.long(), torch.ones_like(row, dtype=torch.long))
+    else:
+        counts = torch.bincount(row.long(), minlength=num_rows)
     rowptr = torch.zeros(num_rows + 1, dtype=torch.long, device=col.device)
     if counts is not None:
         torch.cumsum(counts, 0, out=rowptr[1:])
@@ -417,17 +434,18 @@ def _from_sorted(row: Tensor, col: Tensor, value, num_rows: int, num_cols: int) 
 
 def _from_coo(row: Tensor, col: Tensor, value, num_rows: int, num_cols: int) -> CSR:
     """Sorts ``(row, col)`` lexicographically (stably, so duplicates keep their order)."""
-    csr, perm = _sort_coo(row, col, num_rows, num_cols, with_perm=value is not None)
+    csr, perm = sort_coo(row, col, num_rows, num_cols, with_perm=value is not None)
     if value is None:
         return csr
     return csr.with_value(value if perm is None else value[perm])
 
 
-def _sort_coo(
+def sort_coo(
     row: Tensor, col: Tensor, num_rows: int, num_cols: int, with_perm: bool
 ) -> tuple[CSR, Tensor | None]:
-    """The unweighted CSR of the sorted entries and, with ``with_perm``, the input position of each
-    sorted entry (``None`` when the input was already sorted)."""
+    """The unweighted CSR of the entries ``(row[e], col[e])`` sorted stably by ``(row, col)``
+    (duplicates kept) and, with ``with_perm``, the input position of each sorted entry (``None``
+    when the input was already sorted). The caller has checked the indices' range."""
     if csr_kernels.numba_applies(col, row):
         # a two-level counting/radix sort: about 3x faster than torch.sort on 20M edges, same order
         rowptr, col, perm = csr_kernels.sort_coo(
@@ -442,7 +460,8 @@ def _sort_coo(
     perm = None
     if col.numel():
         key = row.long() * max(num_cols, 1) + col.long()
-        if not bool((key[1:] >= key[:-1]).all()):
+        # (under torch.compile or on a GPU it sorts rather than read back whether it must)
+        if defers_value_checks(key) or not bool((key[1:] >= key[:-1]).all()):
             sorted_key, perm = torch.sort(key, stable=True)
             # row and col come back from the sorted keys by a sequential divmod: two random
             # gathers of E indices cost about 8x more on a 20M-edge graph

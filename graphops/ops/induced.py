@@ -22,8 +22,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from graphops.ops import pool_kernels
 from graphops.ops.csr import CSR, torch_csr_tensor
+from graphops.ops.kernels import pool as pool_kernels
 from graphops.ops.validate import check_edge_index, check_index, check_index_or_mask
 
 

@@ -12,14 +12,13 @@ import torch
 from torch import Tensor
 
 from graphops.ops.csr import CSR, check_csr
-from graphops.ops.llvm_spmm import row_chunks
-from graphops.ops.optional import NumbaKernels, kernel_threads, numba_applies
+from graphops.ops.dispatch import SDDMM_SERIAL_WORK, numba_kernel_applies, threads_for
+from graphops.ops.kernels import sddmm as sddmm_kernels
+from graphops.ops.kernels.llvm_spmm import row_chunks
 from graphops.ops.validate import check_float, check_length, check_same_device
 
 __all__ = ['sddmm']
 
-#: below this many entries x features the kernel runs on one thread (waking the pool costs more)
-SERIAL_WORK = 1 << 18
 #: the torch fallback gathers at most this many elements at once
 CHUNK_ELEMENTS = 1 << 24
 _KERNEL_DTYPES = (torch.float32, torch.float64)
@@ -58,10 +57,10 @@ def sddmm_unchecked(csr: CSR, left: Tensor, right: Tensor) -> Tensor:
     nnz, features = csr.nnz, left.size(1)
     if nnz == 0 or features == 0:
         return left.new_zeros(nnz)
-    if left.dtype in _KERNEL_DTYPES and numba_applies((csr.col, left, right), 0):
-        (kernel,) = _loaded()
+    if left.dtype in _KERNEL_DTYPES and numba_kernel_applies((csr.col, left, right), 0):
+        (kernel,) = sddmm_kernels.loaded()
         out = torch.empty(nnz, dtype=left.dtype)
-        threads = kernel_threads() if nnz * features >= SERIAL_WORK else 1
+        threads = threads_for(nnz * features, SDDMM_SERIAL_WORK)
         bounds = row_chunks(csr.rowptr.numpy(), 8 * threads)
         kernel(
             csr.rowptr.numpy(),
@@ -80,19 +79,3 @@ def sddmm_unchecked(csr: CSR, left: Tensor, right: Tensor) -> Tensor:
         end = begin + step
         out[begin:end] = (left[row[begin:end]] * right[col[begin:end]]).sum(1)
     return out
-
-
-def _sddmm_kernel(rowptr, col, left, right, bounds, out):
-    features = left.shape[1]
-    for chunk in _numba.prange(bounds.shape[0] - 1):
-        for i in range(bounds[chunk], bounds[chunk + 1]):
-            for e in range(rowptr[i], rowptr[i + 1]):
-                j = col[e]
-                total = 0.0
-                for f in range(features):
-                    total += left[i, f] * right[j, f]
-                out[e] = total
-
-
-_numba = None  # bound by _loaded before the kernel compiles
-_loaded = NumbaKernels(globals(), (_sddmm_kernel, True))

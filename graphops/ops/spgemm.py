@@ -32,7 +32,8 @@ kept ones to sum to one) and receive no gradient; the choice of kept entries is 
 constant by autograd. It bounds the output at ``k`` entries per row, which is what makes long
 meta-path products on hub-heavy graphs fit in memory.
 
-Backends (``backend='auto'`` picks the first that applies):
+Backends (``backend='auto'`` follows ``graphops.ops.dispatch``'s override, else picks the
+first that applies):
 
 * ``'numba'``: CPU only, needs the optional ``numba`` package. Gustavson's row-by-row algorithm
   with a dense accumulator per thread, rows split into chunks of equal work; a symbolic pass
@@ -53,20 +54,19 @@ import torch
 from torch import Tensor
 
 from graphops.ops.csr import CSR, index_dtype_for, to_csr
+from graphops.ops.dispatch import SPGEMM_SERIAL_WORK, choose_backend, current_backend, threads_for
+from graphops.ops.kernels import spgemm as spgemm_kernels
 from graphops.ops.memory import check_fits, memory_budget
-from graphops.ops.optional import NumbaKernels, kernel_threads, warn_torch_fallback
+from graphops.ops.optional import warn_torch_fallback
 from graphops.ops.spmm import has_numba, row_chunks
 from graphops.ops.validate import (
     check_num_nodes,
     check_same_device,
 )
 
-BACKENDS = ('auto', 'numba', 'torch')
 DEFAULT_CHUNK_SIZE = 1 << 21
 # Per-thread partial gradient buffers above this size are merged into fewer threads.
 _PARTIAL_BUDGET_BYTES = 256 << 20
-# Numba kernels with less work than this run on the calling thread alone.
-_SERIAL_WORK = 1 << 16
 
 
 # --- public API ---------------------------------------------------------------------------------
@@ -121,15 +121,13 @@ def spgemm(
         )
     check_same_device([('a', a.col), ('b', b.col)])
     topk = check_topk(topk)
-    if backend not in BACKENDS:
-        raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f'chunk_size must be a positive int, got {chunk_size!r}')
     if isinstance(entry_bytes, bool) or not isinstance(entry_bytes, int) or entry_bytes < 0:
         raise ValueError(f'entry_bytes must be a non-negative int, got {entry_bytes!r}')
     dtype = _result_dtype(a, b)
-    chosen = _choose_backend(a.device, backend)
-    if chosen == 'torch' and backend == 'auto':
+    chosen = choose_backend('spgemm', backend, a.device, kernel='numba', kernel_ready=has_numba())
+    if chosen == 'torch' and backend == 'auto' and current_backend() == 'auto':
         warn_torch_fallback('spgemm', (a.col, b.col))
     _check_product_fits(a, b, topk, dtype, entry_bytes)
     a_value = a.values(dtype)
@@ -290,9 +288,9 @@ def _check_product_fits(a: CSR, b: CSR, topk: int | None, dtype: torch.dtype, en
         return
     exact = bound
     if a.device.type == 'cpu' and has_numba():
-        symbolic, *_ = _loaded()
+        symbolic, *_ = spgemm_kernels.loaded()
         counts = np.zeros(a.num_rows, dtype=np.int64)
-        threads = _threads_for(int(work[-1]))
+        threads = threads_for(int(work[-1]), SPGEMM_SERIAL_WORK)
         symbolic(
             a.rowptr.long().numpy(),
             a.col.long().numpy(),
@@ -338,18 +336,6 @@ def _result_dtype(a: CSR, b: CSR) -> torch.dtype:
     if not dtypes:
         return torch.float32
     return torch.promote_types(dtypes[0], dtypes[-1])
-
-
-def _choose_backend(device: torch.device, backend: str) -> str:
-    if backend == 'numba':
-        if device.type != 'cpu':
-            raise ValueError(f"backend='numba' runs on CPU tensors only, got {device}; use 'torch'")
-        if not has_numba():
-            raise ImportError("backend='numba' needs the numba package: pip install numba")
-        return 'numba'
-    if backend == 'torch':
-        return 'torch'
-    return 'numba' if device.type == 'cpu' and has_numba() else 'torch'
 
 
 # --- the autograd Functions ---------------------------------------------------------------------
@@ -567,25 +553,19 @@ def _num_partials(bytes_per_partial: int, threads: int) -> int:
     return max(1, min(threads, _PARTIAL_BUDGET_BYTES // max(bytes_per_partial, 1)))
 
 
-def _threads_for(work: int) -> int:
-    """Threads for a kernel of ``work`` terms: small kernels run on one thread, since waking
-    numba's pool costs more than they do (tens of ms on a loaded machine)."""
-    return kernel_threads() if work >= _SERIAL_WORK else 1
-
-
 # --- the numba backend (CPU) --------------------------------------------------------------------
 
 
 def _numba_forward(
     a_rowptr, a_col, a_value, b_rowptr, b_col, b_value, num_rows, num_cols, topk, _chunk
 ):
-    symbolic, numeric, *_ = _loaded()
+    symbolic, numeric, *_ = spgemm_kernels.loaded()
     if num_rows == 0:
         empty = torch.zeros(0, dtype=torch.long)
         return torch.zeros(1, dtype=torch.long), empty, torch.zeros(0, dtype=a_value.dtype)
     arrays = (a_rowptr.numpy(), a_col.numpy(), b_rowptr.numpy(), b_col.numpy())
     work = _row_work(a_rowptr, a_col, b_rowptr).numpy()
-    threads = _threads_for(int(work[-1]))
+    threads = threads_for(int(work[-1]), SPGEMM_SERIAL_WORK)
     bounds = row_chunks(work, 8 * threads)
     counts = np.zeros(num_rows, dtype=np.int64)
     symbolic(*arrays, max(num_cols, 1), topk, bounds, counts, threads=threads)
@@ -627,11 +607,11 @@ def _numba_backward(
     need_b,
     _chunk,
 ):
-    *_, backward = _loaded()
+    *_, backward = spgemm_kernels.loaded()
     dtype = a_value.dtype
     grad_a = torch.zeros(a_value.numel(), dtype=dtype)
     work = _row_work(a_rowptr, a_col, b_rowptr).numpy()
-    threads = _threads_for(int(work[-1]))
+    threads = threads_for(int(work[-1]), SPGEMM_SERIAL_WORK)
     parts = _num_partials(b_value.numel() * b_value.element_size(), threads)
     parts = parts if need_b else threads
     grad_b_parts = torch.zeros(parts, b_value.numel() if need_b else 0, dtype=dtype)
@@ -655,109 +635,3 @@ def _numba_backward(
         threads=threads,
     )
     return (grad_a if need_a else None), (grad_b_parts.sum(0) if need_b else None)
-
-
-# Kernels: compiled by ``_loaded`` (:class:`~graphops.ops.optional.NumbaKernels`) on first use.
-def _symbolic_kernel(a_rowptr, a_col, b_rowptr, b_col, num_cols, topk, bounds, counts):
-    for chunk in _numba.prange(bounds.shape[0] - 1):
-        marker = np.full(num_cols, -1, dtype=np.int64)
-        for i in range(bounds[chunk], bounds[chunk + 1]):
-            n = 0
-            for e in range(a_rowptr[i], a_rowptr[i + 1]):
-                m = a_col[e]
-                for f in range(b_rowptr[m], b_rowptr[m + 1]):
-                    k = b_col[f]
-                    if marker[k] != i:
-                        marker[k] = i
-                        n += 1
-            counts[i] = min(n, topk) if topk > 0 else n
-
-
-def _numeric_kernel(
-    a_rowptr,
-    a_col,
-    a_value,
-    b_rowptr,
-    b_col,
-    b_value,
-    num_cols,
-    topk,
-    bounds,
-    c_rowptr,
-    c_col,
-    c_value,
-):
-    for chunk in _numba.prange(bounds.shape[0] - 1):
-        acc = np.zeros(num_cols, dtype=c_value.dtype)
-        marker = np.full(num_cols, -1, dtype=np.int64)
-        touched = np.empty(num_cols, dtype=np.int64)
-        for i in range(bounds[chunk], bounds[chunk + 1]):
-            n = 0
-            # Terms are summed in (A entry, B entry) order, as the torch backend does.
-            for e in range(a_rowptr[i], a_rowptr[i + 1]):
-                m = a_col[e]
-                a = a_value[e]
-                for f in range(b_rowptr[m], b_rowptr[m + 1]):
-                    k = b_col[f]
-                    if marker[k] != i:
-                        marker[k] = i
-                        touched[n] = k
-                        n += 1
-                    acc[k] += a * b_value[f]
-            cols = np.sort(touched[:n])
-            if topk > 0 and n > topk:
-                magnitude = np.empty(n, dtype=c_value.dtype)
-                for t in range(n):
-                    magnitude[t] = -abs(acc[cols[t]])
-                order = np.argsort(magnitude, kind='mergesort')
-                cols = np.sort(cols[order[:topk]])
-            start = c_rowptr[i]
-            for t in range(cols.shape[0]):
-                c_col[start + t] = cols[t]
-                c_value[start + t] = acc[cols[t]]
-            for t in range(n):
-                acc[touched[t]] = 0
-
-
-def _backward_kernel(
-    a_rowptr,
-    a_col,
-    a_value,
-    b_rowptr,
-    b_col,
-    b_value,
-    c_rowptr,
-    c_col,
-    grad_c,
-    num_cols,
-    bounds,
-    need_b,
-    grad_a,
-    grad_b_parts,
-):
-    for chunk in _numba.prange(bounds.shape[0] - 1):
-        grad_row = np.zeros(num_cols, dtype=grad_a.dtype)
-        for i in range(bounds[chunk], bounds[chunk + 1]):
-            for t in range(c_rowptr[i], c_rowptr[i + 1]):
-                grad_row[c_col[t]] = grad_c[t]
-            for e in range(a_rowptr[i], a_rowptr[i + 1]):
-                m = a_col[e]
-                a = a_value[e]
-                total = 0.0
-                for f in range(b_rowptr[m], b_rowptr[m + 1]):
-                    g = grad_row[b_col[f]]
-                    total += g * b_value[f]
-                    if need_b:
-                        grad_b_parts[chunk, f] += a * g
-                grad_a[e] = total
-            for t in range(c_rowptr[i], c_rowptr[i + 1]):
-                grad_row[c_col[t]] = 0
-
-
-_numba = None  # bound by _loaded before the kernels compile
-_loaded = NumbaKernels(
-    globals(),
-    (_symbolic_kernel, True),
-    (_numeric_kernel, True),
-    (_backward_kernel, True),
-)

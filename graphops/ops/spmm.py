@@ -5,14 +5,16 @@ The single SpMM entry point every layer and the precompute engine call.
 Backends (``backend='auto'`` picks the first that applies):
 
 * ``'cuda'``: ``torch.sparse.mm`` on a CSR tensor, i.e. cuSPARSE, for CUDA inputs;
-* ``'llvm'``: the row-parallel CPU kernel (:mod:`graphops.ops.llvm_spmm`: LLVM IR for the
+* ``'llvm'``: the row-parallel CPU kernel (``graphops.ops.kernels.llvm_spmm``: LLVM IR for the
   feature width and the CPU's SIMD width, compiled by llvmlite), with accumulators in registers
   and prefetched source rows. Rows are split into chunks of equal *nnz* (not equal row counts) so
   power-law graphs stay balanced; each output row is written by one thread, summing its entries
   in CSR order, so the result is bit-identical whatever the thread count
   (``torch.get_num_threads()``) and however the columns are sliced. It reads ``int32`` indices as
   they are, skips the value array of an unweighted matrix, and builds no sparse tensor;
-* ``'torch'``: ``torch.sparse.mm`` on CPU (MKL when torch has it).
+* ``'torch'``: ``torch.sparse.mm`` on CPU (MKL when torch has it), or, on rows of a few entries,
+  ``embedding_bag`` (CSR x dense with per-entry weights on torch's OpenMP threads), which
+  ``'auto'`` prefers to the LLVM kernel there (``graphops.ops.dispatch.SPMM_SHORT_ROWS``).
 
 Autograd: one :class:`torch.autograd.Function` for every backend. The forward runs the chosen
 kernel on detached inputs; the backward runs the same kernel on the transposed matrix for
@@ -27,24 +29,26 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from graphops.ops import llvm_spmm
+from graphops.ops import dispatch
 from graphops.ops.csr import CSR, check_csr, torch_csr_tensor
-from graphops.ops.llvm_spmm import row_chunks
+from graphops.ops.dispatch import BACKENDS, choose_backend, current_backend
+from graphops.ops.kernels import llvm_spmm
+from graphops.ops.kernels.llvm_spmm import row_chunks
 from graphops.ops.optional import has_numba, warn_torch_fallback
 from graphops.ops.sddmm import sddmm_unchecked
 from graphops.ops.validate import check_float, check_length, check_same_device
 
-BACKENDS = ('auto', 'llvm', 'torch', 'cuda')
 _LLVM_DTYPES = (torch.float32, torch.float64)
 _TORCH_SPARSE_CPU_DTYPES = (torch.float32, torch.float64)
 _NUMPY_DTYPES = {torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64}
 # Large host buffers start on a 2 MiB boundary: a whole huge page, and every row on a cache line.
 HUGE_PAGE = 2 << 20
 
-__all__ = ['spmm', 'host_empty', 'has_numba', 'row_chunks']
+__all__ = ['spmm', 'spmm_unchecked', 'host_empty', 'has_numba', 'row_chunks']
 
 
 def spmm(
@@ -64,8 +68,8 @@ def spmm(
             of each row; empty rows give zeros).
         out (Tensor, optional): a contiguous ``[N_dst, F]`` tensor of ``x``'s dtype and device to
             write into (its old contents are overwritten). Default: a new tensor.
-        backend (str): ``'auto'`` (default), ``'llvm'``, ``'torch'`` or ``'cuda'``; see the
-            module docstring.
+        backend (str): ``'auto'`` (default: the ``graphops.ops.dispatch`` override, else the
+            first that applies), ``'llvm'``, ``'torch'`` or ``'cuda'``; see the module docstring.
 
     Shapes:
         ``x``: :math:`(N_{src}, F)` -> output :math:`(N_{dst}, F)`.
@@ -87,12 +91,19 @@ def spmm(
         raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
     if out is not None:
         _check_out(out, (csr.num_rows, x.size(1)), x)
-    chosen = _choose_backend(csr, x, backend)
-    mean = reduce == 'mean'
+    return spmm_unchecked(csr, x, reduce == 'mean', out=out, backend=backend)
+
+
+def spmm_unchecked(
+    csr: CSR, x: Tensor, mean: bool = False, *, out: Tensor | None = None, backend: str = 'auto'
+) -> Tensor:
+    """:func:`spmm` for inputs already validated (the layers' hot paths call this), with autograd
+    in ``x`` and ``csr.value``."""
     value = None if csr.value is None else csr.value.to(x.dtype)
     if torch.compiler.is_compiling():
         result = _gather_scatter(csr, value, x, mean)
         return result if out is None else out.copy_(result)
+    chosen = _choose_backend(csr, x, backend)
     if _needs_grad(csr, x):
         result = _SpMM.apply(value, x, csr, mean, chosen)
         return result if out is None else out.copy_(result)
@@ -145,6 +156,16 @@ def _product(
         result = _gather_scatter(csr, value, x, mean)  # MKL's sparse product lacks half types
         return result if out is None else out.copy_(result)
     weights = torch.ones(csr.nnz, dtype=x.dtype, device=x.device) if value is None else value
+    if x.device.type == 'cpu' and _short_rows(csr, x):
+        result = F.embedding_bag(
+            csr.col, x, csr.rowptr, mode='sum', per_sample_weights=weights,
+            include_last_offset=True,
+        )  # fmt: skip
+        if out is not None:
+            result = out.copy_(result)
+        if mean:
+            result.div_(csr.row_counts().clamp_(min=1).to(x.dtype).unsqueeze(-1))
+        return result
     matrix = torch_csr_tensor(csr.rowptr, csr.col, weights, csr.shape)
     result = torch.sparse.mm(matrix, x) if out is None else torch.mm(matrix, x, out=out)
     if mean:
@@ -202,32 +223,28 @@ def _needs_grad(csr: CSR, x: Tensor) -> bool:
     return x.requires_grad or (csr.value is not None and csr.value.requires_grad)
 
 
+def _short_rows(csr: CSR, x: Tensor) -> bool:
+    """Rows of a few entries on a product of moderate size (``dispatch.SPMM_SHORT_ROWS``)."""
+    return (
+        csr.nnz < dispatch.SPMM_SHORT_ROWS * csr.num_rows
+        and (csr.nnz + csr.num_rows) * x.size(1) < dispatch.SPMM_SHORT_ROWS_MAX_WORK
+    )
+
+
 def _choose_backend(csr: CSR, x: Tensor, backend: str) -> str:
-    if x.device.type == 'cuda':
-        if backend == 'llvm':
-            raise ValueError("backend='llvm' runs on CPU tensors only; use 'cuda' or 'auto'")
-        return 'cuda'
-    if backend == 'cuda':
-        raise ValueError(f"backend='cuda' needs CUDA tensors, got x on {x.device}")
-    llvm_ok = x.dtype in _LLVM_DTYPES and llvm_spmm.available()
-    if backend == 'llvm':
-        if not has_numba():
-            raise ImportError("backend='llvm' needs llvmlite (with numba): pip install numba")
-        if not llvm_spmm.available():
-            raise ImportError(
-                "backend='llvm' could not compile its kernel for this CPU (llvmlite); use "
-                "backend='torch'"
-            )
-        if not llvm_ok:
-            raise ValueError(
-                f"backend='llvm' handles float32/float64 inputs, got {x.dtype}; use "
-                "backend='torch' (or 'auto') for other dtypes"
-            )
-        return 'llvm'
-    if backend == 'auto' and llvm_ok:
-        return 'llvm'
-    if backend == 'auto' and x.dtype in _LLVM_DTYPES:
+    dtype_ok = x.dtype in _LLVM_DTYPES
+    ready = dtype_ok and llvm_spmm.available()
+    if not dtype_ok:
+        unready = f"it handles float32/float64 inputs, got {x.dtype}; use backend='torch'"
+    else:
+        unready = "llvmlite (pip install numba) could not compile the kernel; use backend='torch'"
+    chosen = choose_backend(
+        'spmm', backend, x.device, kernel='llvm', kernel_ready=ready, unready=unready, gpu='cuda'
+    )
+    if chosen == 'llvm' and backend == 'auto' and _short_rows(csr, x):
+        return 'torch'  # its embedding_bag beats the kernel here (see dispatch.SPMM_SHORT_ROWS)
+    if chosen == 'torch' and dtype_ok and current_backend() == 'auto' and backend == 'auto':
         # the kernel could run but is missing: say so once, on a large input
         reason = None if not has_numba() else 'llvmlite cannot compile the kernel for this CPU'
         warn_torch_fallback('spmm', (csr.col, x), reason)
-    return 'torch'
+    return chosen

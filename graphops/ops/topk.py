@@ -13,7 +13,7 @@ import math
 import torch
 from torch import Tensor
 
-from graphops.ops import pool_kernels
+from graphops.ops.kernels import pool as pool_kernels
 from graphops.ops.validate import check_float, check_index, check_length
 
 

@@ -23,10 +23,10 @@ import torch
 from torch import Tensor
 
 from graphops.ops.csr import CSR, symmetrize
-from graphops.ops.optional import NumbaKernels, kernel_threads, warn_torch_fallback
+from graphops.ops.dispatch import choose_backend, current_backend
+from graphops.ops.kernels import triangle as triangle_kernels
+from graphops.ops.optional import kernel_threads, warn_torch_fallback
 from graphops.ops.spmm import has_numba, row_chunks
-
-BACKENDS = ('auto', 'numba', 'torch')
 
 
 def triangle_adjacency(
@@ -38,8 +38,8 @@ def triangle_adjacency(
 
     Args:
         csr (CSR): a square adjacency (``adj_t`` form; weights and direction are ignored).
-        backend (str): ``'auto'`` (default: numba on CPU when installed, else torch),
-            ``'numba'`` or ``'torch'``.
+        backend (str): ``'auto'`` (default: the ``graphops.ops.dispatch`` override, else
+            numba on CPU when installed, else torch), ``'numba'`` or ``'torch'``.
         block_wedges (int): wedges looked up at a time by the torch backend (memory bound).
         drop_zeros (bool): drop edges that close no triangle (default: ``True``; they would
             hold explicit zeros).
@@ -53,20 +53,15 @@ def triangle_adjacency(
     if not isinstance(csr, CSR):
         raise TypeError(f'csr must be a graphops CSR (use to_csr), got {type(csr).__name__}')
     csr._require_square('triangle_adjacency')
-    if backend not in BACKENDS:
-        raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
     if isinstance(block_wedges, bool) or not isinstance(block_wedges, int) or block_wedges < 1:
         raise ValueError(f'block_wedges must be a positive int, got {block_wedges!r}')
     graph = symmetrize(csr).remove_self_loops()
-    if backend == 'auto':
-        backend = 'numba' if graph.device.type == 'cpu' and has_numba() else 'torch'
-        if backend == 'torch':
-            warn_torch_fallback('triangle_adjacency', (graph.col,))
-    if backend == 'numba':
-        if graph.device.type != 'cpu':
-            raise ValueError("backend='numba' runs on CPU only; use 'torch' for CUDA graphs")
-        if not has_numba():
-            raise ImportError("backend='numba' needs the numba package: pip install numba")
+    chosen = choose_backend(
+        'triangle_adjacency', backend, graph.device, kernel='numba', kernel_ready=has_numba()
+    )
+    if chosen == 'torch' and backend == 'auto' and current_backend() == 'auto':
+        warn_torch_fallback('triangle_adjacency', (graph.col,))
+    if chosen == 'numba':
         counts = _numba_counts(graph)
     else:
         counts = _torch_counts(graph, block_wedges)
@@ -123,31 +118,8 @@ def _torch_counts(graph: CSR, block_wedges: int) -> Tensor:
     return counts
 
 
-def _intersection_counts(rowptr, col, bounds, markers, out):
-    # Row i marks its neighbours in a per-thread byte array; edge (i, j) then counts the marked
-    # entries of row j: one branch-free lookup per entry instead of a merge of two sorted lists.
-    for chunk in _numba.prange(bounds.shape[0] - 1):
-        marker = markers[_numba.get_thread_id()]
-        for i in range(bounds[chunk], bounds[chunk + 1]):
-            row_start, row_end = rowptr[i], rowptr[i + 1]
-            for k in range(row_start, row_end):
-                marker[col[k]] = 1
-            for k in range(row_start, row_end):
-                j = col[k]
-                common = 0
-                for m in range(rowptr[j], rowptr[j + 1]):
-                    common += marker[col[m]]
-                out[k] = common
-            for k in range(row_start, row_end):
-                marker[col[k]] = 0
-
-
-_numba = None  # bound by _loaded before the kernel compiles
-_loaded = NumbaKernels(globals(), (_intersection_counts, True))
-
-
 def _numba_counts(graph: CSR) -> Tensor:
-    (kernel,) = _loaded()
+    (kernel,) = triangle_kernels.loaded()
     rowptr = graph.rowptr.numpy()
     counts = np.zeros(graph.nnz, dtype=np.float32)
     if graph.nnz:

@@ -295,3 +295,14 @@ def test_constructor_refuses_wrong_types():
         CSR(torch.tensor([0, 1]), torch.tensor([0]), torch.tensor([1.0, 2.0]), 1, 1)
     with pytest.raises(ValueError, match='non-negative int'):
         CSR(torch.tensor([0]), torch.tensor([], dtype=torch.long), None, 0, -1)
+
+
+def test_entry_groups_number_the_distinct_entries_as_coalesce_merges_them():
+    edge_index = torch.tensor([[1, 1, 0, 2, 1], [0, 0, 0, 2, 2]])
+    csr = to_csr(edge_index, torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0]), 3)
+    groups = csr.entry_groups()
+    merged = torch.zeros(csr.nnz).index_add(0, groups, csr.value)
+    coalesced = csr.coalesce()
+    assert groups.tolist() == [0, 1, 1, 2, 3]
+    assert torch.equal(merged[: coalesced.nnz], coalesced.value)
+    assert torch.equal(merged[coalesced.nnz :], torch.zeros(csr.nnz - coalesced.nnz))

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from graphops.ops import pool_kernels, to_csr
+from graphops.ops import dispatch, to_csr
 from graphops.ops.induced import (
     METHODS,
     augmented_subgraph,
@@ -115,7 +115,7 @@ def test_induced_edge_index_keeps_order_and_mask(graph, path, monkeypatch):
     if path == 'torch':
         monkeypatch.setenv('GRAPHOPS_DISABLE_NUMBA', '1')
     else:
-        monkeypatch.setattr(pool_kernels, 'NUMBA_MIN_ENTRIES', 0)
+        monkeypatch.setattr(dispatch, 'POOL_NUMBA_MIN_ENTRIES', 0)
     dense = dense_adjacency(graph.edge_index, graph.num_nodes, graph.edge_weight)
     for index in subsets(graph.num_nodes, seed=2):
         edge_index, mask = induced_edge_index(graph.edge_index, index, graph.num_nodes)

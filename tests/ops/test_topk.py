@@ -3,7 +3,7 @@ from itertools import product
 import pytest
 import torch
 
-from graphops.ops import pool_kernels
+from graphops.ops import dispatch
 from graphops.ops.optional import has_numba
 from graphops.ops.topk import keep_counts, topk
 from graphops.testing import random_batch_vector
@@ -18,7 +18,7 @@ def path(request, monkeypatch):
     if request.param == 'torch':
         monkeypatch.setenv('GRAPHOPS_DISABLE_NUMBA', '1')
     else:
-        monkeypatch.setattr(pool_kernels, 'NUMBA_MIN_ENTRIES', 0)
+        monkeypatch.setattr(dispatch, 'POOL_NUMBA_MIN_ENTRIES', 0)
     return request.param
 
 

@@ -8,7 +8,7 @@ from torch_geometric.nn.inits import glorot, zeros
 
 from graphops.ops.cache import InputCache
 from graphops.ops.optional import is_sparse_tensor
-from graphops.ops.segment import (
+from graphops.ops.relational import (
     STRATEGIES,
     RelationalGraph,
     StaticRelationalPlan,
@@ -59,7 +59,7 @@ class RGCNConv(MessagePassing):
 
     The per-relation mean :math:`1/|\mathcal{N}_r(i)|` holds on every code path. No code path
     loops over relations in Python: the sum is computed by one of the strategies of
-    :func:`graphops.ops.segment.relational_matmul` (aggregate-first into (target, relation)
+    :func:`graphops.ops.relational.relational_matmul` (aggregate-first into (target, relation)
     pairs with one batched product over tiles; dense aggregation and one GEMM; or transform-first),
     chosen per shape by a cost model measured on CPU. With ``num_bases`` the bases are mixed per
     edge or per pair and the ``[R, in, out]`` weight tensor is never formed.
@@ -105,8 +105,8 @@ class RGCNConv(MessagePassing):
     PyG's (``RGCNConv(in, out, num_relations=R)``), plus ``cached``/``strategy`` when set.
 
     Under ``torch.compile`` (``fullgraph=True`` works, with no graph break) the forward runs
-    :func:`~graphops.ops.segment.static_relational_matmul` on the cached plan, or without one
-    :func:`~graphops.ops.segment.dense_relational_matmul`: the same sum in ops of static shape.
+    :func:`~graphops.ops.relational.static_relational_matmul` on the cached plan, or without one
+    :func:`~graphops.ops.relational.dense_relational_matmul`: the same sum in ops of static shape.
 
     Shapes:
         - **input:** node features :math:`(|\mathcal{V}|, F_{in})` or node ids
@@ -366,7 +366,7 @@ class RGCNConv(MessagePassing):
         r"""Builds the plan of a static graph now, in eager mode, and keeps it (``cached=True``):
         the step to run before ``torch.compile`` so that the compiled forward reads the plan
         instead of working without one. Takes the forward's arguments; returns the
-        :class:`~graphops.ops.segment.RelationalGraph`.
+        :class:`~graphops.ops.relational.RelationalGraph`.
         """
         if torch.compiler.is_compiling():
             raise RuntimeError('prepare() builds a plan eagerly; call it outside torch.compile')

@@ -332,9 +332,11 @@ def sparse_diff_pool(
     # (A^T S)^T S = S^T A S: adj_t is A^T, so its spmm gathers along incoming edges.
     out_adj = per_graph_transpose_matmul(spmm(adj_t, assign), assign, batch, sizes)
 
-    merged = adj_t.coalesce()  # duplicate edges are one summed entry of A
-    edge_graph = batch[merged.row().long()]
-    squared_adj = segment_sum(merged.values(x.dtype).pow(2), edge_graph, num_graphs)
+    # duplicate edges are one summed entry of A (merged in nnz slots: no size read back)
+    groups = adj_t.entry_groups()
+    merged = adj_t.values(x.dtype).new_zeros(adj_t.nnz).index_add(0, groups, adj_t.values(x.dtype))
+    group_graph = torch.zeros_like(groups).index_copy(0, groups, target_graph)
+    squared_adj = segment_sum(merged.pow(2), group_graph, num_graphs)
     trace = out_adj.diagonal(dim1=1, dim2=2).sum(-1)
     squared_gram = per_graph_transpose_matmul(assign, assign, batch, sizes).pow(2).sum((1, 2))
     squared_link = squared_adj - 2 * trace + squared_gram

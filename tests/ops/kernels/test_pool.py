@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from graphops.ops import pool_kernels
+from graphops.ops import dispatch
 from graphops.ops.induced import induced_edge_index
+from graphops.ops.kernels import pool as pool_kernels
 from graphops.ops.optional import has_numba
 from graphops.ops.topk import topk
 from graphops.testing import random_batch_vector, random_graph
@@ -46,7 +47,7 @@ def test_topk_equals_torch_path(ratio, dtype, ties, monkeypatch):
 
 
 def test_topk_keeps_scores_differentiable():
-    score = torch.randn(pool_kernels.NUMBA_MIN_ENTRIES, requires_grad=True)
+    score = torch.randn(dispatch.POOL_NUMBA_MIN_ENTRIES, requires_grad=True)
     perm = topk(score, 0.5)
     score[perm].sum().backward()
     assert int(score.grad.sum()) == perm.numel()

@@ -6,7 +6,7 @@ On a batch of many small graphs (PROTEINS: 1113 graphs, 43k nodes, 162k edges) t
 9 and 5 ms, most of a gPool forward pass. Here each graph is ranked on its own (a stable sort of
 its few scores) and the edges are filtered in one pass. Both kernels give exactly what the torch
 paths give: the same kept nodes (ties keep the lower index) and the same edges in input order.
-Small inputs stay on the torch paths, which need no compilation; ``NUMBA_MIN_ENTRIES`` is the
+Small inputs stay on the torch paths, which need no compilation; ``dispatch.POOL_NUMBA_MIN_ENTRIES`` is the
 cut-over.
 """
 
@@ -16,18 +16,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from graphops.ops import optional
+from graphops.ops import dispatch, optional
 
-# Below this many nodes (top-k) or edges (filtering) the torch paths cost well under a
-# millisecond and need no compilation.
-NUMBA_MIN_ENTRIES = 4096
 _SCORE_DTYPES = (torch.float32, torch.float64)
 _numba = None  # bound by _loaded before the kernels compile
 
 
 def numba_applies(tensor: Tensor) -> bool:
     """True when the numba kernels should run on ``tensor``: numba present, CPU, large enough."""
-    applies = optional.numba_applies((tensor,), NUMBA_MIN_ENTRIES)
+    applies = dispatch.numba_kernel_applies((tensor,), dispatch.POOL_NUMBA_MIN_ENTRIES)
     if not applies:
         optional.warn_torch_fallback('gPool top-k / induced subgraph', (tensor,))
     return applies

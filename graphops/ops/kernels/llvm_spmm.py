@@ -33,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
+from graphops.ops import dispatch
 from graphops.ops.optional import has_numba
 
 #: vectors summed per pass over a row's entries (8 accumulators + weight + load <= 16 registers)
@@ -41,8 +42,6 @@ PASS_VECTORS = 8
 PREFETCH_DISTANCE = 16
 #: rows up to this many cache lines are prefetched whole in the first pass; longer rows pass by pass
 FULL_ROW_PREFETCH_LINES = 16
-#: below this many (entries + rows) x columns a product runs on the calling thread alone
-SERIAL_WORK = 1 << 18
 #: chunks per thread: enough to even out rows of unequal cost
 CHUNKS_PER_THREAD = 8
 
@@ -119,7 +118,11 @@ def spmm_into(
         nnz,
     )
     threads = torch.get_num_threads()
-    if (nnz + num_rows) * max(num_features, 1) < SERIAL_WORK or threads == 1 or num_rows < 2:
+    if (
+        (nnz + num_rows) * max(num_features, 1) < dispatch.SPMM_SERIAL_WORK
+        or threads == 1
+        or num_rows < 2
+    ):
         function(0, num_rows, *addresses)
         return
     bounds = row_chunks(rowptr.numpy(), CHUNKS_PER_THREAD * threads).tolist()

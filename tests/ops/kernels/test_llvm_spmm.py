@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from graphops.ops import llvm_spmm, to_csr
+from graphops.ops import dispatch, to_csr
+from graphops.ops.kernels import llvm_spmm
 from graphops.ops.spmm import HUGE_PAGE, host_empty, row_chunks, spmm
 from graphops.testing import (
     awkward_graphs,
@@ -81,7 +82,7 @@ def test_supported_widths_and_a_width_the_cpu_lacks():
 
 
 def test_bytes_independent_of_threads_chunks_and_column_slices(monkeypatch):
-    monkeypatch.setattr(llvm_spmm, 'SERIAL_WORK', 0)  # the thread pool even on a small graph
+    monkeypatch.setattr(dispatch, 'SPMM_SERIAL_WORK', 0)  # the thread pool even on a small graph
     g = random_graph(3000, 40000, seed=4, weighted=True, dtype=torch.float32)
     csr = to_csr(g.edge_index, g.edge_weight, g.num_nodes)
     x = random_features(3000, 40, dtype=torch.float32)
@@ -127,7 +128,7 @@ def test_host_empty_aligns_large_buffers():
 def test_forked_child_gets_its_own_thread_pool(monkeypatch):
     import multiprocessing
 
-    monkeypatch.setattr(llvm_spmm, 'SERIAL_WORK', 0)
+    monkeypatch.setattr(dispatch, 'SPMM_SERIAL_WORK', 0)
     g = random_graph(500, 5000, seed=8, weighted=True, dtype=torch.float32)
     csr = to_csr(g.edge_index, g.edge_weight, g.num_nodes)
     x = random_features(500, 16, dtype=torch.float32)

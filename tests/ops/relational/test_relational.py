@@ -1,19 +1,15 @@
-import itertools
-
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from graphops.ops.segment import (
-    CSRPattern,
+from graphops.ops.relational import (
     RelationalGraph,
     choose_strategy,
-    csr_matmul,
     dense_relational_matmul,
     pair_layout,
+    pair_plan,
     pairs_matmul,
     relational_matmul,
-    segment_matmul,
     static_plan,
     static_relational_matmul,
     strategy_costs,
@@ -36,52 +32,7 @@ def relational_graph(edge_index, edge_type, num_nodes, num_relations):
     return RelationalGraph(src, dst, edge_type, num_nodes, num_nodes, num_relations)
 
 
-# --- CSR products -----------------------------------------------------------------------------
-
-
-def test_pattern_from_coo_sorts_and_merges_duplicates():
-    row = torch.tensor([2, 0, 2, 0, 1])
-    col = torch.tensor([1, 3, 1, 0, 2])
-    pattern, entry = CSRPattern.from_coo(row, col, 3, 4)
-    assert pattern.rowptr.tolist() == [0, 2, 3, 4]
-    assert pattern.col.tolist() == [0, 3, 2, 1]
-    assert entry.tolist() == [3, 1, 3, 0, 2]
-    values = pattern.merge(entry, torch.arange(1.0, 6.0))
-    assert values.tolist() == [4.0, 2.0, 5.0, 4.0]
-    dense = torch.zeros(3, 4).index_put_((row, col), torch.arange(1.0, 6.0), accumulate=True)
-    assert torch.equal(pattern.tensor(values).to_dense(), dense)
-    transposed, perm = pattern.transpose()
-    assert torch.equal(transposed.tensor(values[perm]).to_dense(), dense.t())
-
-
-@pytest.mark.parametrize('shape,nnz', [((5, 7), 20), ((4, 3), 0), ((0, 3), 0), ((3, 1), 6)])
-def test_csr_matmul_matches_dense_and_gradchecks(shape, nnz):
-    gen = torch.Generator().manual_seed(0)
-    row = torch.randint(0, max(shape[0], 1), (nnz,), generator=gen)
-    col = torch.randint(0, shape[1], (nnz,), generator=gen)
-    pattern, _ = CSRPattern.from_coo(row, col, *shape)
-    values = torch.rand(pattern.nnz, generator=gen, dtype=torch.float64).requires_grad_()
-    x = torch.randn(shape[1], 3, generator=gen, dtype=torch.float64).requires_grad_()
-    dense = torch.zeros(shape, dtype=torch.float64)
-    if nnz:
-        dense = dense.index_put((pattern.row(), pattern.col.long()), values)
-    assert torch.allclose(csr_matmul(pattern, values, x), dense @ x)
-    assert torch.autograd.gradcheck(
-        lambda v, y: csr_matmul(pattern, v, y), (values, x), fast_mode=True
-    )
-
-
-def test_csr_matmul_rejects_bad_inputs():
-    pattern, _ = CSRPattern.from_coo(torch.tensor([0, 1]), torch.tensor([1, 0]), 2, 2)
-    with pytest.raises(ValueError, match='one entry per stored element'):
-        csr_matmul(pattern, torch.ones(3), torch.ones(2, 1))
-    with pytest.raises(ValueError, match='x must have shape'):
-        csr_matmul(pattern, torch.ones(2), torch.ones(3, 1))
-    with pytest.raises(TypeError, match='share one dtype'):
-        csr_matmul(pattern, torch.ones(2), torch.ones(2, 1, dtype=torch.float64))
-
-
-# --- grouped matmul ------------------------------------------------------------------------------
+# --- tile layout ------------------------------------------------------------------------------
 
 
 def test_tile_layout_pads_each_type_to_whole_tiles():
@@ -91,49 +42,6 @@ def test_tile_layout_pads_each_type_to_whole_tiles():
     assert layout.num_slots == 10
     with pytest.raises(ValueError, match='tile_size'):
         tile_layout(torch.tensor([1]), 0)
-
-
-@pytest.mark.parametrize(
-    'counts,blocks,tile_size',
-    [([3, 0, 5, 1], None, None), ([3, 0, 5, 1], 2, 2), ([0, 0], None, 4), ([7], None, 1)],
-)
-def test_segment_matmul_matches_loop_and_gradchecks(counts, blocks, tile_size):
-    gen = torch.Generator().manual_seed(1)
-    ptr = torch.tensor([0, *itertools.accumulate(counts)])
-    in_channels, out_channels = 4, 6
-    x = torch.randn(int(ptr[-1]), in_channels, generator=gen, dtype=torch.float64)
-    if blocks:
-        shape = (len(counts), blocks, in_channels // blocks, out_channels // blocks)
-        weight = torch.randn(shape, generator=gen, dtype=torch.float64)
-        dense = torch.stack([torch.block_diag(*w) for w in weight])
-    else:
-        weight = torch.randn(len(counts), in_channels, out_channels, generator=gen).double()
-        dense = weight
-    expected = torch.cat(
-        [x[ptr[s] : ptr[s + 1]] @ dense[s] for s in range(len(counts))]
-        or [x.new_zeros(0, out_channels)]
-    )
-    out = segment_matmul(x, ptr, weight, tile_size)
-    assert torch.allclose(out, expected)
-    x.requires_grad_()
-    weight.requires_grad_()
-    assert torch.autograd.gradcheck(
-        lambda a, w: segment_matmul(a, ptr, w, tile_size), (x, weight), fast_mode=True
-    )
-
-
-@pytest.mark.parametrize(
-    'ptr,shape,message',
-    [
-        ([0, 2], (3, 4), 'ptr must have'),
-        ([1, 2, 3], (2, 4), 'start at 0'),
-        ([0, 3, 2], (2, 4), 'non-decreasing'),
-        ([0, 1, 3], (3, 5), 'x must have shape'),
-    ],
-)
-def test_segment_matmul_rejects_bad_inputs(ptr, shape, message):
-    with pytest.raises(ValueError, match=message):
-        segment_matmul(torch.randn(shape), torch.tensor(ptr), torch.randn(2, 4, 3))
 
 
 # --- relational graph and pairs -------------------------------------------------------------------
@@ -161,7 +69,7 @@ def test_pairs_matmul_gradcheck(kind, aggregate, tile_size, chunk_tiles):
     gen = torch.Generator().manual_seed(2)
     edge_index, edge_type = random_relational(num_nodes=7, num_edges=20, num_relations=3)
     graph = relational_graph(edge_index, edge_type, 7, 3)
-    plan = graph.pair_plan(tile_size, chunk_tiles)
+    plan = pair_plan(graph, tile_size, chunk_tiles)
     comp = None
     if kind == 'plain':
         weight = torch.randn(3, 4, 2, generator=gen, dtype=torch.float64)
@@ -173,7 +81,7 @@ def test_pairs_matmul_gradcheck(kind, aggregate, tile_size, chunk_tiles):
     weight.requires_grad_()
     if aggregate:
         source = torch.randn(7, 4, generator=gen, dtype=torch.float64).requires_grad_()
-        scale = plan.values(graph.edge_scale('mean', torch.float64))
+        scale = graph.edge_scale('mean', torch.float64)
     else:
         source = torch.zeros(plan.layout.num_slots, 4, dtype=torch.float64)
         source[plan.layout.slot] = torch.randn(graph.num_pairs, 4, generator=gen).double()

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from graphops.ops import csr_kernels, normalize, to_csr
+from graphops.ops import dispatch, normalize, to_csr
+from graphops.ops.kernels import csr as csr_kernels
 from graphops.ops.optional import has_numba
 from graphops.testing import awkward_graphs, random_graph
 
@@ -27,7 +28,7 @@ def same_csr(a, b):
 
 @pytest.fixture
 def always_numba(monkeypatch):
-    monkeypatch.setattr(csr_kernels, 'NUMBA_MIN_ENTRIES', 0)
+    monkeypatch.setattr(dispatch, 'CSR_NUMBA_MIN_ENTRIES', 0)
 
 
 @pytest.mark.parametrize('graph', GRAPHS, ids=[g.name for g in GRAPHS])
@@ -94,6 +95,6 @@ def test_normalize_values_match_torch_bit_for_bit(norm, dtype, weighted, always_
 def test_small_or_differentiable_inputs_stay_on_torch():
     small = torch.zeros(10, dtype=torch.long)
     assert not csr_kernels.numba_applies(small)
-    large = torch.zeros(csr_kernels.NUMBA_MIN_ENTRIES, dtype=torch.long)
+    large = torch.zeros(dispatch.CSR_NUMBA_MIN_ENTRIES, dtype=torch.long)
     assert csr_kernels.numba_applies(large)
     assert not csr_kernels.numba_applies(large, torch.zeros(3, requires_grad=True))

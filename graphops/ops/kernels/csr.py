@@ -9,7 +9,7 @@ entry; one fused pass replaces four torch temporaries of :math:`E` elements each
 
 Both kernels give exactly what the torch paths in :mod:`graphops.ops.csr` give: the same stable
 ``(row, col)`` order (duplicates keep their input order) and the same float32 roundings. Small
-inputs stay on the torch paths, which need no compilation; ``NUMBA_MIN_ENTRIES`` is the cut-over.
+inputs stay on the torch paths, which need no compilation; ``dispatch.CSR_NUMBA_MIN_ENTRIES`` is the cut-over.
 """
 
 from __future__ import annotations
@@ -18,10 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from graphops.ops import optional
+from graphops.ops import dispatch, optional
 
-# Below this many entries the torch paths are as fast and need no compilation.
-NUMBA_MIN_ENTRIES = 1 << 16
 # Column bits per pass of the in-bucket radix sort (2048 counters: 16 KiB, in L1).
 RADIX_BITS = 11
 # Buckets of the first sorting level: few enough that every thread's write streams stay in cache.
@@ -32,7 +30,7 @@ _numba = None  # bound by _loaded before the kernels compile
 def numba_applies(*tensors: Tensor) -> bool:
     """True when the numba kernels should run: numba present, CPU tensors, enough entries, no
     autograd on the given tensors."""
-    applies = optional.numba_applies(tensors, NUMBA_MIN_ENTRIES)
+    applies = dispatch.numba_kernel_applies(tensors, dispatch.CSR_NUMBA_MIN_ENTRIES)
     if not applies:
         optional.warn_torch_fallback('CSR construction/normalisation', tensors)
     return applies
