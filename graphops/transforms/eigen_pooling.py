@@ -8,14 +8,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.linalg import lapack
 import scipy.sparse as sp
 import torch
+from scipy.linalg import lapack
 from scipy.sparse.linalg import eigsh
 from torch_geometric.data import Data
 from torch_geometric.transforms import BaseTransform
 
-from graphops.ops.optional import NumbaKernels, has_numba
+from graphops.ops.kernels import eigen as eigen_kernels
+from graphops.ops.optional import has_numba
 from graphops.ops.validate import check_edge_index, check_edge_weight, check_positive_int
 
 ROUNDINGS = ('floor', 'ceil')
@@ -234,8 +235,7 @@ class EigenPooling(BaseTransform):
             if not sp.issparse(adj) and has_numba():
                 # One compiled call for the rest of the level: on PROTEINS-sized graphs the
                 # numpy path below spends most of its time in array-call overhead.
-                kernel = _loaded()[1]
-                cluster, theta, coarse = kernel(
+                cluster, theta, coarse = eigen_kernels.dense_level(
                     adj, raw, modes, self.normalized, self.padding == 'repeat'
                 )
                 out.append(EigenLevel(cluster, theta, adj, coarse))
@@ -313,7 +313,7 @@ def spectral_embedding(
     An isolated node is its own connected component (eigenvalue 1), as in scipy's Laplacian."""
     n = adj.shape[0]
     if not sp.issparse(adj) and n <= _SMALL and has_numba():
-        return _loaded()[2](adj, k)
+        return eigen_kernels.spectral_embedding_dense(adj, k)
     deg = np.asarray(adj.sum(axis=1)).ravel()
     isolated = deg <= 0
     dd = np.sqrt(np.where(isolated, 1.0, deg))
@@ -363,236 +363,11 @@ def kmeans(
     y = np.ascontiguousarray(y, dtype=np.float64)
     draws = rng.random((n_init, k))
     if has_numba():
-        kernel = _loaded()[0]
-        labels = np.empty(y.shape[0], dtype=np.int64)
-        kernel(y, k, max_iter, 1e-4, draws, labels)
-        return labels
+        return eigen_kernels.kmeans_labels(y, k, max_iter, 1e-4, draws)
     tol = 1e-4 * float(np.mean(np.var(y, axis=0)))
     return _kmeans_numpy(y, k, max_iter, tol, draws)
 
 
-def _embedding_kernel(adj, k):
-    """Numba twin of :func:`spectral_embedding`'s dense path for small graphs (one LAPACK call
-    and no array-call overhead)."""
-    n = adj.shape[0]
-    inv = np.empty(n)
-    for i in range(n):
-        d = 0.0
-        for j in range(n):
-            d += adj[i, j]
-        inv[i] = 1.0 / np.sqrt(d) if d > 0 else 1.0
-    m = np.empty((n, n))
-    for i in range(n):
-        for j in range(n):
-            m[i, j] = adj[i, j] * inv[i] * inv[j]
-    for i in range(n):
-        if inv[i] == 1.0:
-            d = 0.0
-            for j in range(n):
-                d += adj[i, j]
-            if d <= 0:
-                m[i, i] = 1.0
-    _, vecs = np.linalg.eigh(m)
-    emb = np.empty((n, k))
-    for c in range(k):
-        col = n - 1 - c
-        arg = 0
-        for i in range(n):
-            emb[i, c] = vecs[i, col] * inv[i]
-            if abs(emb[i, c]) > abs(emb[arg, c]):
-                arg = i
-        if emb[arg, c] < 0:
-            for i in range(n):
-                emb[i, c] = -emb[i, c]
-    return emb
-
-
-def _kmeans_kernel(y, k, max_iter, rel_tol, draws, best_labels):
-    """Numba: each restart seeds with k-means++ from ``draws[r]`` and runs Lloyd's iterations;
-    ``best_labels`` gets the labels of the lowest inertia (the first restart on ties). The
-    tolerance is ``rel_tol`` times the mean per-column variance of ``y``."""
-    n, dim = y.shape
-    tol = 0.0
-    for j in range(dim):
-        mean = 0.0
-        for i in range(n):
-            mean += y[i, j]
-        mean /= n
-        var = 0.0
-        for i in range(n):
-            var += (y[i, j] - mean) * (y[i, j] - mean)
-        tol += var / n
-    tol = rel_tol * tol / dim
-    best = np.inf
-    centers = np.empty((k, dim))
-    new = np.empty((k, dim))
-    closest = np.empty(n)
-    counts = np.empty(k)
-    labels = np.empty(n, dtype=np.int64)
-    ct = np.empty((dim, k))
-    csq = np.empty(k)
-    ysq = np.empty(n)
-    for i in range(n):
-        ysq[i] = 0.0
-        for j in range(dim):
-            ysq[i] += y[i, j] * y[i, j]
-    for r in range(draws.shape[0]):
-        first = min(int(draws[r, 0] * n), n - 1)
-        for j in range(dim):
-            centers[0, j] = y[first, j]
-        for i in range(n):
-            d = 0.0
-            for j in range(dim):
-                t = y[i, j] - centers[0, j]
-                d += t * t
-            closest[i] = d
-        for c in range(1, k):
-            total = 0.0
-            for i in range(n):
-                total += closest[i]
-            pick = n - 1
-            if total > 0:
-                target = draws[r, c] * total
-                acc = 0.0
-                for i in range(n):
-                    acc += closest[i]
-                    if acc > target:
-                        pick = i
-                        break
-            else:
-                pick = min(int(draws[r, c] * n), n - 1)
-            for j in range(dim):
-                centers[c, j] = y[pick, j]
-            for i in range(n):
-                d = 0.0
-                for j in range(dim):
-                    t = y[i, j] - centers[c, j]
-                    d += t * t
-                if d < closest[i]:
-                    closest[i] = d
-        inertia = 0.0
-        converged = False
-        for step in range(max_iter + 1):
-            # ||y - c||^2 = ||y||^2 - 2 y.c + ||c||^2, the cross term one BLAS product.
-            for c in range(k):
-                csq[c] = 0.0
-                for j in range(dim):
-                    ct[j, c] = centers[c, j]
-                    csq[c] += centers[c, j] * centers[c, j]
-            cross = y @ ct
-            inertia = 0.0
-            # Unchanged labels give the same centers again: stop now rather than after one more
-            # update and assignment (the labels and inertia are the same either way).
-            changed = step == 0
-            for i in range(n):
-                best_d = np.inf
-                arg = 0
-                for c in range(k):
-                    d = ysq[i] - 2.0 * cross[i, c] + csq[c]
-                    if d < best_d:
-                        best_d = d
-                        arg = c
-                if labels[i] != arg:
-                    changed = True
-                labels[i] = arg
-                inertia += best_d
-            if converged or step == max_iter or not changed:
-                break
-            new[:] = 0.0
-            counts[:] = 0.0
-            for i in range(n):
-                counts[labels[i]] += 1.0
-                for j in range(dim):
-                    new[labels[i], j] += y[i, j]
-            shift = 0.0
-            for c in range(k):
-                for j in range(dim):
-                    value = new[c, j] / counts[c] if counts[c] > 0 else centers[c, j]
-                    t = value - centers[c, j]
-                    shift += t * t
-                    centers[c, j] = value
-            converged = shift <= tol
-        if inertia < best:
-            best = inertia
-            for i in range(n):
-                best_labels[i] = labels[i]
-
-
-def _dense_level_kernel(adj, raw, modes, normalized, repeat):
-    """Numba, one level of a dense graph after k-means: clusters renumbered by their lowest
-    node, each subgraph's Laplacian eigenvectors (one LAPACK ``eigh`` per subgraph, no array
-    call overhead), sign fixed and padded as :func:`_subgraph_modes` does, and
-    Omega^T A_ext Omega."""
-    n = raw.shape[0]
-    remap = np.full(raw.max() + 1, -1, dtype=np.int64)
-    cluster = np.empty(n, dtype=np.int64)
-    k = 0
-    for i in range(n):
-        if remap[raw[i]] < 0:
-            remap[raw[i]] = k
-            k += 1
-        cluster[i] = remap[raw[i]]
-    starts = np.zeros(k + 1, dtype=np.int64)
-    for i in range(n):
-        starts[cluster[i] + 1] += 1
-    for c in range(k):
-        starts[c + 1] += starts[c]
-    fill = starts[:k].copy()
-    members = np.empty(n, dtype=np.int64)
-    for i in range(n):
-        members[fill[cluster[i]]] = i
-        fill[cluster[i]] += 1
-    coarse = np.zeros((k, k))
-    for i in range(n):
-        for j in range(n):
-            if adj[i, j] != 0.0 and cluster[i] != cluster[j]:
-                coarse[cluster[i], cluster[j]] += adj[i, j]
-    theta = np.zeros((n, modes))
-    for c in range(k):
-        size = starts[c + 1] - starts[c]
-        nodes = members[starts[c] : starts[c + 1]]
-        if size == 1:
-            for h in range(modes):
-                theta[nodes[0], h] = 1.0 if (h == 0 or repeat) else 0.0
-            continue
-        lap = np.empty((size, size))
-        deg = np.zeros(size)
-        for a in range(size):
-            for b in range(size):
-                lap[a, b] = -adj[nodes[a], nodes[b]]
-                deg[a] += adj[nodes[a], nodes[b]]
-        if normalized:
-            for a in range(size):
-                for b in range(size):
-                    if deg[a] > 0 and deg[b] > 0:
-                        lap[a, b] /= np.sqrt(deg[a] * deg[b])
-                    else:
-                        lap[a, b] = 0.0
-                lap[a, a] += 1.0
-        else:
-            for a in range(size):
-                lap[a, a] += deg[a]
-        _, vecs = np.linalg.eigh(lap)
-        for h in range(modes):
-            if h >= size and not repeat:
-                continue
-            col = min(h, size - 1)
-            top = 0.0
-            for a in range(size):
-                top = max(top, abs(vecs[a, col]))
-            sign = 1.0
-            for a in range(size):
-                if abs(vecs[a, col]) > 1e-8 * top:
-                    sign = 1.0 if vecs[a, col] > 0 else -1.0
-                    break
-            for a in range(size):
-                theta[nodes[a], h] = sign * vecs[a, col]
-    return cluster, theta, coarse
-
-
-_loaded = NumbaKernels(
-    globals(), (_kmeans_kernel, False), (_dense_level_kernel, False), (_embedding_kernel, False)
-)
 _SMALL = 128  # graphs up to this size take the compiled embedding (dense eigh is cheap there)
 
 
