@@ -49,11 +49,17 @@ from benchmarks.common import (
 )
 
 
-def random_case(num_nodes: int, num_edges: int, num_features: int, seed: int = 0):
+def random_case(
+    num_nodes: int, num_edges: int, num_features: int, seed: int = 0, reverses: bool = False
+):
+    """Uniform random edges (``reverses``: ``num_edges / 2`` of them plus each one reversed)."""
     from torch_geometric.data import Data
 
     gen = torch.Generator().manual_seed(seed)
-    edge_index = torch.randint(0, num_nodes, (2, num_edges), generator=gen)
+    drawn = num_edges // 2 if reverses else num_edges
+    edge_index = torch.randint(0, num_nodes, (2, drawn), generator=gen)
+    if reverses:
+        edge_index = torch.cat([edge_index, edge_index.flip(0)], dim=1)
     x = torch.randn(num_nodes, num_features, generator=gen)
     return Data(x=x, edge_index=edge_index, num_nodes=num_nodes)
 
@@ -97,6 +103,52 @@ def ratio_fields(timings: dict[str, dict], *baselines: str) -> dict:
     return fields
 
 
+def sign_stages(data, args) -> dict:
+    """Seconds (medians over ``args.repeat`` rounds) of each stage of graphops' ``SIGN(3)``, as
+    its transform runs them: the CSR from ``edge_index``, the normalised matrix, the huge-page
+    copy of ``x``, the three hops into fresh outputs, and the same hops into outputs already
+    touched (the difference is the first touch of fresh output pages)."""
+    from graphops.ops.spmm import host_empty, spmm
+    from graphops.transforms.adjacency import Adjacency
+    from graphops.transforms.operator import graph_adjacency
+
+    op = Adjacency(3)
+    stages: dict[str, list[float]] = {}
+
+    def clock(name, fn):
+        started = time.perf_counter()
+        out = fn()
+        stages.setdefault(name, []).append(time.perf_counter() - started)
+        return out
+
+    for _ in range(args.repeat):
+        adj = clock('csr_from_edge_index_s', lambda: graph_adjacency(data))
+        matrix = clock('normalise_s', lambda adj=adj: op.matrix(adj, torch.float32))
+        x = clock(
+            'huge_page_copy_of_x_s',
+            lambda: host_empty(*data.x.shape, torch.float32).copy_(data.x),
+        )
+
+        def fresh(x=x, matrix=matrix):
+            state, outs = x, []
+            for _ in range(3):
+                state = spmm(matrix, state)
+                outs.append(state)
+            return outs
+
+        outs = clock('three_hops_fresh_outputs_s', fresh)
+
+        def touched(x=x, matrix=matrix, outs=outs):
+            state = x
+            for out in outs:
+                state = spmm(matrix, state, out=out)
+
+        clock('three_hops_touched_outputs_s', touched)
+        del adj, matrix, x, outs
+        gc.collect()
+    return {name: float(np.median(values)) for name, values in stages.items()}
+
+
 def case_a(args, device) -> list[dict]:
     import torch_geometric.transforms as T
     from torch_geometric import EdgeIndex
@@ -110,8 +162,10 @@ def case_a(args, device) -> list[dict]:
     from graphops.transforms.sign import SIGN
 
     n, e, f = (20_000, 400_000, 32) if args.quick else (args.nodes, args.edges, args.features)
-    data = random_case(n, e, f)
+    data = random_case(n, e, f, reverses=args.reverse_edges)
     shape = {'case': 'a', 'nodes': n, 'edges': e, 'features': f, 'device': str(device)}
+    if args.reverse_edges:
+        shape['edges'] = f'{e // 2} random + their reverses'
     records = [emit({**shape, 'check': 'SIGN(3) vs T.SIGN(3)', **check_against_pyg(data, device)})]
     data = data.to(device)
 
@@ -135,6 +189,8 @@ def case_a(args, device) -> list[dict]:
             }
         )
     )
+
+    records.append(emit({**shape, 'op': 'graphops SIGN(3) stages', **sign_stages(data, args)}))
 
     # one product on the prepared matrix: on the caller's x (torch memory, 4 KiB pages), then on
     # the 2 MiB-aligned huge-page copy the SIGN transform and the engine make; every contender
@@ -345,6 +401,11 @@ def main() -> None:
     parser.add_argument('--nodes', type=int, default=1_000_000)
     parser.add_argument('--edges', type=int, default=20_000_000)
     parser.add_argument('--features', type=int, default=128)
+    parser.add_argument(
+        '--reverse-edges',
+        action='store_true',
+        help='case (a): --edges / 2 random edges plus their reverses (a symmetric graph)',
+    )
     parser.add_argument('--papers-nodes', type=int, default=2_000_000)
     parser.add_argument('--budget-mb', type=int, default=512)
     parser.add_argument('--ppr-tol', type=float, default=1e-2)
