@@ -67,7 +67,7 @@ RECIPES = {
         'hidden': 30,
         'num_pools': 1,
         'pool_ratio': 0.1,
-        'epochs': 300,
+        'epochs': 100,
         'patience': None,
         'batch_norm': True,
         'readout': 'max',
@@ -75,7 +75,8 @@ RECIPES = {
         'lr': 1e-3,
         'batch_size': 20,
         'source': 'RexYing/diffpool example.sh (ENZYMES - Diffpool) + train.py defaults; '
-        '300 of their 1000 epochs (CPU budget); node attributes chosen on validation',
+        '100 of their 1000 epochs (CPU budget; fold 0 peaked on validation at epoch 69); node '
+        'attributes chosen on validation (fold 0: 68.33 with, 56.67 without)',
     },
 }
 DEFAULT_RECIPE = RECIPES['PROTEINS']

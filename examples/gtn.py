@@ -78,7 +78,8 @@ GTN_RECIPES = {
     # --adaptive_lr true` (THUDM/HGB NC/benchmark/methods/GTN/README.md). main.py's load_data
     # keeps author, paper and venue (get_sub_graph([0, 1, 3]): term dropped) and with
     # feats-type 2 gives authors one-hot features (drop_feat = [0]) while papers keep theirs;
-    # model.py projects every node type with its own weight. Edge norm: chosen on validation.
+    # model.py projects every node type with its own weight. Edge norm: raw 0/1 as HGB, and chosen
+    # on validation (seed 0: validation micro-F1 95.47 raw, 84.36 with each type normalised).
     'HGB/DBLP': {
         'layers': 2,
         'channels': 2,
@@ -90,7 +91,7 @@ GTN_RECIPES = {
         'node_types': ('author', 'paper', 'venue'),
         'features': 'per-type',
         'identity': ('author',),
-        'edge_norm': 'type',
+        'edge_norm': 'none',
         'source': 'THUDM/HGB NC/benchmark/methods/GTN/README.md + main.py (DBLP: 2 layers, '
         'feats-type 2, term dropped, per-type input weights, adaptive_lr); edge norm on validation',
     },
@@ -106,7 +107,7 @@ GTN_RECIPES = {
         'node_types': None,
         'features': 'per-type',
         'identity': (),
-        'edge_norm': 'type',
+        'edge_norm': 'none',
         'source': 'THUDM/HGB NC/benchmark/methods/GTN/README.md (IMDB: 3 layers, adaptive_lr); '
         'not run here',
     },
@@ -190,6 +191,7 @@ else:
     for t in recipe['identity']:
         hetero[t].x = torch.eye(hetero[t].num_nodes)
 data = ToEdgeTypeStack()(hetero)
+del hetero  # the per-type feature blocks: the stack holds its own copy
 x, y = data.x.to(device), data.y.to(device)
 edge_index, edge_type = data.edge_index.to(device), data.edge_type.to(device)
 edge_weight = data.edge_weight.to(device) if 'edge_weight' in data else None
