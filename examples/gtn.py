@@ -291,10 +291,12 @@ for seed in args.seeds:
 
 name = 'FastGTN' if args.fast else 'GTN'
 # HGB's relation names repeat ('to' on DBLP), so each edge type is named by its node types too;
-# the (source, relation, target) triples also drop chains that cannot be walked.
+# the (source, relation, target) triples also drop chains that cannot be walked or that end
+# away from the classified node type (they never reach its rows).
 triples = getattr(data, '_edge_type_names', None)
 type_names = [f'{s}-{r}-{d}' for s, r, d in triples] if triples else data.edge_type_names
-attention = model.metapath_attention(type_names, top=3, edge_types=triples)
+target = getattr(data, 'target_node_type', None) if triples else None
+attention = model.metapath_attention(type_names, top=3, edge_types=triples, target_node_type=target)
 for c, paths in enumerate(attention['metapaths']):
     listed = ', '.join(f'[{" / ".join(p["path"])}] {p["score"]:.2f}' for p in paths)
     print(f'last seed, channel {c} top meta-paths (source hop first): {listed}')
