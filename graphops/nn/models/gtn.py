@@ -516,6 +516,8 @@ class GTN(Module):
         edge_type_names: Sequence[str] | None = None,
         top: int = 5,
         edge_types: Sequence[tuple[str, str, str]] | None = None,
+        *,
+        target_node_type: str | None = None,
     ) -> dict:
         """The learned edge-type attention and the top meta-paths of every channel.
 
@@ -529,6 +531,10 @@ class GTN(Module):
                 When given, chains that cannot be walked (a hop starting at a node type the
                 previous hop does not end at; identity hops stay in place) are left out: their
                 adjacency product is empty, so their weight product means nothing.
+            target_node_type (str, optional): keep only the chains that end at this node type
+                (needs ``edge_types``): the rows the model classifies (HGB DBLP's ``'author'``)
+                aggregate only along those; a chain ending elsewhere carries weight but never
+                reaches them. A chain of identities alone is kept.
 
         Returns:
             dict: ``'edge_type_names'`` (with ``'identity'`` last when used); ``'weights'``, one
@@ -545,6 +551,11 @@ class GTN(Module):
         if isinstance(top, bool) or not isinstance(top, int) or top < 1:
             raise ValueError(f'top must be a positive int, got {top!r}')
         ends = self._edge_type_ends(edge_types)
+        if target_node_type is not None and ends is None:
+            raise ValueError(
+                'target_node_type needs edge_types, the (source, relation, target) triples that '
+                'say where each edge type ends'
+            )
         hops = self.hops()
         weights = [torch.softmax(conv.weight.detach().double(), dim=1) for _, _, conv in hops]
         records = [
@@ -560,7 +571,7 @@ class GTN(Module):
             for h, (layer, j, _) in enumerate(hops)
         ]
         metapaths = [
-            self._top_paths([w[c] for w in weights], names, top, ends)
+            self._top_paths([w[c] for w in weights], names, top, ends, target_node_type)
             for c in range(self.num_channels)
         ]
         return {'edge_type_names': names, 'weights': records, 'metapaths': metapaths}
@@ -590,7 +601,9 @@ class GTN(Module):
             )
         return [(str(t[0]), str(t[2])) for t in triples]
 
-    def _walkable(self, chain: tuple[int, ...], ends) -> bool:
+    def _walkable(self, chain: tuple[int, ...], ends, target_node_type=None) -> bool:
+        """Whether each hop starts where the previous one ended (source hop first) and, with
+        ``target_node_type``, the last hop ends there."""
         if ends is None:
             return True
         here = None
@@ -601,10 +614,10 @@ class GTN(Module):
             if here is not None and source != here:
                 return False
             here = target
-        return True
+        return target_node_type is None or here is None or here == target_node_type
 
     def _top_paths(
-        self, per_hop: list[Tensor], names: list[str], top: int, ends=None
+        self, per_hop: list[Tensor], names: list[str], top: int, ends=None, target=None
     ) -> list[dict]:
         num_types = len(names)
         identity = num_types - 1 if self.identity else -1
@@ -616,7 +629,7 @@ class GTN(Module):
             scored = [
                 (chain, score)
                 for chain, score in zip(chains, scores.tolist())
-                if self._walkable(chain, ends)
+                if self._walkable(chain, ends, target)
             ]
         else:
             beam = [((), 1.0)]
@@ -629,7 +642,7 @@ class GTN(Module):
                     if self._walkable(chain + (k,), ends)
                 ]
                 beam = sorted(grown, key=lambda item: -item[1])[:width]
-            scored = beam
+            scored = [(chain, s) for chain, s in beam if self._walkable(chain, ends, target)]
         merged: dict[tuple[str, ...], float] = {}
         for chain, score in scored:
             path = tuple(names[k] for k in chain if k != identity) or ('identity',)

@@ -405,6 +405,31 @@ def _walks(path, triples):
     return True
 
 
+@pytest.mark.parametrize('num_layers', [1, 8])  # enumerated; beam (5**9 chains > 2**20)
+def test_metapath_attention_target_node_type_keeps_chains_ending_there(num_layers):
+    # HGB DBLP's shape: author -> paper, paper -> author, paper -> venue, venue -> paper.
+    triples = [
+        ('author', 'to', 'paper'),
+        ('paper', 'to', 'author'),
+        ('paper', 'to', 'venue'),
+        ('venue', 'to', 'paper'),
+    ]
+    names = [f'{s}-{r}-{d}' for s, r, d in triples]
+    ends = {name: (s, d) for name, (s, _, d) in zip(names, triples)}
+    model = GTN(IN, HIDDEN, OUT, 4, num_layers=num_layers)
+    kept = model.metapath_attention(names, top=50, edge_types=triples, target_node_type='author')
+    walkable = model.metapath_attention(names, top=50, edge_types=triples)
+    last = [ends[p['path'][-1]][1] for p in walkable['metapaths'][0] if p['path'] != ('identity',)]
+    assert 'venue' in last and 'paper' in last  # without the filter, chains end anywhere
+    for paths in kept['metapaths']:
+        assert paths
+        for p in paths:
+            assert p['path'] == ('identity',) or ends[p['path'][-1]][1] == 'author'
+            assert _walks(p['path'], [(s, n, d) for n, (s, d) in ends.items()])
+    with pytest.raises(ValueError, match='target_node_type needs edge_types'):
+        model.metapath_attention(names, target_node_type='author')
+
+
 def test_metapath_attention_rejects_malformed_edge_types():
     model = GTN(IN, HIDDEN, OUT, 2)
     with pytest.raises(ValueError, match='edge_types must hold 2'):
