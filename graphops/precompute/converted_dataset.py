@@ -475,8 +475,12 @@ def _build_matrix(
         keys = np.fromfile(buckets[b], dtype=np.int64)
         buckets[b].unlink()
         keys.sort()
-        if params['direction'] == 'symmetric':  # the binarised union: duplicates merge
-            keys = np.unique(keys)
+        if params['direction'] == 'symmetric' and keys.size:  # the binarised union
+            first = np.empty(keys.size, dtype=bool)
+            first[0] = True
+            np.not_equal(keys[1:], keys[:-1], out=first[1:])
+            keys = keys[first]  # sorted: a duplicate follows its twin
+            del first
         if loops:
             keys = np.sort(np.concatenate([keys, np.arange(a, e, dtype=np.int64) * (n + 1)]))
         rows = keys // n
