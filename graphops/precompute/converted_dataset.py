@@ -61,7 +61,7 @@ _FEATURE_DTYPES = {'float32': np.float32, 'float16': np.float16}
 _SORT_BYTES_PER_ENTRY = 40
 # Share of the budget the precompute gives the matrix's two row-block buffers (16 bytes an entry).
 BLOCK_BUFFER_SHARE = 8
-MIN_BUDGET = 4 << 20
+MIN_BUDGET = 1 << 20
 
 
 def block_nnz_for(memory_budget_bytes: int) -> int:
@@ -78,7 +78,7 @@ def check_budget(memory_budget_bytes, minimum: int = MIN_BUDGET) -> int:
     if memory_budget_bytes < minimum:
         raise ValueError(
             f'memory_budget_bytes={memory_budget_bytes} is below the minimum of {minimum} bytes '
-            f'({minimum / 2**20:.0f} MiB) for this graph; raise memory_budget_bytes'
+            f'({minimum / 2**20:.1f} MiB) for this graph; raise memory_budget_bytes'
         )
     return memory_budget_bytes
 
