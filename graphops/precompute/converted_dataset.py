@@ -210,7 +210,7 @@ class ConvertedDataset:
         """Converts ``<ogb_dir>/raw/data.npz`` (ogb's papers100M layout) into ``path``, building the
         matrix of every ``(Adjacency operator, dropedge rate)``; resumes a killed conversion and
         reuses finished steps. The working memory stays within ``memory_budget_bytes`` plus the
-        degree arrays (12 bytes a node).
+        per-node counts (8 bytes a node for each matrix built, and 16 more).
 
         Raises:
             ValueError: the budget cannot hold one row block or feature chunk (the message names
