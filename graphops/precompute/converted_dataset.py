@@ -61,7 +61,7 @@ _FEATURE_DTYPES = {'float32': np.float32, 'float16': np.float16}
 # Bytes per entry of a bucket being sorted (int64 key, its sorted copy, rows and columns).
 _SORT_BYTES_PER_ENTRY = 40
 # Share of the budget the precompute gives the matrix's two row-block buffers (16 bytes an entry).
-BLOCK_BUFFER_SHARE = 8
+BLOCK_BUFFER_SHARE = 32
 MIN_BUDGET = 1 << 20
 
 

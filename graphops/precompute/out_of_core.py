@@ -19,10 +19,12 @@ The budget :math:`M` is split as
 .. math::
     M = \underbrace{2 \cdot (8 \cdot \text{nnz}_{blk} + 4 \cdot \text{rows}_{blk})}_{\text{row-block
     buffers}} + \underbrace{8 R + 64\,\text{MiB}}_{\text{rows, read buffers}} +
-    \underbrace{w \cdot \text{bytes per column}}_{\text{column slice}},
+    \underbrace{w \cdot (8 N + s R K)}_{\text{column slice}},
 
-the last term being :class:`~graphops.precompute.plan.PrecomputePlan`'s working memory of a slice
-of :math:`w` columns; the plan takes the widest slice that fits. Nothing else grows with
+the last term a slice of :math:`w` columns (an Adjacency hop is one product: its float32 input and
+output, :math:`[N, w]` each, and the kept rows of every hop in the storage dtype of :math:`s`
+bytes); the plan (a :class:`~graphops.precompute.plan.PrecomputePlan`) takes the widest slice that
+fits. Nothing else grows with
 :math:`N` or :math:`|\mathcal{E}|`: the features are read one column slice at a time
 (:meth:`ConvertedDataset.read_columns`), every hop multiplies by the matrix one row block at a time
 (:class:`~graphops.precompute.disk_csr.DiskCSR`), and each hop's kept rows go to the store. So the
@@ -73,21 +75,21 @@ def plan_budget(
     buffers = max(DiskCSR.buffer_bytes(m.max_block_nnz, m.max_block_rows) for m in matrices)
     reads = min(READ_BUFFER_BYTES, 2 * dataset.num_nodes * dataset.num_features * 4)
     fixed = buffers + 8 * num_rows + reads
+    n, storage = dataset.num_nodes, storage_dtype.itemsize
+    # An Adjacency hop is one product: its input and its output are the only [N, w] arrays alive
+    # (DiskCSR.spmm writes row blocks straight into the output), so two float32 buffers a column,
+    # where the in-memory engine's plan also counts a step's scratch buffer.
     per_column = max(
-        PrecomputePlan.operator_bytes_per_column(
-            dataset.num_nodes, num_rows, op, torch.float32, storage_dtype
-        )
+        4 * n * 2 * op.num_streams + storage * num_rows * op.num_streams * op.hops
         for op in operators
     )
     check_budget(memory_budget_bytes, fixed + per_column)
-    return PrecomputePlan.build(
-        dataset.num_nodes,
-        dataset.num_features,
-        operators,
-        num_rows,
-        memory_budget_bytes - fixed,
-        compute_dtype=torch.float32,
-        storage_dtype=storage_dtype,
+    widest = min(dataset.num_features, (memory_budget_bytes - fixed) // per_column)
+    count = -(-dataset.num_features // widest)
+    width = -(-dataset.num_features // count)  # balanced: no narrow last slice
+    slices = [(i * width, min((i + 1) * width, dataset.num_features)) for i in range(count)]
+    return PrecomputePlan(
+        n, dataset.num_features, num_rows, slices, per_column, memory_budget_bytes - fixed
     )
 
 
@@ -117,6 +119,12 @@ def precompute_out_of_core(
     operators = list(operators or [])
     if not operators or not all(isinstance(op, SIGNOperator) for op in operators):
         raise ValueError('operators must list SIGN operators, e.g. [Adjacency(3)]')
+    for op in operators:
+        if op.products_per_hop != 1:
+            raise ValueError(
+                f'{op!r} runs {op.products_per_hop} products a hop; the out-of-core precompute '
+                'runs one-product operators (Adjacency); use graphops.precompute.precompute'
+            )
     device = torch.device(device)
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise ValueError("device='cuda' but CUDA is not available; use device='cpu'")

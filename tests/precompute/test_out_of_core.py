@@ -72,7 +72,7 @@ def in_memory(graph, rate, seed, path):
 def test_out_of_core_store_is_byte_identical_to_the_in_memory_engine(graph, tmp_path, rate):
     reference = arrays(in_memory(graph, rate, 5, tmp_path / 'memory'))
     # a budget with one slice and one block, and one with several of each
-    for budget in (64 * MIB, 5 * MIB // 2):
+    for budget in (64 * MIB, 3 * MIB // 2):
         dataset = convert(graph, f'converted-{rate}-{budget}', rate, budget, seed=5)
         stats = {}
         store = precompute_out_of_core(
@@ -140,8 +140,8 @@ def test_an_unconverted_matrix_is_a_clear_error(graph, tmp_path):
 
 
 def test_killed_precompute_resumes_with_the_same_bytes(graph, tmp_path):
-    dataset = convert(graph, 'converted-resume', 0.0, 5 * MIB // 2)
-    kwargs = {'memory_budget_bytes': 5 * MIB // 2, 'rows': graph['rows']}
+    dataset = convert(graph, 'converted-resume', 0.0, 3 * MIB // 2)
+    kwargs = {'memory_budget_bytes': 3 * MIB // 2, 'rows': graph['rows']}
     straight = arrays(
         precompute_out_of_core(dataset, authors_operators(), tmp_path / 'a', **kwargs)
     )
