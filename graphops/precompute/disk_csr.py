@@ -157,7 +157,9 @@ class DiskCSR:
         atomic_write_bytes(Path(path) / META, (json.dumps(meta, indent=1) + '\n').encode())
 
     # --- reading -------------------------------------------------------------------------------
-    def _allocate(self) -> list[dict[str, np.ndarray]]:
+    def _allocate(self) -> list[dict[str, Tensor]]:
+        """Two sets of block buffers, page-locked when the products run on CUDA (so that each
+        upload is one asynchronous DMA)."""
         pin = self.device.type == 'cuda'
         sizes = {'rowptr': self.max_block_rows + 1, 'col': self.max_block_nnz}
         sizes['value'] = self.max_block_nnz
@@ -165,19 +167,19 @@ class DiskCSR:
         for _ in range(2):
             pair = {}
             for part, dtype in _PARTS:
-                tensor = torch.empty(
+                pair[part] = torch.empty(
                     max(1, sizes[part]),
                     dtype=torch.from_numpy(np.empty(0, dtype)).dtype,
                     pin_memory=pin,
                 )
-                pair[part] = tensor.numpy()
             buffers.append(pair)
         return buffers
 
-    def _load(self, index: int, buffers: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Block ``index`` read into ``buffers``; the first read of a block checks its SHA-256."""
+    def _load(self, index: int, buffers: dict[str, Tensor]) -> dict[str, np.ndarray]:
+        """Block ``index`` read into ``buffers`` (numpy views of their fronts are returned); the
+        first read of a block checks its SHA-256."""
         files = self.block_files(self.path, index)
-        views = {part: read_npy_into(files[part], buffers[part]) for part, _ in _PARTS}
+        views = {part: read_npy_into(files[part], buffers[part].numpy()) for part, _ in _PARTS}
         self.bytes_read += sum(view.nbytes for view in views.values())
         if index not in self._verified:
             recorded = self.meta['blocks'][index]['sha256']
@@ -237,9 +239,10 @@ class DiskCSR:
             return self._load(index, self._buffers[slot])
 
         def upload(index: int, views):
+            pinned = self._buffers[index % 2]
             with torch.cuda.stream(copy):
-                moved = {
-                    part: torch.from_numpy(view).to(x.device, non_blocking=True)
+                moved = {  # from the pinned tensors themselves: asynchronous copies
+                    part: pinned[part][: view.size].to(x.device, non_blocking=True)
                     for part, view in views.items()
                 }
                 event = torch.cuda.Event()
