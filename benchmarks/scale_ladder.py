@@ -259,11 +259,13 @@ def projection(records: list[dict], pcie_gb_s: float = 25.0, disk_gb_s: float = 
     host_precompute = budget + excess + 12 * n
     a, b = linear_fit(records, 'convert')
     host_convert = a + b * n
-    per_column = 4 * n * 3  # PrecomputePlan: [N, w] input + 2 buffers, float32
-    width = max(1, int((budget - 4 * GIB) // per_column))
+    # out_of_core.plan_budget: an Adjacency hop's float32 input and output, and 9 kept float32
+    # blocks of the 1.55M labelled rows, a column; the row-block buffers take 1/32 of the budget
+    per_column = 8 * n + 4 * 1_546_782 * HOPS * 3
+    width = max(1, int((budget - budget // 32 - (64 << 20)) // per_column))
     entries = big['precompute']['matrix_entries'] * scale
     matrix_bytes = entries * 8  # int32 column + float32 value
-    gpu_width = max(1, int((70 * GIB) // per_column))
+    gpu_width = max(1, int((70 * GIB) // per_column))  # an 80 GB GPU's free memory
     gpu_slices = -(-PAPERS['num_features'] // gpu_width)
     pcie_bytes = matrix_bytes * HOPS * gpu_slices + 4 * n * PAPERS['num_features']
     return {
