@@ -18,7 +18,7 @@ The budget :math:`M` is split as
 
 .. math::
     M = \underbrace{2 \cdot (8 \cdot \text{nnz}_{blk} + 4 \cdot \text{rows}_{blk})}_{\text{row-block
-    buffers}} + \underbrace{8 R + 64\,\text{MiB}}_{\text{rows, read buffers}} +
+    buffers}} + \underbrace{8 R + \min(32\,\text{MiB}, M / 32)}_{\text{rows, read buffer}} +
     \underbrace{w \cdot (8 N + s R K)}_{\text{column slice}},
 
 the last term a slice of :math:`w` columns (an Adjacency hop is one product: its float32 input and
@@ -54,7 +54,12 @@ from graphops.precompute.slices import run_slice
 from graphops.transforms.operator import SIGNOperator
 
 INPUT_KEY = 'x'
-READ_BUFFER_BYTES = 64 << 20  # column reads (32 MiB chunks) and their checksums
+READ_BUFFER_BYTES = 32 << 20  # the most a column read buffers at a time
+
+
+def read_chunk_bytes(memory_budget_bytes: int) -> int:
+    """Bytes one column read buffers: 32 MiB, or 1/32 of a small budget."""
+    return max(1 << 16, min(READ_BUFFER_BYTES, memory_budget_bytes // 32))
 
 
 def plan_budget(
@@ -73,7 +78,7 @@ def plan_budget(
             ``memory_budget_bytes`` and the minimum.
     """
     buffers = max(DiskCSR.buffer_bytes(m.max_block_nnz, m.max_block_rows) for m in matrices)
-    reads = min(READ_BUFFER_BYTES, 2 * dataset.num_nodes * dataset.num_features * 4)
+    reads = read_chunk_bytes(memory_budget_bytes)
     fixed = buffers + 8 * num_rows + reads
     n, storage = dataset.num_nodes, storage_dtype.itemsize
     # An Adjacency hop is one product: its input and its output are the only [N, w] arrays alive
@@ -164,11 +169,12 @@ def precompute_out_of_core(
         overwrite=overwrite,
     )
     read_before = dataset.bytes_read
+    chunk = read_chunk_bytes(memory_budget_bytes)
     if not store.complete:
         offset = 1 if include_input else 0
         if include_input:
             for s in store.pending(0):
-                block = dataset.read_columns(*plan.slices[s])
+                block = dataset.read_columns(*plan.slices[s], chunk_bytes=chunk)
                 kept = block if rows is None else block[rows]
                 del block
                 store.write(0, s, {INPUT_KEY: to_storage(kept, storage_dtype)})
@@ -182,7 +188,9 @@ def precompute_out_of_core(
                 blocks = run_slice(
                     operator,
                     matrix,
-                    dataset.read_columns(start, end),  # unnamed: freed after the first hop
+                    dataset.read_columns(
+                        start, end, chunk_bytes=chunk
+                    ),  # unnamed: freed after hop 1
                     rows,
                     storage_dtype,
                     device,
