@@ -9,13 +9,14 @@ file) and, per block ``b``, ``b{b:05d}.rowptr.npy`` (int32, block-local offsets)
 written to a temporary name and renamed into place, so a block is whole or absent; a build killed
 half-way resumes after its last whole block.
 
-:meth:`DiskCSR.spmm` reads the blocks with plain file reads (``readinto``, not ``mmap``: mapped
-pages would count towards the process's resident memory) into two reusable buffers, and a thread
-reads block :math:`b+1` while block :math:`b` is multiplied. On CUDA the buffers are pinned and each
-block goes to the device on a side stream, overlapped with the product of the previous one. Every
-row sums its entries in CSR order, so the result is byte-identical to
-:func:`graphops.ops.spmm` on the whole matrix. Each block's checksum is verified the first time it
-is read.
+:meth:`DiskCSR.spmm` streams the blocks: on the CPU each block is mapped read-only and multiplied
+in place from the page cache (no copy), a thread faulting block :math:`b+1` in while block
+:math:`b` is multiplied, and at most two blocks are mapped at a time (mapped pages count as
+resident memory: two blocks is what the budget reserves). On CUDA a thread reads each block
+(``readinto``) into one of two pinned buffers and a side stream copies it to the device, overlapped
+with the product of the previous one. Every row sums its entries in CSR order, so the result is
+byte-identical to :func:`graphops.ops.spmm` on the whole matrix. Each block's checksum is verified
+the first time it is read.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -182,14 +184,7 @@ class DiskCSR:
         views = {part: read_npy_into(files[part], buffers[part].numpy()) for part, _ in _PARTS}
         self.bytes_read += sum(view.nbytes for view in views.values())
         if index not in self._verified:
-            recorded = self.meta['blocks'][index]['sha256']
-            for part, view in views.items():
-                if hashlib.sha256(view.data).hexdigest() != recorded[part]:
-                    raise DiskCSRCorruptError(
-                        f'{files[part]} does not match its checksum: the matrix is corrupt; '
-                        'delete the converted folder and convert again'
-                    )
-            self._verified.add(index)
+            self._check(index, views)
         return views
 
     def spmm(self, x: Tensor, out: Tensor | None = None) -> Tensor:
@@ -201,28 +196,62 @@ class DiskCSR:
                 out = host_empty(self.num_rows, x.size(1), x.dtype)
             else:
                 out = x.new_empty(self.num_rows, x.size(1))
-        if self._buffers is None:
-            self._buffers = self._allocate()
         if not self.blocks:
             return out.zero_()
         if x.device.type == 'cuda':
+            if self._buffers is None:
+                self._buffers = self._allocate()
             return self._spmm_cuda(x, out)
         with ThreadPoolExecutor(1) as reader:
-            pending = reader.submit(self._load, 0, self._buffers[0])
+            pending = reader.submit(self._map, 0)
             for index, (start, end, _) in enumerate(self.blocks):
                 views = pending.result()
                 if index + 1 < len(self.blocks):
-                    pending = reader.submit(self._load, index + 1, self._buffers[(index + 1) % 2])
-                block = CSR(
-                    torch.from_numpy(views['rowptr']),
-                    torch.from_numpy(views['col']),
-                    torch.from_numpy(views['value']).to(x.dtype),
-                    end - start,
-                    self.num_cols,
-                    trust_data=True,
-                )
+                    pending = reader.submit(self._map, index + 1)
+                with warnings.catch_warnings():
+                    # read-only maps: the product only reads them
+                    warnings.simplefilter('ignore', UserWarning)
+                    block = CSR(
+                        torch.from_numpy(views['rowptr']),
+                        torch.from_numpy(views['col']),
+                        torch.from_numpy(views['value']).to(x.dtype),
+                        end - start,
+                        self.num_cols,
+                        trust_data=True,
+                    )
                 spmm(block, x, out=out[start:end])
+                del block, views  # unmapped: at most two blocks are mapped at a time
         return out
+
+    def _map(self, index: int) -> dict[str, np.ndarray]:
+        """Block ``index`` mapped read-only, every page touched (so a thread faults it in, from
+        disk when it is not cached, while the previous block is multiplied); the first map of a
+        block checks its SHA-256. On the CPU the product reads the page cache in place: no copy,
+        and the process maps at most two blocks (what :meth:`buffer_bytes` budgets)."""
+        files = self.block_files(self.path, index)
+        views = {}
+        for part, dtype in _PARTS:
+            view = np.load(files[part], mmap_mode='r')
+            if view.dtype != dtype or view.ndim != 1:
+                raise DiskCSRCorruptError(f'{files[part]} holds {view.dtype} {view.shape}')
+            if view.size:
+                np.add.reduce(view.view(np.uint8)[:: 1 << 12])  # one read a page
+            views[part] = view
+        self.bytes_read += sum(view.nbytes for view in views.values())
+        if index not in self._verified:
+            self._check(index, views)
+        return views
+
+    def _check(self, index: int, views: dict[str, np.ndarray]) -> None:
+        recorded = self.meta['blocks'][index]['sha256']
+        files = self.block_files(self.path, index)
+        for part, view in views.items():
+            if hashlib.sha256(view.data).hexdigest() != recorded[part]:
+                raise DiskCSRCorruptError(
+                    f'{files[part]} does not match its checksum: the matrix is corrupt; '
+                    'delete the converted folder and convert again'
+                )
+        self._verified.add(index)
 
     def _spmm_cuda(self, x: Tensor, out: Tensor) -> Tensor:
         """Pinned double buffering: a thread reads block :math:`b+1` from disk into the pinned
