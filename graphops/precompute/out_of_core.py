@@ -117,7 +117,13 @@ def precompute_out_of_core(
 ) -> FeatureStore:
     """Every hop of every operator, read from ``dataset``, into a FeatureStore at
     ``store_path`` (see the module docstring); ``stats`` (a dict) receives the bytes read, the
-    slices and the row blocks."""
+    slices and the row blocks.
+
+    Shapes:
+        - **dataset:** features :math:`(N, F)`, each operator's matrix :math:`(N, N)`.
+        - **rows:** :math:`(R,)` node ids (``None``: all :math:`N`).
+        - **output:** a store with :math:`(R, F)` per key (``'x'``, then every operator's hops).
+    """
     if not isinstance(dataset, ConvertedDataset):
         raise TypeError(f'dataset must be a ConvertedDataset, got {type(dataset).__name__}')
     check_budget(memory_budget_bytes)
