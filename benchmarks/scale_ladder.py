@@ -381,6 +381,13 @@ def main(argv=None) -> None:
         plot(records)
         text, proj = table(records)
         print(text)
+        readme = HERE / 'papers100m' / 'README.md'
+        start, end = '<!-- ladder table', '<!-- /ladder table -->'
+        doc = readme.read_text()
+        head, rest = doc.split(start, 1)
+        first_line, _ = rest.split('\n', 1)
+        _, tail = rest.split(end, 1)
+        readme.write_text(f'{head}{start}{first_line}\n{text}\n{end}{tail}')
         print(json.dumps(proj, indent=1))
 
 
