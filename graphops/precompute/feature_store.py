@@ -323,6 +323,9 @@ class FeatureStore:
                 )
             array[:, start:end] = block
             array.flush()
+            # unmapped after each key: a column slice touches every page of the file, and mapped
+            # pages count towards the process's resident memory (the out-of-core path's budget)
+            del self._arrays[key], array
             digests[key] = sha256_bytes(block)
         self.manifest['done'][_unit(group, slice_index)] = digests
         self._save_manifest()

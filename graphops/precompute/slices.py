@@ -104,7 +104,9 @@ def device_matrix(
 
 
 def _device_spmm(matrix, x: Tensor, out: Tensor | None = None) -> Tensor:
-    if isinstance(matrix, RowBlockStream):
+    # a matrix streamed by row blocks (RowBlockStream, or a DiskCSR read from disk) multiplies
+    # itself; a CSR goes through graphops.ops.spmm
+    if isinstance(matrix, RowBlockStream) or hasattr(matrix, 'spmm'):
         return matrix.spmm(x, out=out)
     return spmm(matrix, x, out=out)
 

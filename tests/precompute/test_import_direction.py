@@ -1,7 +1,8 @@
 """Inside graphops.precompute, imports point one way, read from every module's source (ast).
 
-From the bottom: the leaves ``feature_store`` and ``plan``; ``slices`` (a slice job and how it
-runs); the backends (``base``, ``local``, ``ray``), then the ``backends`` package; ``engine``;
+From the bottom: the leaves ``feature_store``, ``plan``, ``dropedge`` and ``npy_member``;
+``slices`` (a slice job and how it runs) and ``disk_csr``; ``converted_dataset``; the backends
+(``base``, ``local``, ``ray``), then the ``backends`` package; ``engine`` and ``out_of_core``;
 the package's ``__init__``. A module imports only modules below it, absolutely and at module
 level, so that no function-level import can hide a cycle (an optional third-party package such
 as ``ray`` may still be imported lazily).
@@ -19,12 +20,17 @@ NAME = 'graphops.precompute'
 RANK = {
     'feature_store': 0,
     'plan': 0,
+    'dropedge': 0,
+    'npy_member': 0,
     'slices': 1,
+    'disk_csr': 1,
+    'converted_dataset': 2,
     'backends.base': 2,
     'backends.local': 2,
     'backends.ray': 2,
     'backends': 3,
     'engine': 4,
+    'out_of_core': 4,
     '': 5,
 }
 

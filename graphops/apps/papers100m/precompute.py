@@ -37,6 +37,7 @@ from graphops.apps.papers100m.config import (
     parse_command,
 )
 from graphops.apps.runtime import process_peak_rss_bytes, threads
+from graphops.precompute.dropedge import drop_edges
 
 OGB_NAME = 'ogbn-papers100M'
 OGB_DIR = 'ogbn_papers100M'
@@ -143,6 +144,7 @@ class Stage:
                 'operators': config['operators'],
                 'storage_dtype': config['precompute']['storage_dtype'],
                 'dataset': dataset_id,
+                'dropedge': 'keyed-by-edge',  # graphops.precompute.dropedge
             }
         )
         return cls(
@@ -283,19 +285,6 @@ def build_operators(specs: list[dict]) -> list[tuple[object, float]]:
     return built
 
 
-def drop_edges(edge_index: np.ndarray, rate: float, seed: int) -> np.ndarray:
-    """Keeps each edge with probability ``1 - rate`` (the authors' DropEdge subsampling of the
-    operators), drawing the mask in chunks so the randoms never take more than 64 MB."""
-    if rate == 0.0:
-        return edge_index
-    rng = np.random.default_rng(seed)
-    keep = np.empty(edge_index.shape[1], dtype=bool)
-    step = 1 << 23
-    for start in range(0, keep.size, step):
-        keep[start : start + step] = rng.random(min(step, keep.size - start)) >= rate
-    return edge_index[:, keep]
-
-
 def partitions(operators: list[tuple[object, float]]) -> list[tuple[float, list]]:
     """Operators grouped by their DropEdge rate, in order of first appearance: each group runs on
     its own subsampled graph and fills its own part of the store."""
@@ -379,6 +368,15 @@ def precompute_stage(config: dict, progress: bool = True) -> dict:
     if stage.dataset_name == 'synthetic':
         ensure_synthetic(stage, synthetic_params(config))
     record['generate_time_s'] = time.perf_counter() - start
+    if pre['memory_budget_bytes'] is not None:
+        if pre['column_budget_bytes'] is not None:
+            raise ValueError(
+                'set precompute.memory_budget_bytes (the out-of-core path, one budget for '
+                'everything) or precompute.column_budget_bytes (the in-memory path), not both'
+            )
+        return precompute_out_of_core_stage(
+            config, stage, operators, device, storage_dtype, record, progress
+        )
 
     start = time.perf_counter()
     graph, labels, split, num_classes = load_ogb(stage.dataset_root)
@@ -427,6 +425,124 @@ def precompute_stage(config: dict, progress: bool = True) -> dict:
     record['device'] = str(device)
     record['backend'] = pre['backend']
     record['column_budget_bytes'] = pre['column_budget_bytes']
+    return finish_stage(stage, targets, record, device)
+
+
+def load_ogb_targets(root: Path) -> tuple[np.ndarray, dict, int]:
+    """``(labels, split, num_classes)`` without loading the graph: the split through ogb's own
+    reader (``NodePropPredDataset.get_idx_split``, which only reads ``split/time/*.csv.gz``), the
+    labels streamed from ogb's ``raw/node-label.npz``, the class count from ogb's ``master.csv``.
+    ``NodePropPredDataset(...)`` itself would materialise every array of ``raw/data.npz``."""
+    import pandas as pd
+    from ogb import nodeproppred
+    from ogb.nodeproppred import NodePropPredDataset
+
+    from graphops.precompute.npy_member import NpyMember
+
+    folder = Path(root) / OGB_DIR
+    if not (folder / 'RELEASE_v1.txt').is_file() or not (folder / 'raw' / 'data.npz').is_file():
+        raise FileNotFoundError(
+            f'no ogbn-papers100M at {folder} (expected raw/data.npz and RELEASE_v1.txt). These '
+            'scripts never download; fetch it once (57 GB) with '
+            f"python -c \"from ogb.nodeproppred import NodePropPredDataset; NodePropPredDataset('{OGB_NAME}', root='{root}')\""
+        )
+    master = pd.read_csv(
+        Path(nodeproppred.__file__).parent / 'master.csv', index_col=0, keep_default_na=False
+    )
+    reader = NodePropPredDataset.__new__(NodePropPredDataset)  # the split reader alone
+    reader.root, reader.meta_info, reader.is_hetero = str(folder), master[OGB_NAME], False
+    split = {name: np.asarray(idx, dtype=np.int64) for name, idx in reader.get_idx_split().items()}
+    member = NpyMember(folder / 'raw' / 'node-label.npz', 'node_label')
+    labels = member.read(0, member.shape[0])
+    return labels, split, int(master[OGB_NAME]['num classes'])
+
+
+def precompute_out_of_core_stage(
+    config: dict, stage: Stage, operators, device, storage_dtype, record: dict, progress: bool
+) -> dict:
+    """Stage 1 on the out-of-core path: convert ogb's raw files once (streaming, resumable), then
+    precompute every partition from the converted arrays within ``precompute.memory_budget_bytes``."""
+    from graphops.precompute.converted_dataset import ConvertedDataset, block_nnz_for
+    from graphops.precompute.out_of_core import precompute_out_of_core
+
+    pre = config['precompute']
+    budget = pre['memory_budget_bytes']
+    seed = int(pre['seed'])
+    labels, split, num_classes = load_ogb_targets(stage.dataset_root)
+    targets = labelled_targets(labels, split, num_classes)
+    del labels
+    converted_dir = (
+        stage.output
+        / 'converted'
+        / f'{stage.dataset_id}-{pre["feature_dtype"]}-{block_nnz_for(budget)}'
+    )
+    parts = partitions(operators)
+    # every partition's matrices carry their own seed (seed + index, as on the in-memory path)
+    start = time.perf_counter()
+    dataset = None
+    for index, (rate, ops) in enumerate(parts):
+        dataset = ConvertedDataset.convert(
+            stage.dataset_root / OGB_DIR,
+            converted_dir,
+            [(op, rate) for op in ops],
+            budget,
+            seed=seed + index,
+            feature_dtype=pre['feature_dtype'],
+            log=(lambda message: print(message, flush=True)) if progress else (lambda _: None),
+        )
+    record['convert_time_s'] = time.perf_counter() - start
+    record['load_time_s'] = record['convert_time_s']
+    manifest = dataset.manifest
+    record.update(
+        num_nodes=dataset.num_nodes,
+        num_edges=int(manifest['source']['num_edges']),
+        num_features=dataset.num_features,
+        num_rows=int(targets['rows'].size),
+        split_sizes={name: int(split[name].size) for name in SPLITS},
+    )
+    print(
+        f'precompute (out of core, budget {budget / 2**30:.2f} GiB): {dataset.num_nodes:,} nodes, '
+        f'{record["num_edges"]:,} edges, keeping {record["num_rows"]:,} labelled rows; '
+        f'device {device}',
+        flush=True,
+    )
+    stage.store_dir.mkdir(parents=True, exist_ok=True)
+    dump(config, stage.store_dir / 'config.yaml')
+    rows = torch.from_numpy(targets['rows'])
+    if device.type == 'cuda':
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    bytes_read = 0
+    for index, (rate, ops) in enumerate(parts):
+        stats: dict = {}
+        precompute_out_of_core(
+            dataset,
+            ops,
+            stage.store_dir / f'part{index}',
+            memory_budget_bytes=budget,
+            dropedge=rate,
+            seed=seed + index,
+            rows=rows,
+            storage_dtype=storage_dtype,
+            include_input=index == 0,
+            device=device,
+            progress=progress,
+            stats=stats,
+        )
+        bytes_read += stats['bytes_read_features'] + stats['bytes_read_matrices']
+    synchronize(device)
+    record['precompute_time_s'] = time.perf_counter() - start
+    record['device'] = str(device)
+    record['backend'] = 'out-of-core'
+    record['memory_budget_bytes'] = budget
+    record['column_budget_bytes'] = None
+    record['bytes_read'] = bytes_read
+    record['converted'] = str(converted_dir)
+    return finish_stage(stage, targets, record, device)
+
+
+def finish_stage(stage: Stage, targets: dict, record: dict, device) -> dict:
+    """Writes ``targets.npz`` and ``precompute.json`` (last: it marks the stage done)."""
     record['peak_rss_bytes'] = process_peak_rss_bytes()
     record['peak_cuda_bytes'] = (
         torch.cuda.max_memory_allocated(device) if device.type == 'cuda' else None
@@ -436,7 +552,7 @@ def precompute_stage(config: dict, progress: bool = True) -> dict:
     np.savez(tmp, **targets)
     os.replace(tmp, targets_path)
     record['keys'] = store_keys(open_store(stage.store_dir, verify=False))[0]
-    atomic_write_json(record, stage.store_dir / PRECOMPUTE_FILE)  # last: marks the stage done
+    atomic_write_json(record, stage.store_dir / PRECOMPUTE_FILE)
     print(
         f'precompute: {len(record["keys"])} blocks in {record["precompute_time_s"]:.1f}s '
         f'(load {record["load_time_s"]:.1f}s), peak RSS {record["peak_rss_bytes"] / 2**30:.2f} GiB '
