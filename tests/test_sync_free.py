@@ -9,12 +9,15 @@ import contextlib
 
 import pytest
 import torch
+from torch_geometric.data import Data
 
+from graphops.nn import EigenPool, dense_diff_pool
 from graphops.nn.conv.rgcn_conv import RGCNConv
 from graphops.nn.models.gtn import GTN
 from graphops.nn.models.sign_classifier import SIGNClassifier
 from graphops.ops import spmm, to_csr
 from graphops.testing import random_features, random_graph
+from graphops.transforms import EigenPooling
 
 
 @contextlib.contextmanager
@@ -73,3 +76,28 @@ def test_forwards_never_sync_the_device(device):
         mean = spmm(csr, x, 'mean')
     torch.testing.assert_close(out, expected)
     assert mean.shape == out.shape
+
+
+@pytest.mark.gpu
+def test_pooling_forwards_never_sync_the_device(device):
+    x, edge_index, _ = _graph(device)
+    # dense_diff_pool: value checks become device-side asserts off the CPU
+    gen = torch.Generator().manual_seed(1)
+    adj = (torch.rand(2, 30, 30, generator=gen) < 0.2).float().to(device)
+    s = torch.randn(2, 30, 5, generator=gen).to(device)
+    xb = torch.randn(2, 30, 8, generator=gen).to(device)
+    mask = torch.ones(2, 30, dtype=torch.bool, device=device)
+    expected = dense_diff_pool(xb, adj, s, mask)
+    with no_sync(device):
+        out = dense_diff_pool(xb, adj, s, mask)
+    for a, b in zip(out, expected):
+        torch.testing.assert_close(a, b)
+    # EigenPool on the transform's precomputed partition, cluster count given
+    data = EigenPooling(10)(Data(edge_index=edge_index.cpu(), num_nodes=x.size(0)))
+    pool = EigenPool(1)
+    args = (x, edge_index, data.eigen0_cluster_batch.to(device), data.eigen0_theta.to(device))
+    expected = pool(*args, num_clusters=data.eigen0_batch.numel())
+    with no_sync(device):
+        out = pool(*args, num_clusters=data.eigen0_batch.numel())
+    for a, b in zip(out, expected):
+        torch.testing.assert_close(a, b)
