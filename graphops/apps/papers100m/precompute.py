@@ -384,24 +384,19 @@ def precompute_stage(config: dict, progress: bool = True) -> dict:
     num_nodes = int(graph['num_nodes'])
     targets = labelled_targets(labels, split, num_classes)
     del labels
-    record.update(
+    rows = begin_store(
+        stage,
+        config,
+        record,
+        targets,
+        split,
+        device,
         num_nodes=num_nodes,
         num_edges=int(graph['edge_index'].shape[1]),
         num_features=int(graph['node_feat'].shape[1]),
-        num_rows=int(targets['rows'].size),
-        split_sizes={name: int(split[name].size) for name in SPLITS},
+        path=f'device {device}, backend {pre["backend"]}',
     )
-    print(
-        f'precompute: {num_nodes:,} nodes, {record["num_edges"]:,} edges, keeping '
-        f'{record["num_rows"]:,} labelled rows; device {device}, backend {pre["backend"]}',
-        flush=True,
-    )
-    stage.store_dir.mkdir(parents=True, exist_ok=True)
-    dump(config, stage.store_dir / 'config.yaml')
-    rows = torch.from_numpy(targets['rows'])
     x = graph['node_feat']
-    if device.type == 'cuda':
-        torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     for index, (rate, ops) in enumerate(partitions(operators)):
         edge_index = drop_edges(graph['edge_index'], rate, int(pre['seed']) + index)
@@ -493,24 +488,18 @@ def precompute_out_of_core_stage(
     record['convert_time_s'] = time.perf_counter() - start
     record['load_time_s'] = record['convert_time_s']
     manifest = dataset.manifest
-    record.update(
+    rows = begin_store(
+        stage,
+        config,
+        record,
+        targets,
+        split,
+        device,
         num_nodes=dataset.num_nodes,
         num_edges=int(manifest['source']['num_edges']),
         num_features=dataset.num_features,
-        num_rows=int(targets['rows'].size),
-        split_sizes={name: int(split[name].size) for name in SPLITS},
+        path=f'out of core, budget {budget / 2**30:.2f} GiB; device {device}',
     )
-    print(
-        f'precompute (out of core, budget {budget / 2**30:.2f} GiB): {dataset.num_nodes:,} nodes, '
-        f'{record["num_edges"]:,} edges, keeping {record["num_rows"]:,} labelled rows; '
-        f'device {device}',
-        flush=True,
-    )
-    stage.store_dir.mkdir(parents=True, exist_ok=True)
-    dump(config, stage.store_dir / 'config.yaml')
-    rows = torch.from_numpy(targets['rows'])
-    if device.type == 'cuda':
-        torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     bytes_read = 0
     for index, (rate, ops) in enumerate(parts):
@@ -570,3 +559,28 @@ def main(argv: list[str] | None = None) -> dict:
 
 if __name__ == '__main__':
     main(sys.argv[1:])
+
+
+def begin_store(
+    stage, config, record, targets, split, device, *, num_nodes, num_edges, num_features, path
+) -> torch.Tensor:
+    """What both precompute paths do before the first product: record the graph's sizes, say
+    them, create the store folder with its config, and reset the CUDA peak; returns the kept
+    rows."""
+    record.update(
+        num_nodes=num_nodes,
+        num_edges=num_edges,
+        num_features=num_features,
+        num_rows=int(targets['rows'].size),
+        split_sizes={name: int(split[name].size) for name in SPLITS},
+    )
+    print(
+        f'precompute: {num_nodes:,} nodes, {num_edges:,} edges, keeping '
+        f'{record["num_rows"]:,} labelled rows; {path}',
+        flush=True,
+    )
+    stage.store_dir.mkdir(parents=True, exist_ok=True)
+    dump(config, stage.store_dir / 'config.yaml')
+    if device.type == 'cuda':
+        torch.cuda.reset_peak_memory_stats(device)
+    return torch.from_numpy(targets['rows'])
