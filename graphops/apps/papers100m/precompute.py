@@ -551,16 +551,6 @@ def finish_stage(stage: Stage, targets: dict, record: dict, device) -> dict:
     return record
 
 
-def main(argv: list[str] | None = None) -> dict:
-    config, args = parse_command(argv, 'precompute', __doc__.split('\n\n')[0])
-    with threads(config['threads']):
-        return precompute_stage(config, progress=not args.no_progress)
-
-
-if __name__ == '__main__':
-    main(sys.argv[1:])
-
-
 def begin_store(
     stage, config, record, targets, split, device, *, num_nodes, num_edges, num_features, path
 ) -> torch.Tensor:
@@ -584,3 +574,13 @@ def begin_store(
     if device.type == 'cuda':
         torch.cuda.reset_peak_memory_stats(device)
     return torch.from_numpy(targets['rows'])
+
+
+def main(argv: list[str] | None = None) -> dict:
+    config, args = parse_command(argv, 'precompute', __doc__.split('\n\n')[0])
+    with threads(config['threads']):
+        return precompute_stage(config, progress=not args.no_progress)
+
+
+if __name__ == '__main__':
+    main(sys.argv[1:])
