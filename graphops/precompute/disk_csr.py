@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import warnings
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -202,6 +203,53 @@ class DiskCSR:
             if self._buffers is None:
                 self._buffers = self._allocate()
             return self._spmm_cuda(x, out)
+        for _ in self._block_products(x, lambda start, end: out[start:end]):
+            pass  # each product lands in its rows of out
+        return out
+
+    def spmm_inplace(
+        self,
+        x: Tensor,
+        scratch: str | os.PathLike,
+        on_block: Callable[[int, int, Tensor], None] | None = None,
+    ) -> Tensor:
+        """``x <- M @ x`` on the CPU holding one ``[N, w]`` buffer, for a square matrix.
+
+        Each row block's product goes into one ``[rows_blk, w]`` buffer, is shown to
+        ``on_block(start, end, product)`` (to keep some of its rows), and is appended to the file
+        ``scratch`` with plain writes: page cache, not this process's resident memory. Once every
+        block has read ``x``, the file is read back over ``x`` and deleted. The bytes are those of
+        :meth:`spmm` (the same block products); the memory is half, for one sequential write and
+        read of :math:`N w` values.
+        """
+        if self.num_rows != self.num_cols:
+            raise ValueError(f'spmm_inplace needs a square matrix, this one is {self.shape}')
+        if x.device.type != 'cpu' or not x.is_contiguous() or x.dim() != 2:
+            raise ValueError('x must be a contiguous [N, w] CPU tensor for spmm_inplace')
+        if x.size(0) != self.num_cols:
+            raise ValueError(f'x must be [{self.num_cols}, w], got {tuple(x.shape)}')
+        scratch = Path(scratch)
+        buffer = x.new_empty(max(1, self.max_block_rows), x.size(1))
+        with open(scratch, 'wb') as handle:
+            for start, end, product in self._block_products(
+                x, lambda start, end: buffer[: end - start]
+            ):
+                if on_block is not None:
+                    on_block(start, end, product)
+                handle.write(memoryview(product.numpy()).cast('B'))
+        expected = x.numel() * x.element_size()
+        with open(scratch, 'rb') as handle:
+            read = handle.readinto(memoryview(x.numpy()).cast('B'))
+        scratch.unlink()
+        if read != expected:
+            raise OSError(f'{scratch}: read back {read} of {expected} bytes (disk full?)')
+        return x
+
+    def _block_products(
+        self, x: Tensor, target: Callable[[int, int], Tensor]
+    ) -> Iterator[tuple[int, int, Tensor]]:
+        """``(start, end, M[start:end] @ x)`` for every row block in order, each product written
+        into ``target(start, end)``; a thread maps block :math:`b+1` while :math:`b` is multiplied."""
         with ThreadPoolExecutor(1) as reader:
             pending = reader.submit(self._map, 0)
             for index, (start, end, _) in enumerate(self.blocks):
@@ -219,9 +267,10 @@ class DiskCSR:
                         self.num_cols,
                         trust_data=True,
                     )
-                spmm(block, x, out=out[start:end])
+                out = target(start, end)
+                spmm(block, x, out=out)
                 del block, views  # unmapped: at most two blocks are mapped at a time
-        return out
+                yield start, end, out
 
     def _map(self, index: int) -> dict[str, np.ndarray]:
         """Block ``index`` mapped read-only, every page touched (so a thread faults it in, from

@@ -19,11 +19,15 @@ The budget :math:`M` is split as
 .. math::
     M = \underbrace{2 \cdot (8 \cdot \text{nnz}_{blk} + 4 \cdot \text{rows}_{blk})}_{\text{row-block
     buffers}} + \underbrace{8 R + \min(32\,\text{MiB}, M / 32)}_{\text{rows, read buffer}} +
-    \underbrace{w \cdot (8 N + s R K)}_{\text{column slice}},
+    \underbrace{w \cdot (4 N + 4\,\text{rows}_{blk} + s R K)}_{\text{column slice}},
 
-the last term a slice of :math:`w` columns (an Adjacency hop is one product: its float32 input and
-output, :math:`[N, w]` each, and the kept rows of every hop in the storage dtype of :math:`s`
-bytes); the plan (a :class:`~graphops.precompute.plan.PrecomputePlan`) takes the widest slice that
+the last term a slice of :math:`w` columns: on the CPU an Adjacency hop runs in place
+(:meth:`~graphops.precompute.disk_csr.DiskCSR.spmm_inplace`), so the slice holds one float32
+:math:`[N, w]` state, one row block's product (on its way to a scratch file in the store folder,
+read back over the state when the hop ends) and the kept rows of every hop in the storage dtype of
+:math:`s` bytes. On CUDA, and for operators whose hop is more than one product, the state is two
+:math:`[N, w]` buffers, :math:`8 N` a column. The plan (a
+:class:`~graphops.precompute.plan.PrecomputePlan`) takes the widest slice that
 fits. Nothing else grows with
 :math:`N` or :math:`|\mathcal{E}|`: the features are read one column slice at a time
 (:meth:`ConvertedDataset.read_columns`), every hop multiplies by the matrix one row block at a time
@@ -40,6 +44,8 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
+from functools import partial
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -55,11 +61,31 @@ from graphops.transforms.operator import SIGNOperator
 
 INPUT_KEY = 'x'
 READ_BUFFER_BYTES = 32 << 20  # the most a column read buffers at a time
+LINE_COLUMNS = 16  # float32 values in a 64-byte cache line
+SCRATCH_PREFIX = '.hop-scratch-'  # a hop's product on its way back (left by a killed run)
 
 
 def read_chunk_bytes(memory_budget_bytes: int) -> int:
     """Bytes one column read buffers: 32 MiB, or 1/32 of a small budget."""
     return max(1 << 16, min(READ_BUFFER_BYTES, memory_budget_bytes // 32))
+
+
+def runs_in_place(operator: SIGNOperator) -> bool:
+    """Whether a hop of ``operator`` is one plain product (:meth:`SIGNOperator.step` unchanged),
+    which :meth:`DiskCSR.spmm_inplace` runs holding one ``[N, w]`` buffer."""
+    return type(operator).step is SIGNOperator.step and operator.num_streams == 1
+
+
+def _bytes_per_column(
+    operator: SIGNOperator, n: int, block_rows: int, num_rows: int, storage: int, in_place: bool
+) -> int:
+    """One column's bytes: the float32 state (one ``[N, w]`` buffer and a row block's product
+    when the hop runs in place; input and output otherwise) and every hop's kept rows."""
+    streams = operator.num_streams
+    kept = storage * num_rows * streams * operator.hops
+    if in_place and runs_in_place(operator):
+        return 4 * (n + block_rows) + kept
+    return 4 * n * 2 * streams + kept
 
 
 def plan_budget(
@@ -69,6 +95,7 @@ def plan_budget(
     num_rows: int,
     memory_budget_bytes: int,
     storage_dtype: torch.dtype,
+    device: str | torch.device = 'cpu',
 ) -> PrecomputePlan:
     """The column slices that fit what the budget leaves after the row-block buffers (the
     formula in the module docstring).
@@ -81,21 +108,70 @@ def plan_budget(
     reads = read_chunk_bytes(memory_budget_bytes)
     fixed = buffers + 8 * num_rows + reads
     n, storage = dataset.num_nodes, storage_dtype.itemsize
-    # An Adjacency hop is one product: its input and its output are the only [N, w] arrays alive
-    # (DiskCSR.spmm writes row blocks straight into the output), so two float32 buffers a column,
-    # where the in-memory engine's plan also counts a step's scratch buffer.
+    block_rows = max(m.max_block_rows for m in matrices)
     per_column = max(
-        4 * n * 2 * op.num_streams + storage * num_rows * op.num_streams * op.hops
+        _bytes_per_column(
+            op, n, block_rows, num_rows, storage, in_place=torch.device(device).type == 'cpu'
+        )
         for op in operators
     )
     check_budget(memory_budget_bytes, fixed + per_column)
-    widest = min(dataset.num_features, (memory_budget_bytes - fixed) // per_column)
-    count = -(-dataset.num_features // widest)
-    width = -(-dataset.num_features // count)  # balanced: no narrow last slice
-    slices = [(i * width, min((i + 1) * width, dataset.num_features)) for i in range(count)]
+    features = dataset.num_features
+    widest = min(features, (memory_budget_bytes - fixed) // per_column)
+    if LINE_COLUMNS <= widest < features:
+        # whole 64-byte lines: a gathered row of 15 or 26 float32 straddles one more line than
+        # one of 16 or 32, and costs about 1.5x more a column (benchmarks/papers100m/README.md)
+        width = widest - widest % LINE_COLUMNS
+    else:
+        count = -(-features // widest)
+        width = -(-features // count)  # balanced: no narrow last slice
+    slices = [(start, min(start + width, features)) for start in range(0, features, width)]
     return PrecomputePlan(
         n, dataset.num_features, num_rows, slices, per_column, memory_budget_bytes - fixed
     )
+
+
+def run_slice_in_place(
+    operator: SIGNOperator,
+    matrix: DiskCSR,
+    state: Tensor,
+    rows: Tensor | None,
+    storage_dtype: torch.dtype,
+    scratch: Path,
+) -> dict[str, np.ndarray]:
+    """All hops of a one-product ``operator`` for the float32 column slice ``state`` ``[N, w]``,
+    overwritten hop by hop (:meth:`DiskCSR.spmm_inplace`); each hop's kept rows are copied out of
+    every row block's product as it is made. ``{key: [R, w] array in the storage dtype}``."""
+    n, width = state.shape
+    if rows is None:
+        positions, sorted_rows = None, None
+    else:
+        # rows may come in any order: find each block's rows by binary search in sorted order
+        sorted_rows, positions = torch.sort(rows, stable=True)
+    out: dict[str, np.ndarray] = {}
+    with torch.inference_mode():
+        for hop in range(1, operator.hops + 1):
+            kept = torch.empty(n if rows is None else rows.numel(), width, dtype=storage_dtype)
+
+            matrix.spmm_inplace(state, scratch, partial(_keep_rows, kept, sorted_rows, positions))
+            out[f'{operator.prefix}{hop}'] = to_storage(kept, storage_dtype)
+    return out
+
+
+def _keep_rows(
+    kept: Tensor,
+    sorted_rows: Tensor | None,
+    positions: Tensor | None,
+    start: int,
+    end: int,
+    product: Tensor,
+) -> None:
+    """Copies the kept rows among ``start..end`` of one row block's ``product`` into ``kept``."""
+    if sorted_rows is None:
+        kept[start:end] = product
+        return
+    lo, hi = torch.searchsorted(sorted_rows, torch.tensor([start, end])).tolist()
+    kept[positions[lo:hi]] = product[sorted_rows[lo:hi] - start].to(kept.dtype)
 
 
 def precompute_out_of_core(
@@ -146,7 +222,9 @@ def precompute_out_of_core(
     num_rows = n if rows is None else rows.numel()
     names = [matrix_name(op, float(dropedge), seed) for op in operators]
     matrices = [dataset.matrix(name, device) for name in names]
-    plan = plan_budget(dataset, matrices, operators, num_rows, memory_budget_bytes, storage_dtype)
+    plan = plan_budget(
+        dataset, matrices, operators, num_rows, memory_budget_bytes, storage_dtype, device
+    )
 
     groups = [{'name': 'input', 'params': {}, 'keys': [INPUT_KEY]}] if include_input else []
     groups += [
@@ -191,16 +269,25 @@ def precompute_out_of_core(
             for s in store.pending(group):
                 start, end = plan.slices[s]
                 started = time.perf_counter()
-                blocks = run_slice(
-                    operator,
-                    matrix,
-                    dataset.read_columns(
-                        start, end, chunk_bytes=chunk
-                    ),  # unnamed: freed after hop 1
-                    rows,
-                    storage_dtype,
-                    device,
-                )
+                if device.type == 'cpu' and runs_in_place(operator):
+                    blocks = run_slice_in_place(
+                        operator,
+                        matrix,
+                        dataset.read_columns(start, end, chunk_bytes=chunk),
+                        rows,
+                        storage_dtype,
+                        store.path / f'{SCRATCH_PREFIX}{group}-{s}.f32',
+                    )
+                else:
+                    blocks = run_slice(
+                        operator,
+                        matrix,
+                        # unnamed: run_slice frees it after hop 1
+                        dataset.read_columns(start, end, chunk_bytes=chunk),
+                        rows,
+                        storage_dtype,
+                        device,
+                    )
                 store.write(group, s, blocks)
                 del blocks
                 if progress:
@@ -212,6 +299,8 @@ def precompute_out_of_core(
                 if on_slice is not None:
                     on_slice(groups[group]['name'], s)
         store.finalize()
+        for leftover in Path(store.path).glob(f'{SCRATCH_PREFIX}*'):
+            leftover.unlink()
     if stats is not None:
         stats['bytes_read_features'] = dataset.bytes_read - read_before
         stats['bytes_read_matrices'] = sum(m.bytes_read for m in matrices)

@@ -7,6 +7,7 @@ import torch
 from graphops.datasets.synthetic_papers import SyntheticPapers
 from graphops.precompute import ConvertedDataset, precompute, precompute_out_of_core
 from graphops.precompute.dropedge import drop_edges
+from graphops.precompute.out_of_core import SCRATCH_PREFIX
 from graphops.transforms.adjacency import Adjacency
 from graphops.transforms.ppr import PPR
 
@@ -32,7 +33,7 @@ def authors_operators():
 @pytest.fixture(scope='module')
 def graph(tmp_path_factory):
     root = tmp_path_factory.mktemp('ooc')
-    papers = SyntheticPapers(6000, num_features=24, label_fraction=0.1, seed=3)
+    papers = SyntheticPapers(6000, num_features=64, label_fraction=0.1, seed=3)
     folder = papers.write_ogb(root / 'data')
     rows = torch.from_numpy(np.concatenate(list(papers._split().values())))
     return {'papers': papers, 'folder': folder, 'root': root, 'rows': rows}
@@ -155,6 +156,9 @@ def test_killed_precompute_resumes_with_the_same_bytes(graph, tmp_path):
 
     with pytest.raises(Killed):
         precompute_out_of_core(dataset, authors_operators(), tmp_path / 'b', on_slice=die, **kwargs)
+    # a run killed inside a hop leaves its scratch file: the resumed run must not read it as is
+    (tmp_path / 'b' / f'{SCRATCH_PREFIX}1-2.f32').write_bytes(b'\xff' * 50_000)
     resumed = arrays(precompute_out_of_core(dataset, authors_operators(), tmp_path / 'b', **kwargs))
     for key in straight:
         np.testing.assert_array_equal(resumed[key], straight[key], err_msg=key)
+    assert not list((tmp_path / 'b').glob(f'{SCRATCH_PREFIX}*'))
