@@ -76,7 +76,7 @@ def runs_in_place(operator: SIGNOperator) -> bool:
     return type(operator).step is SIGNOperator.step and operator.num_streams == 1
 
 
-def _bytes_per_column(
+def bytes_per_column(
     operator: SIGNOperator, n: int, block_rows: int, num_rows: int, storage: int, in_place: bool
 ) -> int:
     """One column's bytes: the float32 state (one ``[N, w]`` buffer and a row block's product
@@ -86,6 +86,18 @@ def _bytes_per_column(
     if in_place and runs_in_place(operator):
         return 4 * (n + block_rows) + kept
     return 4 * n * 2 * streams + kept
+
+
+def column_slices(widest: int, features: int) -> list[tuple[int, int]]:
+    """``[start, end)`` column slices of at most ``widest`` columns covering ``0..features``."""
+    if LINE_COLUMNS <= widest < features:
+        # whole 64-byte lines: a gathered row of 15 or 26 float32 straddles one more line than
+        # one of 16 or 32, and costs about 1.5x more a column (benchmarks/papers100m/README.md)
+        width = widest - widest % LINE_COLUMNS
+    else:
+        count = -(-features // widest)
+        width = -(-features // count)  # balanced: no narrow last slice
+    return [(start, min(start + width, features)) for start in range(0, features, width)]
 
 
 def plan_budget(
@@ -110,7 +122,7 @@ def plan_budget(
     n, storage = dataset.num_nodes, storage_dtype.itemsize
     block_rows = max(m.max_block_rows for m in matrices)
     per_column = max(
-        _bytes_per_column(
+        bytes_per_column(
             op, n, block_rows, num_rows, storage, in_place=torch.device(device).type == 'cpu'
         )
         for op in operators
@@ -118,14 +130,7 @@ def plan_budget(
     check_budget(memory_budget_bytes, fixed + per_column)
     features = dataset.num_features
     widest = min(features, (memory_budget_bytes - fixed) // per_column)
-    if LINE_COLUMNS <= widest < features:
-        # whole 64-byte lines: a gathered row of 15 or 26 float32 straddles one more line than
-        # one of 16 or 32, and costs about 1.5x more a column (benchmarks/papers100m/README.md)
-        width = widest - widest % LINE_COLUMNS
-    else:
-        count = -(-features // widest)
-        width = -(-features // count)  # balanced: no narrow last slice
-    slices = [(start, min(start + width, features)) for start in range(0, features, width)]
+    slices = column_slices(widest, features)
     return PrecomputePlan(
         n, dataset.num_features, num_rows, slices, per_column, memory_budget_bytes - fixed
     )

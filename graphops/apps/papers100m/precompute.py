@@ -501,7 +501,7 @@ def precompute_out_of_core_stage(
         path=f'out of core, budget {budget / 2**30:.2f} GiB; device {device}',
     )
     start = time.perf_counter()
-    bytes_read = 0
+    bytes_read, slices = 0, []
     for index, (rate, ops) in enumerate(parts):
         stats: dict = {}
         precompute_out_of_core(
@@ -519,6 +519,7 @@ def precompute_out_of_core_stage(
             stats=stats,
         )
         bytes_read += stats['bytes_read_features'] + stats['bytes_read_matrices']
+        slices.append(stats['slices'])
     synchronize(device)
     record['precompute_time_s'] = time.perf_counter() - start
     record['device'] = str(device)
@@ -526,6 +527,7 @@ def precompute_out_of_core_stage(
     record['memory_budget_bytes'] = budget
     record['column_budget_bytes'] = None
     record['bytes_read'] = bytes_read
+    record['column_slices'] = slices  # per partition
     record['converted'] = str(converted_dir)
     return finish_stage(stage, targets, record, device)
 
