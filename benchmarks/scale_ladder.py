@@ -153,6 +153,7 @@ def stage_precompute(rung: Path, budget: int) -> dict:
         'matrix_entries': entries,
         'entry_hops_per_s': entries * HOPS / seconds,
         'bytes_read': sum(s['bytes_read_features'] + s['bytes_read_matrices'] for s in stats),
+        'bytes_spilled': sum(s['bytes_spilled'] for s in stats),
         'slices': [s['slices'] for s in stats],
         'slice_width': [s['slice_width'] for s in stats],
         'row_blocks': [s['row_blocks'] for s in stats],
@@ -338,8 +339,8 @@ def table(records: list[dict]) -> str:
     lines = [
         '| N | E | kind | generate (s) | convert (s) | precompute (s) | precompute s / M edges '
         '| entry-hops/s | precompute peak RSS | convert peak RSS | bytes read (precompute) '
-        '| slices x width |',
-        '|---|---|---|---|---|---|---|---|---|---|---|---|',
+        '| bytes staged on disk | slices x width |',
+        '|---|---|---|---|---|---|---|---|---|---|---|---|---|',
     ]
     for r in records:
         p, c = r['precompute'], r['convert']
@@ -348,14 +349,15 @@ def table(records: list[dict]) -> str:
             f'| {r["generate"]["seconds"]:.0f} | {c["seconds"]:.0f} | {p["seconds"]:.0f} '
             f'| {p["seconds"] / (r["num_edges"] / 1e6):.3f} | {p["entry_hops_per_s"] / 1e6:.0f}M '
             f'| {p["vm_hwm"] / GIB:.2f} GiB | {c["vm_hwm"] / GIB:.2f} GiB '
-            f'| {p["bytes_read"] / 1e9:.1f} GB | {p["slices"][0]} x {p["slice_width"][0]} |'
+            f'| {p["bytes_read"] / 1e9:.1f} GB | {p.get("bytes_spilled", 0) / 1e9:.1f} GB '
+            f'| {p["slices"][0]} x {p["slice_width"][0]} |'
         )
     proj = projection(records)
     lines.append(
         f'| 111M | 1616M | **projected**, CPU, 32 GiB budget | – '
         f'| {proj["convert_s"]:.0f} | {proj["precompute_cpu_s"]:.0f} | – | – '
         f'| {proj["host_ram_precompute_bytes"] / GIB:.1f} GiB '
-        f'| {proj["host_ram_convert_bytes"] / GIB:.1f} GiB | – | {proj["cpu_slices"]} slices |'
+        f'| {proj["host_ram_convert_bytes"] / GIB:.1f} GiB | – | – | {proj["cpu_slices"]} slices |'
     )
     lines.append(
         f'| 111M | 1616M | **projected**, PCIe-fed GPU (assumed {proj["pcie_gb_s"]:.0f} GB/s; '
@@ -363,7 +365,7 @@ def table(records: list[dict]) -> str:
         f'| {proj["precompute_gpu_pcie_s"]:.0f} (PCIe-bound) / '
         f'{proj["precompute_gpu_disk_s"]:.0f} (disk-bound) | – | – '
         f'| {proj["host_ram_precompute_bytes"] / GIB:.1f} GiB | – '
-        f'| {proj["gpu_stream_bytes"] / 1e9:.0f} GB streamed | {proj["gpu_slices"]} slices |'
+        f'| {proj["gpu_stream_bytes"] / 1e9:.0f} GB streamed | – | {proj["gpu_slices"]} slices |'
     )
     return '\n'.join(lines), proj
 

@@ -27,6 +27,7 @@ import os
 import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +108,7 @@ class DiskCSR:
         self.blocks = [tuple(b['rows']) + (int(b['nnz']),) for b in meta['blocks']]
         self.device = torch.device(device)
         self.bytes_read = 0
+        self.bytes_spilled = 0  # written to and read back from spmm_spill's scratch files
         self._verified: set[int] = set()
         self._buffers = None
 
@@ -207,42 +209,65 @@ class DiskCSR:
             pass  # each product lands in its rows of out
         return out
 
-    def spmm_inplace(
+    def spmm_spill(
         self,
         x: Tensor,
+        held: Tensor,
         scratch: str | os.PathLike,
         on_block: Callable[[int, int, Tensor], None] | None = None,
     ) -> Tensor:
-        """``x <- M @ x`` on the CPU holding one ``[N, w]`` buffer, for a square matrix.
+        r"""``M @ x`` on the CPU for a square matrix, with the product's first rows in ``held`` and
+        the rest staged on disk, so that a hop needs one ``[N, w]`` buffer plus what ``held``
+        holds.
 
-        Each row block's product goes into one ``[rows_blk, w]`` buffer, is shown to
-        ``on_block(start, end, product)`` (to keep some of its rows), and is appended to the file
-        ``scratch`` with plain writes: page cache, not this process's resident memory. Once every
-        block has read ``x``, the file is read back over ``x`` and deleted. The bytes are those of
-        :meth:`spmm` (the same block products); the memory is half, for one sequential write and
-        read of :math:`N w` values.
+        Row blocks that end within ``held``'s rows are multiplied into it; each later block is
+        multiplied into one ``[rows_blk, w]`` buffer and appended to the file ``scratch`` with
+        plain writes (page cache, not this process's resident memory). Every block is shown to
+        ``on_block(start, end, product)`` (to keep some of its rows). Once every block has read
+        ``x``, the staged rows are read back over ``x`` and the held rows copied in front of them,
+        and ``x`` is returned; when ``held`` holds every row nothing is staged and ``held`` itself
+        is returned (swap the two buffers for the next hop). Either way the bytes are those of
+        :meth:`spmm`: the same block products.
+
+        Shapes:
+            ``x`` :math:`(N, w)`, ``held`` :math:`(H, w)` with :math:`0 \le H \le N`.
         """
         if self.num_rows != self.num_cols:
-            raise ValueError(f'spmm_inplace needs a square matrix, this one is {self.shape}')
-        if x.device.type != 'cpu' or not x.is_contiguous() or x.dim() != 2:
-            raise ValueError('x must be a contiguous [N, w] CPU tensor for spmm_inplace')
+            raise ValueError(f'spmm_spill needs a square matrix, this one is {self.shape}')
+        for name, tensor in (('x', x), ('held', held)):
+            if tensor.device.type != 'cpu' or not tensor.is_contiguous() or tensor.dim() != 2:
+                raise ValueError(f'{name} must be a contiguous 2-D CPU tensor for spmm_spill')
         if x.size(0) != self.num_cols:
             raise ValueError(f'x must be [{self.num_cols}, w], got {tuple(x.shape)}')
+        if held.size(0) > x.size(0) or held.size(1) != x.size(1) or held.dtype != x.dtype:
+            raise ValueError(
+                f'held must be [H, {x.size(1)}] {x.dtype} with H <= {x.size(0)}, got '
+                f'{tuple(held.shape)} {held.dtype}'
+            )
+        kept_rows = max((end for _, end, _ in self.blocks if end <= held.size(0)), default=0)
+        spilled = self.max_block_rows if kept_rows < self.num_rows else 0
+        buffer = x.new_empty(spilled, x.size(1))
         scratch = Path(scratch)
-        buffer = x.new_empty(max(1, self.max_block_rows), x.size(1))
-        with open(scratch, 'wb') as handle:
-            for start, end, product in self._block_products(
-                x, lambda start, end: buffer[: end - start]
-            ):
+
+        def target(start: int, end: int) -> Tensor:
+            return held[start:end] if end <= kept_rows else buffer[: end - start]
+
+        with open(scratch, 'wb') if spilled else nullcontext() as handle:
+            for start, end, product in self._block_products(x, target):
                 if on_block is not None:
                     on_block(start, end, product)
-                handle.write(memoryview(product.numpy()).cast('B'))
-        expected = x.numel() * x.element_size()
+                if end > kept_rows:
+                    handle.write(memoryview(product.numpy()).cast('B'))
+        if not spilled:
+            return held
+        expected = (self.num_rows - kept_rows) * x.size(1) * x.element_size()
+        self.bytes_spilled += expected
         with open(scratch, 'rb') as handle:
-            read = handle.readinto(memoryview(x.numpy()).cast('B'))
+            read = handle.readinto(memoryview(x[kept_rows:].numpy()).cast('B'))
         scratch.unlink()
         if read != expected:
             raise OSError(f'{scratch}: read back {read} of {expected} bytes (disk full?)')
+        x[:kept_rows] = held[:kept_rows]
         return x
 
     def _block_products(

@@ -21,12 +21,14 @@ The budget :math:`M` is split as
     buffers}} + \underbrace{8 R + \min(32\,\text{MiB}, M / 32)}_{\text{rows, read buffer}} +
     \underbrace{w \cdot (4 N + 4\,\text{rows}_{blk} + s R K)}_{\text{column slice}},
 
-the last term a slice of :math:`w` columns: on the CPU an Adjacency hop runs in place
-(:meth:`~graphops.precompute.disk_csr.DiskCSR.spmm_inplace`), so the slice holds one float32
-:math:`[N, w]` state, one row block's product (on its way to a scratch file in the store folder,
-read back over the state when the hop ends) and the kept rows of every hop in the storage dtype of
-:math:`s` bytes. On CUDA, and for operators whose hop is more than one product, the state is two
-:math:`[N, w]` buffers, :math:`8 N` a column. The plan (a
+the last term a slice of :math:`w` columns: on the CPU an Adjacency hop needs one float32
+:math:`[N, w]` state, one row block's product and the kept rows of every hop in the storage dtype
+of :math:`s` bytes. What the slice leaves of the budget holds the first rows of each hop's product;
+the remaining rows go to a scratch file in the store folder
+(:meth:`~graphops.precompute.disk_csr.DiskCSR.spmm_spill`) and are read back over the state when
+the hop ends, so slices are up to twice as wide as with two :math:`[N, w]` buffers, and on a graph
+that fits twice nothing touches the disk. On CUDA, and for operators whose hop is more than one
+product, the state is two :math:`[N, w]` buffers, :math:`8 N` a column. The plan (a
 :class:`~graphops.precompute.plan.PrecomputePlan`) takes the widest slice that
 fits. Nothing else grows with
 :math:`N` or :math:`|\mathcal{E}|`: the features are read one column slice at a time
@@ -143,11 +145,14 @@ def run_slice_in_place(
     rows: Tensor | None,
     storage_dtype: torch.dtype,
     scratch: Path,
+    held_rows: int,
 ) -> dict[str, np.ndarray]:
-    """All hops of a one-product ``operator`` for the float32 column slice ``state`` ``[N, w]``,
-    overwritten hop by hop (:meth:`DiskCSR.spmm_inplace`); each hop's kept rows are copied out of
-    every row block's product as it is made. ``{key: [R, w] array in the storage dtype}``."""
+    """All hops of a one-product ``operator`` for the float32 column slice ``state`` ``[N, w]``
+    (:meth:`DiskCSR.spmm_spill`: the first ``held_rows`` rows of each product in a second buffer,
+    the rest staged on disk); each hop's kept rows are copied out of every row block's product as
+    it is made. ``{key: [R, w] array in the storage dtype}``."""
     n, width = state.shape
+    spare = state.new_empty(min(held_rows, n), width)
     if rows is None:
         positions, sorted_rows = None, None
     else:
@@ -157,8 +162,10 @@ def run_slice_in_place(
     with torch.inference_mode():
         for hop in range(1, operator.hops + 1):
             kept = torch.empty(n if rows is None else rows.numel(), width, dtype=storage_dtype)
-
-            matrix.spmm_inplace(state, scratch, partial(_keep_rows, kept, sorted_rows, positions))
+            keep = partial(_keep_rows, kept, sorted_rows, positions)
+            product = matrix.spmm_spill(state, spare, scratch, keep)
+            if product is spare:  # every row was held: the buffers swap roles
+                state, spare = spare, state
             out[f'{operator.prefix}{hop}'] = to_storage(kept, storage_dtype)
     return out
 
@@ -275,6 +282,9 @@ def precompute_out_of_core(
                 start, end = plan.slices[s]
                 started = time.perf_counter()
                 if device.type == 'cpu' and runs_in_place(operator):
+                    # what the slice leaves of the budget holds product rows instead of the disk
+                    width = end - start
+                    spare = plan.column_budget_bytes - width * plan.bytes_per_column
                     blocks = run_slice_in_place(
                         operator,
                         matrix,
@@ -282,6 +292,7 @@ def precompute_out_of_core(
                         rows,
                         storage_dtype,
                         store.path / f'{SCRATCH_PREFIX}{group}-{s}.f32',
+                        held_rows=max(0, spare // (4 * width)),
                     )
                 else:
                     blocks = run_slice(
@@ -309,6 +320,7 @@ def precompute_out_of_core(
     if stats is not None:
         stats['bytes_read_features'] = dataset.bytes_read - read_before
         stats['bytes_read_matrices'] = sum(m.bytes_read for m in matrices)
+        stats['bytes_spilled'] = sum(m.bytes_spilled for m in matrices)
         stats['slices'] = len(plan.slices)
         stats['slice_width'] = plan.slice_width
         stats['row_blocks'] = [len(m.blocks) for m in matrices]

@@ -48,7 +48,10 @@ def test_spmm_gives_the_bytes_of_the_whole_matrix_product(square):
     torch.testing.assert_close(got, torch.from_numpy(dense) @ x, rtol=1e-5, atol=1e-5)
 
 
-def test_spmm_inplace_gives_spmm_bytes_and_shows_every_block(square, tmp_path):
+@pytest.mark.parametrize('held_rows', [0, 5, 16, 20, 37])
+def test_spmm_spill_gives_spmm_bytes_and_shows_every_block(square, tmp_path, held_rows):
+    """0 rows held: everything staged; 16: two whole blocks held, the rest staged; 5 and 20 end
+    inside a block (only whole blocks are held); 37: nothing staged, the held buffer returned."""
     _, matrix = square
     x = torch.randn(37, 6)
     expected = matrix.spmm(x)
@@ -58,25 +61,36 @@ def test_spmm_inplace_gives_spmm_bytes_and_shows_every_block(square, tmp_path):
         seen.append((start, end))
         assert torch.equal(product, expected[start:end])
 
-    state = x.clone()
+    state, held = x.clone(), torch.empty(held_rows, 6)
     scratch = tmp_path / 'scratch.f32'
-    out = matrix.spmm_inplace(state, scratch, on_block)
-    assert out is state and torch.equal(state, expected)  # same bytes, in the caller's buffer
+    out = matrix.spmm_spill(state, held, scratch, on_block)
+    assert torch.equal(out, expected)  # the same bytes
+    assert out is (held if held_rows == 37 else state)
     assert seen == [(start, end) for start, end, _ in matrix.blocks]
     assert not scratch.exists()
-    # a leftover file from a killed run is overwritten, not appended to
-    scratch.write_bytes(b'\xff' * 10_000)
-    again = x.clone()
-    matrix.spmm_inplace(again, scratch)
-    assert torch.equal(again, expected)
 
 
-def test_spmm_inplace_rejects_what_it_cannot_overwrite(square, tmp_path):
+def test_a_leftover_scratch_file_is_overwritten_not_appended_to(square, tmp_path):
     _, matrix = square
-    with pytest.raises(ValueError, match='contiguous'):
-        matrix.spmm_inplace(torch.randn(6, 37).t(), tmp_path / 's')
+    x = torch.randn(37, 3)
+    scratch = tmp_path / 'scratch.f32'
+    scratch.write_bytes(b'\xff' * 10_000)  # from a killed run
+    assert torch.equal(matrix.spmm_spill(x.clone(), torch.empty(8, 3), scratch), matrix.spmm(x))
+
+
+def test_spmm_spill_rejects_what_it_cannot_overwrite(square, tmp_path):
+    _, matrix = square
+    held = torch.empty(0, 2)
+    with pytest.raises(ValueError, match='x must be a contiguous'):
+        matrix.spmm_spill(torch.randn(2, 37).t(), held, tmp_path / 's')
     with pytest.raises(ValueError, match=r'x must be \[37, w\]'):
-        matrix.spmm_inplace(torch.randn(36, 2), tmp_path / 's')
+        matrix.spmm_spill(torch.randn(36, 2), held, tmp_path / 's')
+    with pytest.raises(ValueError, match='held must be'):
+        matrix.spmm_spill(torch.randn(37, 2), torch.empty(38, 2), tmp_path / 's')
+    with pytest.raises(ValueError, match='held must be'):
+        matrix.spmm_spill(
+            torch.randn(37, 2), torch.empty(3, 2, dtype=torch.float64), tmp_path / 's'
+        )
     rect = write(tmp_path / 'r', np.ones((4, 6), dtype=np.float32), 3)
     with pytest.raises(ValueError, match='square'):
-        rect.spmm_inplace(torch.randn(6, 2), tmp_path / 's')
+        rect.spmm_spill(torch.randn(6, 2), held, tmp_path / 's')
