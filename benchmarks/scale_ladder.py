@@ -262,22 +262,17 @@ def projection(records: list[dict], pcie_gb_s: float = 25.0, disk_gb_s: float = 
     host_convert = a + b * n
     # the plan out_of_core.plan_budget would make: the row-block buffers take 1/32 of the budget
     from graphops.precompute.converted_dataset import block_nnz_for
-    from graphops.precompute.out_of_core import bytes_per_column, column_slices, read_chunk_bytes
+    from graphops.precompute.out_of_core import plan_columns, read_chunk_bytes
 
     labelled = 1_546_782
     block_rows = block_nnz_for(budget) * n // e
     fixed = budget // 32 + 8 * labelled + read_chunk_bytes(budget)
-
-    def slices(per_column: int, room: int) -> int:
-        widest = max(1, int(room // per_column))
-        return len(column_slices(min(widest, PAPERS['num_features']), PAPERS['num_features']))
-
     ops = [op for op, _ in operators()]
-    cpu_column = max(bytes_per_column(op, n, block_rows, labelled, 4, in_place=True) for op in ops)
-    gpu_column = max(bytes_per_column(op, n, block_rows, labelled, 4, in_place=False) for op in ops)
+    shape = (n, PAPERS['num_features'], block_rows, labelled, 4)
+    cpu_slices, _, cpu_spill = plan_columns(ops, *shape, budget - fixed, 'cpu')
+    gpu_slices = len(plan_columns(ops, *shape, 70 * GIB, 'cuda')[0])  # an 80 GB GPU's memory
     entries = big['precompute']['matrix_entries'] * scale
     matrix_bytes = entries * 8  # int32 column + float32 value
-    gpu_slices = slices(gpu_column, 70 * GIB)  # an 80 GB GPU's free memory
     pcie_bytes = matrix_bytes * HOPS * gpu_slices + 4 * n * PAPERS['num_features']
     return {
         'from_rung': big['num_nodes'],
@@ -286,7 +281,8 @@ def projection(records: list[dict], pcie_gb_s: float = 25.0, disk_gb_s: float = 
         'precompute_excess_bytes_at_rung': excess,
         'host_ram_precompute_bytes': host_precompute,
         'host_ram_convert_bytes': host_convert,
-        'cpu_slices': slices(cpu_column, budget - fixed),
+        'cpu_slices': len(cpu_slices),
+        'cpu_spill': cpu_spill,
         'convert_s': big['convert']['seconds'] * scale,
         'precompute_cpu_s': big['precompute']['seconds'] * scale,
         'matrix_bytes': matrix_bytes,

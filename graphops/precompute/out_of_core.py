@@ -19,16 +19,16 @@ The budget :math:`M` is split as
 .. math::
     M = \underbrace{2 \cdot (8 \cdot \text{nnz}_{blk} + 4 \cdot \text{rows}_{blk})}_{\text{row-block
     buffers}} + \underbrace{8 R + \min(32\,\text{MiB}, M / 32)}_{\text{rows, read buffer}} +
-    \underbrace{w \cdot (4 N + 4\,\text{rows}_{blk} + s R K)}_{\text{column slice}},
+    \underbrace{w \cdot (8 N + s R K)}_{\text{column slice}},
 
-the last term a slice of :math:`w` columns: on the CPU an Adjacency hop needs one float32
-:math:`[N, w]` state, one row block's product and the kept rows of every hop in the storage dtype
-of :math:`s` bytes. What the slice leaves of the budget holds the first rows of each hop's product;
-the remaining rows go to a scratch file in the store folder
+the last term a slice of :math:`w` columns: an Adjacency hop is one product, its float32 input
+and output are :math:`[N, w]` each, and the kept rows of every hop are held in the storage dtype
+of :math:`s` bytes. When that allows fewer than 16 columns a slice (narrower than a 64-byte cache
+line, where the gathers cost more a column), a CPU hop keeps one :math:`[N, w]` state instead,
+:math:`w (4 N + 4\,\text{rows}_{blk} + s R K)`: what the slice leaves of the budget holds the first
+rows of each hop's product, the rest go to a scratch file in the store folder
 (:meth:`~graphops.precompute.disk_csr.DiskCSR.spmm_spill`) and are read back over the state when
-the hop ends, so slices are up to twice as wide as with two :math:`[N, w]` buffers, and on a graph
-that fits twice nothing touches the disk. On CUDA, and for operators whose hop is more than one
-product, the state is two :math:`[N, w]` buffers, :math:`8 N` a column. The plan (a
+the hop ends (:func:`plan_columns`). The plan (a
 :class:`~graphops.precompute.plan.PrecomputePlan`) takes the widest slice that
 fits. Nothing else grows with
 :math:`N` or :math:`|\mathcal{E}|`: the features are read one column slice at a time
@@ -91,15 +91,49 @@ def bytes_per_column(
 
 
 def column_slices(widest: int, features: int) -> list[tuple[int, int]]:
-    """``[start, end)`` column slices of at most ``widest`` columns covering ``0..features``."""
-    if LINE_COLUMNS <= widest < features:
-        # whole 64-byte lines: a gathered row of 15 or 26 float32 straddles one more line than
-        # one of 16 or 32, and costs about 1.5x more a column (benchmarks/papers100m/README.md)
-        width = widest - widest % LINE_COLUMNS
-    else:
-        count = -(-features // widest)
-        width = -(-features // count)  # balanced: no narrow last slice
+    """``[start, end)`` slices of at most ``widest`` columns covering ``0..features``: as few as
+    fit, balanced, and whole 64-byte lines wide (multiples of 16 columns) from 16 columns on. A
+    gathered row of 15 or 26 float32 straddles one more cache line than one of 16 or 32 and costs
+    more a column (benchmarks/papers100m/README.md)."""
+    count = -(-features // widest)
+    width = -(-features // count)
+    if width >= LINE_COLUMNS and width % LINE_COLUMNS:
+        wider = width + LINE_COLUMNS - width % LINE_COLUMNS
+        width = wider if wider <= widest else width - width % LINE_COLUMNS
     return [(start, min(start + width, features)) for start in range(0, features, width)]
+
+
+def plan_columns(
+    operators: list[SIGNOperator],
+    num_nodes: int,
+    num_features: int,
+    block_rows: int,
+    num_rows: int,
+    storage: int,
+    room: int,
+    device: str | torch.device = 'cpu',
+) -> tuple[list[tuple[int, int]], int, bool]:
+    """``(slices, bytes a column, spill)`` for ``room`` bytes of column slices: two ``[N, w]``
+    buffers when they allow 16 columns (or all of them) a slice; otherwise, on the CPU, one buffer
+    with product rows staged on disk (``spill``, :meth:`DiskCSR.spmm_spill`) where that is wider.
+    Staging costs a write and a read of the spilled rows every hop, so it only buys what a slice
+    narrower than a cache line would lose. When not one column fits, the slices are empty and the
+    bytes are the smallest a column needs."""
+
+    def widest(in_place: bool) -> tuple[int, int]:
+        per = max(
+            bytes_per_column(op, num_nodes, block_rows, num_rows, storage, in_place)
+            for op in operators
+        )
+        return per, min(num_features, room // per)
+
+    per_column, width = widest(False)
+    spill = False
+    if width < min(LINE_COLUMNS, num_features) and torch.device(device).type == 'cpu':
+        spill_column, spill_width = widest(True)
+        if spill_width > width or not width:  # not one column fits: report the smaller need
+            per_column, width, spill = spill_column, spill_width, True
+    return (column_slices(width, num_features) if width else []), per_column, spill
 
 
 def plan_budget(
@@ -110,32 +144,33 @@ def plan_budget(
     memory_budget_bytes: int,
     storage_dtype: torch.dtype,
     device: str | torch.device = 'cpu',
-) -> PrecomputePlan:
+) -> tuple[PrecomputePlan, bool]:
     """The column slices that fit what the budget leaves after the row-block buffers (the
-    formula in the module docstring).
+    formula in the module docstring), and whether hops stage product rows on disk.
 
     Raises:
         ValueError: the budget cannot hold the row blocks and one column; names
             ``memory_budget_bytes`` and the minimum.
     """
     buffers = max(DiskCSR.buffer_bytes(m.max_block_nnz, m.max_block_rows) for m in matrices)
-    reads = read_chunk_bytes(memory_budget_bytes)
-    fixed = buffers + 8 * num_rows + reads
-    n, storage = dataset.num_nodes, storage_dtype.itemsize
+    fixed = buffers + 8 * num_rows + read_chunk_bytes(memory_budget_bytes)
+    n = dataset.num_nodes
     block_rows = max(m.max_block_rows for m in matrices)
-    per_column = max(
-        bytes_per_column(
-            op, n, block_rows, num_rows, storage, in_place=torch.device(device).type == 'cpu'
-        )
-        for op in operators
+    slices, per_column, spill = plan_columns(
+        operators,
+        n,
+        dataset.num_features,
+        block_rows,
+        num_rows,
+        storage_dtype.itemsize,
+        max(0, memory_budget_bytes - fixed),
+        device,
     )
     check_budget(memory_budget_bytes, fixed + per_column)
-    features = dataset.num_features
-    widest = min(features, (memory_budget_bytes - fixed) // per_column)
-    slices = column_slices(widest, features)
-    return PrecomputePlan(
+    plan = PrecomputePlan(
         n, dataset.num_features, num_rows, slices, per_column, memory_budget_bytes - fixed
     )
+    return plan, spill
 
 
 def run_slice_in_place(
@@ -234,7 +269,7 @@ def precompute_out_of_core(
     num_rows = n if rows is None else rows.numel()
     names = [matrix_name(op, float(dropedge), seed) for op in operators]
     matrices = [dataset.matrix(name, device) for name in names]
-    plan = plan_budget(
+    plan, spill = plan_budget(
         dataset, matrices, operators, num_rows, memory_budget_bytes, storage_dtype, device
     )
 
@@ -281,7 +316,7 @@ def precompute_out_of_core(
             for s in store.pending(group):
                 start, end = plan.slices[s]
                 started = time.perf_counter()
-                if device.type == 'cpu' and runs_in_place(operator):
+                if spill and runs_in_place(operator):
                     # what the slice leaves of the budget holds product rows instead of the disk
                     width = end - start
                     spare = plan.column_budget_bytes - width * plan.bytes_per_column

@@ -7,7 +7,7 @@ import torch
 from graphops.datasets.synthetic_papers import SyntheticPapers
 from graphops.precompute import ConvertedDataset, precompute, precompute_out_of_core
 from graphops.precompute.dropedge import drop_edges
-from graphops.precompute.out_of_core import SCRATCH_PREFIX
+from graphops.precompute.out_of_core import SCRATCH_PREFIX, column_slices, plan_columns
 from graphops.transforms.adjacency import Adjacency
 from graphops.transforms.ppr import PPR
 
@@ -88,13 +88,37 @@ def test_out_of_core_store_is_byte_identical_to_the_in_memory_engine(graph, tmp_
         )
         if budget == MIB:
             assert stats['slices'] > 1 and max(stats['row_blocks']) > 1
-            assert stats['bytes_spilled'] > 0  # some product rows went through the disk
         else:
-            assert stats['slices'] == 1 and stats['bytes_spilled'] == 0
+            assert stats['slices'] == 1
+        assert stats['bytes_spilled'] == 0  # 16 columns fit twice: nothing staged on disk
         got = arrays(store)
         assert got.keys() == reference.keys()
         for key in reference:
             np.testing.assert_array_equal(got[key], reference[key], err_msg=key)
+
+
+def test_hops_staged_on_disk_give_the_same_bytes(tmp_path):
+    """A graph where 5 MiB fits fewer than 16 columns twice: hops keep one [N, w] buffer and
+    stage product rows on disk (DiskCSR.spmm_spill), and the store keeps the engine's bytes."""
+    papers = SyntheticPapers(40_000, num_features=32, label_fraction=0.02, seed=4)
+    graph = {'papers': papers, 'folder': papers.write_ogb(tmp_path / 'data'), 'root': tmp_path}
+    graph['rows'] = torch.from_numpy(np.concatenate(list(papers._split().values())))
+    reference = arrays(in_memory(graph, 0.0, 0, tmp_path / 'memory'))
+    stats = {}
+    store = precompute_out_of_core(
+        convert(graph, 'converted', 0.0, 5 * MIB),
+        authors_operators(),
+        tmp_path / 'ooc',
+        memory_budget_bytes=5 * MIB,
+        rows=graph['rows'],
+        stats=stats,
+    )
+    assert stats['bytes_spilled'] > 0 and stats['slices'] > 1, stats
+    got = arrays(store)
+    assert got.keys() == reference.keys()
+    for key in reference:
+        np.testing.assert_array_equal(got[key], reference[key], err_msg=key)
+    assert not list((tmp_path / 'ooc').glob(f'{SCRATCH_PREFIX}*'))
 
 
 def test_dropedge_is_keyed_by_edge_not_by_order():
@@ -163,3 +187,43 @@ def test_killed_precompute_resumes_with_the_same_bytes(graph, tmp_path):
     for key in straight:
         np.testing.assert_array_equal(resumed[key], straight[key], err_msg=key)
     assert not list((tmp_path / 'b').glob(f'{SCRATCH_PREFIX}*'))
+
+
+@pytest.mark.parametrize(
+    ('widest', 'features', 'widths'),
+    [
+        (121, 128, [64, 64]),  # balanced, whole lines
+        (29, 128, [16] * 8),  # 26 balanced would straddle lines: 16 instead
+        (45, 128, [32] * 4),
+        (60, 100, [48, 48, 4]),
+        (15, 128, [15] * 8 + [8]),  # narrower than a line: balanced as is
+        (20, 24, [12, 12]),
+        (500, 128, [128]),
+    ],
+)
+def test_column_slices_are_few_balanced_and_line_wide(widest, features, widths):
+    slices = column_slices(widest, features)
+    assert [end - start for start, end in slices] == widths
+    assert slices[0][0] == 0 and slices[-1][1] == features
+    assert all(a[1] == b[0] for a, b in zip(slices, slices[1:]))
+
+
+def test_hops_stage_rows_on_disk_only_to_reach_a_cache_line():
+    ops = [Adjacency(3)]
+    n, features, block_rows, rows = 1000, 128, 100, 50
+    two_buffers = 8 * n + 4 * rows * 3  # bytes a column
+    one_buffer = 4 * (n + block_rows) + 4 * rows * 3
+
+    def plan(room, device='cpu'):
+        return plan_columns(ops, n, features, block_rows, rows, 4, room, device)
+
+    slices, per_column, spill = plan(two_buffers * 20)  # 20 columns fit twice: no disk
+    assert (len(slices), per_column, spill) == (8, two_buffers, False)
+    slices, per_column, spill = plan(two_buffers * 10)  # 10 < 16: one buffer fits 17
+    assert (len(slices), per_column, spill) == (8, one_buffer, True)
+    assert plan(two_buffers * 10, 'cuda')[2] is False  # the device path never stages
+    slices, per_column, spill = plan(one_buffer - 1)  # nothing fits: the smaller need
+    assert (slices, per_column) == ([], one_buffer)
+    ppr = PPR(3, alpha=0.5, tol=0.4)  # one product a hop, but not a plain one: never staged
+    assert ppr.products_per_hop == 1
+    assert plan_columns([ppr], n, features, block_rows, rows, 4, two_buffers * 10)[2] is False
