@@ -20,6 +20,7 @@ from graphops.ops.optional import has_numba
 from graphops.ops.validate import check_edge_index, check_edge_weight, check_positive_int
 
 ROUNDINGS = ('floor', 'ceil')
+_NUMPY_FLOATS = {torch.float32: np.float32, torch.float64: np.float64}
 PADDINGS = ('repeat', 'zero')
 
 
@@ -55,7 +56,7 @@ class EigenPooling(BaseTransform):
     k-means (k-means++ seeding, ``n_init`` restarts, best inertia kept) on the rows of the
     :math:`K_l` leading eigenvectors of :math:`\mathbf{D}^{-1/2}\mathbf{A}\mathbf{D}^{-1/2}`
     scaled by :math:`\mathbf{D}^{-1/2}`, the embedding of scikit-learn's ``SpectralClustering``
-    that the authors run. Graphs up to ``dense_threshold`` nodes use a dense ``eigh`` (up to 128
+    that the authors run. Graphs up to ``dense_threshold`` nodes use a dense ``eigh`` (up to 48
     nodes one compiled numba call, above that LAPACK's subset driver for the :math:`K_l` needed
     eigenpairs); larger ones a sparse Lanczos solver (``eigsh``) on the normalised adjacency,
     never an :math:`N \times N` dense matrix. The k-means restarts run in one compiled loop
@@ -64,8 +65,10 @@ class EigenPooling(BaseTransform):
     eigenvalues of its Laplacian :math:`\mathbf{L}_k = \mathbf{D}_k - \mathbf{A}_k` (or
     :math:`\mathbf{I} - \mathbf{D}_k^{-1/2}\mathbf{A}_k\mathbf{D}_k^{-1/2}` with
     ``normalized=True``), computed by small dense ``eigh`` calls (one per subgraph in a
-    compiled loop with numba; one batched call over all subgraphs, padded, without; Lanczos for
-    a subgraph above ``dense_threshold`` nodes), and
+    compiled loop with numba, where for :math:`H = 1` a connected subgraph takes its simple
+    null vector, :math:`\mathbf{1}` or :math:`\mathbf{D}_k^{1/2}\mathbf{1}` normalised, with no
+    ``eigh``; one batched call over all subgraphs, padded, without; Lanczos for a subgraph above
+    ``dense_threshold`` nodes), and
 
     .. math::
         (\boldsymbol{\Theta}_h)_{i,k} = [i \in \mathcal{V}_k]\, \mathbf{u}_k^{(h)}(i), \qquad
@@ -223,7 +226,7 @@ class EigenPooling(BaseTransform):
             adj = sp.coo_matrix((w, (row, col)), shape=(num_nodes, num_nodes)).tocsr()
             adj = ((adj + adj.T) * 0.5).tocsr()
             adj.sum_duplicates()
-        rng = np.random.default_rng(self.seed)
+        rng = self._fresh_rng()
         out = []
         sizes = [(s, self.num_modes) for s in self.pool_sizes]
         if self.final_modes:
@@ -257,12 +260,27 @@ class EigenPooling(BaseTransform):
         levels = self.levels(data.edge_index, data.num_nodes, edge_weight)
         dtype = data.x.dtype if data.x is not None and data.x.is_floating_point() else None
         dtype = dtype or torch.get_default_dtype()
+        np_dtype = _NUMPY_FLOATS.get(dtype)
         for level, lv in enumerate(levels):
             c_key, t_key, b_key = self.keys(level)
-            data[c_key] = torch.from_numpy(lv.cluster).long()
-            data[t_key] = torch.from_numpy(lv.theta).to(dtype)
-            data[b_key] = torch.zeros(lv.num_clusters, dtype=torch.long)
+            data[c_key] = torch.from_numpy(lv.cluster.astype(np.int64, copy=False))
+            if np_dtype is not None:  # numpy's cast: 2.5x cheaper than .to() at these sizes
+                data[t_key] = torch.from_numpy(lv.theta.astype(np_dtype, copy=False))
+            else:
+                data[t_key] = torch.from_numpy(lv.theta).to(dtype)
+            data[b_key] = torch.from_numpy(np.zeros(lv.num_clusters, dtype=np.int64))
         return data
+
+    def _fresh_rng(self) -> np.random.Generator:
+        """``numpy.random.default_rng(self.seed)``, as new: one generator kept and its seeded
+        state restored (seeding hashes the seed: 25 us a graph, most of a small graph's time)."""
+        cached = self.__dict__.get('_rng')
+        if cached is None or cached[0] != self.seed:
+            gen = np.random.default_rng(self.seed)
+            cached = (self.seed, gen, gen.bit_generator.state)
+            self._rng = cached
+        cached[1].bit_generator.state = cached[2]
+        return cached[1]
 
     def _partition(self, adj, k: int, rng: np.random.Generator) -> np.ndarray:
         n = adj.shape[0]
@@ -368,7 +386,7 @@ def kmeans(
     return _kmeans_numpy(y, k, max_iter, tol, draws)
 
 
-_SMALL = 128  # graphs up to this size take the compiled embedding (dense eigh is cheap there)
+_SMALL = 48  # graphs up to this size take the compiled full eigh; above, the subset solver wins
 
 
 def _kmeans_numpy(
@@ -378,9 +396,21 @@ def _kmeans_numpy(
     n_init = draws.shape[0]
     n = y.shape[0]
     rows = np.arange(n_init)
+    ysq = (y * y).sum(1)
+    gram = y @ y.T if n <= eigen_kernels.GRAM_MAX else None
+
+    def seed_distances(pick):  # [n_init, n]: the kernel's k-means++ distances to y[pick]
+        if gram is None:
+            d = ((y[None] - y[pick][:, None]) ** 2).sum(-1)
+        else:
+            d = np.maximum(ysq[None, :] + ysq[pick][:, None] - 2.0 * gram[pick], 0.0)
+        d[rows, pick] = 0.0
+        return d
+
     centers = np.empty((n_init, k, y.shape[1]))
-    centers[:, 0] = y[np.minimum((draws[:, 0] * n).astype(np.int64), n - 1)]
-    closest = ((y[None] - centers[:, :1]) ** 2).sum(-1)  # [n_init, n]
+    pick = np.minimum((draws[:, 0] * n).astype(np.int64), n - 1)
+    centers[:, 0] = y[pick]
+    closest = seed_distances(pick)
     for c in range(1, k):
         cum = np.cumsum(closest, axis=1)
         total = cum[:, -1]
@@ -388,10 +418,9 @@ def _kmeans_numpy(
         flat = np.minimum((draws[:, c] * n).astype(np.int64), n - 1)
         pick = np.where(total > 0, pick, flat)
         centers[:, c] = y[pick]
-        closest = np.minimum(closest, ((y[None] - centers[rows, c][:, None]) ** 2).sum(-1))
+        closest = np.minimum(closest, seed_distances(pick))
     eye = np.eye(k)
     done = np.zeros(n_init, dtype=bool)
-    ysq = (y * y).sum(1)
     for step in range(max_iter + 1):
         dist = ysq[:, None] - 2.0 * (y @ centers.transpose(0, 2, 1))  # [n_init, n, k]
         dist += (centers * centers).sum(-1)[:, None, :]

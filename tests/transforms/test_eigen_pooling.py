@@ -316,3 +316,20 @@ def test_compiled_and_numpy_paths_agree(monkeypatch, normalized):
             np.testing.assert_allclose(a.coarse, b.coarse, atol=1e-12)
             if i == 0:  # connected subgraphs and coarse graph: unique first modes
                 np.testing.assert_allclose(a.theta, b.theta, atol=1e-8)
+
+
+@pytest.mark.parametrize('numba', [True, False])
+def test_kmeans_gram_and_direct_seeding_agree(monkeypatch, numba):
+    from graphops.ops.kernels import eigen as eigen_kernels
+    from graphops.transforms.eigen_pooling import kmeans
+
+    if not numba:
+        monkeypatch.setenv('GRAPHOPS_DISABLE_NUMBA', '1')
+    gen = np.random.default_rng(1)
+    y = np.concatenate([gen.normal(c, 0.3, (15, 4)) for c in (0.0, 3.0, -3.0, 6.0)])
+    gram = kmeans(y, 4, 5, np.random.default_rng(7))
+    monkeypatch.setattr(eigen_kernels, 'GRAM_MAX', 0)  # every input takes the direct distances
+    direct = kmeans(y, 4, 5, np.random.default_rng(7))
+    assert (gram == direct).all()
+    assert len(np.unique(gram)) == 4
+    assert all(len(np.unique(gram[i : i + 15])) == 1 for i in range(0, 60, 15))

@@ -11,6 +11,8 @@ from torch.nn import BatchNorm1d, Linear, Module, ModuleList
 from torch_geometric.nn import GCNConv
 
 from graphops.nn.pool.eigen_pool import EigenPool
+from graphops.ops.csr import from_edge_index, normalize
+from graphops.ops.spmm import spmm_unchecked
 from graphops.ops.validate import check_float, check_positive_int
 
 
@@ -37,7 +39,10 @@ class EigenGCN(Module):
     (``final_modes > 0``, the authors' ``num_pool_final_matrix``) and the MLP has one hidden
     ReLU layer. The pooling operators come precomputed from
     :class:`~graphops.transforms.EigenPooling` with the same ``num_pools`` (its ``pool_sizes``),
-    ``num_modes`` and ``final_modes``. Every graph of the mini-batch runs at once.
+    ``num_modes`` and ``final_modes``. Every graph of the mini-batch runs at once. The layers
+    are GCNConv modules (their weights and state_dict); a stage normalises its adjacency once
+    and propagates every layer by a CSR SpMM (:func:`graphops.ops.spmm`), GCNConv's math
+    without renormalising per call or forming ``[E, F]`` messages.
 
     Args:
         in_channels (int): input node features.
@@ -179,24 +184,27 @@ class EigenGCN(Module):
         if batch is None:
             batch = x.new_zeros(x.size(0), dtype=torch.long)
         num_graphs = batches[-1].numel() if self.final_modes else None
+        # Every level's clusters and thetas checked once, here; the pooling below runs unchecked
+        # on features this model computed.
+        pools = [*self.pools, *([self.final_pool] if self.final_pool is not None else [])]
+        num_nodes = x.size(0)
+        for level, pool in enumerate(pools):
+            num_nodes = pool.check_level(
+                num_nodes, clusters[level], thetas[level], batches[level].numel()
+            )
         weight = edge_weight if edge_weight is not None else x.new_ones(edge_index.size(1))
         readouts = []
         for stage in range(self.num_pools + 1):
             h = self._stage(stage, x, edge_index, weight)
             readouts.append(_max_readout(h, batch, num_graphs))
             if stage < self.num_pools:
-                x, edge_index, weight = self.pools[stage](
-                    h,
-                    edge_index,
-                    clusters[stage],
-                    thetas[stage],
-                    weight,
-                    num_clusters=batches[stage].numel(),
+                x, edge_index, weight = self.pools[stage].pool_unchecked(
+                    h, edge_index, clusters[stage], thetas[stage], weight, batches[stage].numel()
                 )
                 batch = batches[stage]
         if self.final_pool is not None:
-            g, _, _ = self.final_pool(
-                h, edge_index, clusters[-1], thetas[-1], weight, num_clusters=num_graphs
+            g, _, _ = self.final_pool.pool_unchecked(
+                h, edge_index, clusters[-1], thetas[-1], weight, num_graphs
             )
             readouts.append(g)
         return self._head(torch.cat(readouts, dim=-1))
@@ -205,15 +213,23 @@ class EigenGCN(Module):
         # Self-loops of weight 1 on every node, added here rather than by GCNConv: after pooling
         # the intra-cluster edges are zero-weight self-loops, which GCNConv's add_remaining
         # would keep as the loop weight.
-        loops = torch.arange(x.size(0), device=x.device)
+        num_nodes = x.size(0)
+        loops = torch.arange(num_nodes, device=x.device)
         edge_index = torch.cat([edge_index, torch.stack([loops, loops])], dim=1)
-        weight = torch.cat([weight, weight.new_ones(x.size(0))])
+        weight = torch.cat([weight, weight.new_ones(num_nodes)])
+        # GCNConv's propagation D^-1/2 (A + I) D^-1/2 (gcn_norm: in-degrees, messages from
+        # source to target), normalised once for all of the stage's layers rather than by each
+        # call, as a CSR SpMM: no [E, F] message tensor forward or backward.
+        prop = normalize(from_edge_index(edge_index, weight, num_nodes), 'sym', dtype=x.dtype)
         outs = []
         convs, norms = self.convs[stage], self.norms[stage]
         for i, conv in enumerate(convs):
             if 0 < i < len(convs) - 1:
                 x = F.dropout(x, self.dropout, self.training)
-            x = F.normalize(conv(x, edge_index, weight), p=2.0, dim=-1)
+            out = spmm_unchecked(prop, conv.lin(x))  # GCNConv.forward: lin, propagate, bias
+            if conv.bias is not None:
+                out = out + conv.bias
+            x = F.normalize(out, p=2.0, dim=-1)
             if i < len(convs) - 1:
                 x = norms[i](F.relu(x))
             outs.append(x)

@@ -87,21 +87,43 @@ class EigenPool(torch.nn.Module):
             )
         check_edge_index(edge_index)
         num_nodes = x.size(0)
-        check_index(cluster, 'cluster', dim=1)
-        check_length(cluster, num_nodes, 'cluster', 'x.size(0)')
-        self._check_theta(theta, num_nodes)
         edge_weight = check_edge_weight(edge_weight, edge_index.size(1))
         check_same_device(
             [('x', x), ('edge_index', edge_index), ('cluster', cluster), ('theta', theta)]
         )
+        num_clusters = self.check_level(num_nodes, cluster, theta, num_clusters)
+        check_index(edge_index, 'edge_index', dim=2, upper=num_nodes, upper_name='x.size(0)')
+        return self.pool_unchecked(x, edge_index, cluster, theta, edge_weight, num_clusters)
+
+    def check_level(
+        self, num_nodes: int, cluster: Tensor, theta: Tensor, num_clusters: int | None
+    ) -> int:
+        """Validates one level's ``cluster`` ``[num_nodes]`` and ``theta`` ``[num_nodes, H]``
+        (sparse form) and returns ``num_clusters`` (by default ``cluster.max() + 1``)."""
+        check_float(theta, 'theta')
+        check_index(cluster, 'cluster', dim=1)
+        check_length(cluster, num_nodes, 'cluster', 'x.size(0)')
+        self._check_theta(theta, num_nodes)
         if num_clusters is None:
             num_clusters = int(cluster.max()) + 1 if cluster.numel() else 0
-        check_index(edge_index, 'edge_index', dim=2, upper=num_nodes, upper_name='x.size(0)')
         check_index(cluster, 'cluster', upper=num_clusters, upper_name='num_clusters')
+        return num_clusters
+
+    def pool_unchecked(
+        self,
+        x: Tensor,
+        edge_index: Tensor,
+        cluster: Tensor,
+        theta: Tensor,
+        edge_weight: Tensor | None,
+        num_clusters: int,
+    ):
+        """The sparse :meth:`forward` on inputs already validated (:meth:`check_level`), for
+        models that check every level once and pool features they computed themselves."""
         cluster = cluster.long()
         heads = theta.unsqueeze(-1) * x.unsqueeze(1)  # [N, H, F]: row i of every Theta_h^T X
         out = x.new_zeros(num_clusters, self.num_modes * x.size(1))
-        out = out.index_add(0, cluster, heads.reshape(num_nodes, -1))
+        out = out.index_add(0, cluster, heads.reshape(x.size(0), -1))
         pooled = cluster[edge_index]
         external = (pooled[0] != pooled[1]).to(x.dtype)
         weight = external if edge_weight is None else edge_weight * external

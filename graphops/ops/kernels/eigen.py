@@ -13,6 +13,9 @@ import numpy as np
 
 from graphops.ops import optional
 
+# Largest input whose k-means++ seeding reads an n x n Gram matrix (32 MiB).
+GRAM_MAX = 2048
+
 
 # Kernels: compiled by ``_loaded`` (:class:`~graphops.ops.optional.NumbaKernels`) on first use.
 def _embedding_kernel(adj, k):
@@ -51,7 +54,7 @@ def _embedding_kernel(adj, k):
     return emb
 
 
-def _kmeans_kernel(y, k, max_iter, rel_tol, draws, best_labels):
+def _kmeans_kernel(y, k, max_iter, rel_tol, draws, gram_max, best_labels):
     """Numba: each restart seeds with k-means++ from ``draws[r]`` and runs Lloyd's iterations;
     ``best_labels`` gets the labels of the lowest inertia (the first restart on ties). The
     tolerance is ``rel_tol`` times the mean per-column variance of ``y``."""
@@ -80,40 +83,44 @@ def _kmeans_kernel(y, k, max_iter, rel_tol, draws, best_labels):
         ysq[i] = 0.0
         for j in range(dim):
             ysq[i] += y[i, j] * y[i, j]
+    # k-means++ only ever picks data points as centres, so every seeding distance is
+    # |y_i|^2 + |y_p|^2 - 2 y_i.y_p: one Gram product shared by all restarts replaces k * n * dim
+    # operations per restart (half the whole k-means at 620 nodes, k = 62). Large inputs (the
+    # sparse path) compute the distances directly instead of holding an n x n Gram matrix.
+    use_gram = n <= gram_max
+    gram = y @ y.T if use_gram else np.empty((1, 1))
     for r in range(draws.shape[0]):
-        first = min(int(draws[r, 0] * n), n - 1)
-        for j in range(dim):
-            centers[0, j] = y[first, j]
-        for i in range(n):
-            d = 0.0
-            for j in range(dim):
-                t = y[i, j] - centers[0, j]
-                d += t * t
-            closest[i] = d
-        for c in range(1, k):
-            total = 0.0
-            for i in range(n):
-                total += closest[i]
-            pick = n - 1
-            if total > 0:
-                target = draws[r, c] * total
-                acc = 0.0
-                for i in range(n):
-                    acc += closest[i]
-                    if acc > target:
-                        pick = i
-                        break
+        for c in range(k):
+            if c == 0:
+                pick = min(int(draws[r, 0] * n), n - 1)
             else:
-                pick = min(int(draws[r, c] * n), n - 1)
+                total = 0.0
+                for i in range(n):
+                    total += closest[i]
+                pick = n - 1
+                if total > 0:
+                    target = draws[r, c] * total
+                    acc = 0.0
+                    for i in range(n):
+                        acc += closest[i]
+                        if acc > target:
+                            pick = i
+                            break
+                else:
+                    pick = min(int(draws[r, c] * n), n - 1)
             for j in range(dim):
                 centers[c, j] = y[pick, j]
             for i in range(n):
-                d = 0.0
-                for j in range(dim):
-                    t = y[i, j] - centers[c, j]
-                    d += t * t
-                if d < closest[i]:
+                if use_gram:
+                    d = max(ysq[i] + ysq[pick] - 2.0 * gram[i, pick], 0.0)
+                else:
+                    d = 0.0
+                    for j in range(dim):
+                        t = y[i, j] - y[pick, j]
+                        d += t * t
+                if c == 0 or d < closest[i]:
                     closest[i] = d
+            closest[pick] = 0.0
         inertia = 0.0
         converged = False
         for step in range(max_iter + 1):
@@ -192,6 +199,8 @@ def _dense_level_kernel(adj, raw, modes, normalized, repeat):
             if adj[i, j] != 0.0 and cluster[i] != cluster[j]:
                 coarse[cluster[i], cluster[j]] += adj[i, j]
     theta = np.zeros((n, modes))
+    seen = np.empty(n, dtype=np.bool_)
+    stack = np.empty(n, dtype=np.int64)
     for c in range(k):
         size = starts[c + 1] - starts[c]
         nodes = members[starts[c] : starts[c + 1]]
@@ -205,6 +214,33 @@ def _dense_level_kernel(adj, raw, modes, normalized, repeat):
             for b in range(size):
                 lap[a, b] = -adj[nodes[a], nodes[b]]
                 deg[a] += adj[nodes[a], nodes[b]]
+        connected = False
+        if modes == 1:  # depth-first search over the subgraph's edges
+            seen[:size] = False
+            seen[0] = True
+            stack[0] = 0
+            top = 1
+            count = 1
+            while top > 0:
+                top -= 1
+                a = stack[top]
+                for b in range(size):
+                    if not seen[b] and lap[a, b] != 0.0:
+                        seen[b] = True
+                        stack[top] = b
+                        top += 1
+                        count += 1
+            connected = count == size
+        if connected:
+            # A connected subgraph's smallest Laplacian eigenvalue (0) is simple and its
+            # eigenvector known: D^1/2 1 normalised (I - D^-1/2 A D^-1/2) or the constant
+            # (D - A), positive as the sign rule wants. No eigh needed (for H = 1, most calls).
+            total = 0.0
+            for a in range(size):
+                total += deg[a] if normalized else 1.0
+            for a in range(size):
+                theta[nodes[a], 0] = np.sqrt((deg[a] if normalized else 1.0) / total)
+            continue
         if normalized:
             for a in range(size):
                 for b in range(size):
@@ -252,7 +288,7 @@ def kmeans_labels(
     of the C-contiguous float64 ``y``; ``draws`` ``[n_init, k]`` are the uniform draws that seed
     each restart, and the tolerance is ``rel_tol`` times the mean per-column variance."""
     labels = np.empty(y.shape[0], dtype=np.int64)
-    _loaded()[0](y, k, max_iter, rel_tol, draws, labels)
+    _loaded()[0](y, k, max_iter, rel_tol, draws, GRAM_MAX, labels)
     return labels
 
 
