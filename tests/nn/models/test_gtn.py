@@ -11,6 +11,7 @@ from graphops.testing.gtn import (
     dense_fast_gtn,
     dense_fast_type_normalize,
     dense_gtn,
+    dense_hgb_gtn,
 )
 
 
@@ -107,41 +108,31 @@ def test_matches_dense_reference(graph, config, rows):
 
 
 def hgb_reference(model, x, graph, edge_type, node_index=None, edge_weight=None):
-    """THUDM/HGB NC/benchmark/methods/GTN/model.py's forward, dense, in HGB's own convention
-    (``A[h, t]`` for an edge h -> t; the GCN aggregates with ``H.t()``), so it shares no
-    orientation logic with the code it checks."""
-    adj_t = dense_edge_type_stack(
+    stack = dense_edge_type_stack(
         graph.edge_index, edge_type, graph.num_nodes, NUM_TYPES, edge_weight, model.identity
     )
-    a = adj_t.transpose(1, 2)  # HGB's A[h, t]
-    n = a.size(1)
-    eye = torch.eye(n, dtype=a.dtype)
+    return dense_hgb_gtn(*hgb_reference_args(model, x, stack), node_index)
 
-    def conv(weight):  # GTConv.forward: sum(A * softmax(weight, dim=1), dim=1)
-        return torch.einsum('ck,kij->cij', torch.softmax(weight.to(a.dtype), dim=1), a)
 
-    def norm(h, add):  # GTN.norm
-        h = h.t() * (1 - eye)
-        if add:
-            h = h + eye
-        deg = h.sum(1)
-        # HGB sets the inf of an empty row to 0; the double where keeps its gradient finite.
-        inv = torch.where(deg == 0, 0.0, 1 / torch.where(deg == 0, 1.0, deg))
-        return (inv[:, None] * h).t()
-
+def hgb_reference_args(model, x, stack):
+    """``dense_hgb_gtn``'s arguments for a graphops GTN: HGB's first-layer conv1 (the source
+    hop) is graphops' conv2."""
     first = model.layers[0]
-    # HGB's H = conv1(A) @ conv2(A): its conv1 is the source hop, graphops' conv2.
-    h = torch.bmm(conv(first.conv2.weight), conv(first.conv1.weight))
-    for layer in model.layers[1:]:
-        h = torch.stack([norm(hc, False) for hc in h])
-        h = torch.bmm(h, conv(layer.conv1.weight))
-    xw = x @ model.weight
-    bias = 0.0 if model.bias is None else model.bias
-    z = torch.cat([torch.relu(norm(hc, True).t() @ xw + bias) for hc in h], dim=1)
+    weights = [[first.conv2.weight, first.conv1.weight]]
+    weights += [[layer.conv1.weight] for layer in model.layers[1:]]
+    lin_channels = None
     if model.lin_channels is not None:
-        z = torch.relu(model.lin_channels(z))
-    y = model.lin(z)
-    return y if node_index is None else y[node_index]
+        lin_channels = (model.lin_channels.weight, model.lin_channels.bias)
+    return (
+        x,
+        stack,
+        weights,
+        model.weight,
+        model.bias,
+        lin_channels,
+        model.lin.weight,
+        model.lin.bias,
+    )
 
 
 HGB = {'product_norm': 'between', 'head': 'mlp', 'bias': False}
