@@ -250,6 +250,7 @@ if recipe['features'] == 'per-type':
     for block in blocks.values():
         start = type_columns[-1][1] if type_columns else 0
         type_columns.append((start, start + block.size(1)))
+    del blocks, block, placed  # the stack below holds the features; keep the peak down
 else:
     for t in recipe['identity']:
         hetero[t].x = torch.eye(hetero[t].num_nodes)
@@ -264,6 +265,7 @@ if recipe['edge_norm'] == 'type':
     )
 multi_label = y.is_floating_point()
 num_classes = dataset.num_classes
+del dataset  # its raw feature tables are no longer read
 index = {
     name: data[f'{name}_mask'].nonzero().view(-1).to(device) for name in ('train', 'val', 'test')
 }

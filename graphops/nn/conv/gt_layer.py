@@ -421,9 +421,9 @@ def _columns_to_rows_of(q: CSR, rows: Tensor) -> CSR:
 def _drop_diagonal_rw(h: CSR, rows: Tensor | None) -> CSR:
     """HGB's ``GTN.norm`` between layers: the diagonal dropped (row ``r`` is node ``rows[r]``,
     or node ``r``), then every row divided by its sum (empty rows stay empty)."""
-    row = h.row().long()
-    node = row if rows is None else rows[row]
-    keep = node != h.col.long()
+    row = h.row()  # index dtype (int32 for most graphs): these are the widest products
+    node = row if rows is None else rows.to(row.dtype)[row.long()]
+    keep = node != h.col
     value = h.values()[keep]
     kept = CSR.from_coo(
         row[keep], h.col[keep], value, h.num_rows, h.num_cols, is_sorted=True, trust_data=True
