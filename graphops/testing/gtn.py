@@ -154,3 +154,47 @@ def dense_fast_gtn(
     else:
         z = torch.stack(outs).mean(0)
     return z @ lin_weight.t() + lin_bias
+
+
+def dense_hgb_gtn(
+    x: Tensor,
+    stack: Tensor,
+    layer_weights: list[list[Tensor]],
+    gcn_weight: Tensor,
+    gcn_bias: Tensor | None,
+    lin_channels: tuple[Tensor, Tensor] | None,
+    lin_weight: Tensor,
+    lin_bias: Tensor,
+    node_index: Tensor | None = None,
+) -> Tensor:
+    r"""The GTN of HGB's benchmark code (THUDM/HGB ``NC/benchmark/methods/GTN/model.py``,
+    ``GTN.forward``, ``GTN.norm``, ``GTConv.forward``), transcribed in HGB's own convention:
+    ``A[h, t]`` for an edge h -> t (``stack`` is ``adj_t``, transposed here) and the GCN
+    aggregating with ``H.t()``. ``layer_weights[0] = [W_source, W_next]`` are the first layer's
+    selections in HGB's order (its ``conv1`` is the source hop), later layers ``[W]``.
+    ``lin_channels`` is HGB's ``linear1`` (or ``None`` for a single linear layer)."""
+    a = stack.transpose(1, 2)
+    eye = torch.eye(a.size(1), dtype=a.dtype)
+
+    def conv(weight: Tensor) -> Tensor:  # sum(A * softmax(weight, dim=1), dim=1)
+        return torch.einsum('ck,kij->cij', torch.softmax(weight.to(a.dtype), dim=1), a)
+
+    def norm(h: Tensor, add: bool) -> Tensor:
+        h = h.t() * (1 - eye)
+        if add:
+            h = h + eye
+        deg = h.sum(1)
+        # HGB sets the inf of an empty row to 0; the double where keeps the gradient finite
+        inv = torch.where(deg == 0, 0.0, 1 / torch.where(deg == 0, 1.0, deg))
+        return (inv[:, None] * h).t()
+
+    h = torch.bmm(conv(layer_weights[0][0]), conv(layer_weights[0][1]))
+    for weights in layer_weights[1:]:
+        h = torch.bmm(torch.stack([norm(hc, False) for hc in h]), conv(weights[0]))
+    xw = x @ gcn_weight
+    bias = 0.0 if gcn_bias is None else gcn_bias
+    z = torch.cat([torch.relu(norm(hc, True).t() @ xw + bias) for hc in h], dim=1)
+    if lin_channels is not None:
+        z = torch.relu(z @ lin_channels[0].t() + lin_channels[1])
+    y = z @ lin_weight.t() + lin_bias
+    return y if node_index is None else y[node_index]

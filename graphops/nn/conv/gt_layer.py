@@ -32,6 +32,8 @@ from graphops.ops.validate import (
 # against the memory budget with the product itself, so a graph too dense to multiply fails in
 # seconds instead of growing until the OOM killer ends the process.
 DOWNSTREAM_ENTRY_BYTES = 64
+# 'each': the paper's eq. 5; 'between': HGB's benchmark GTN (see GTLayer).
+PRODUCT_NORMS = ('each', 'between')
 
 
 class GTLayer(Module):
@@ -63,6 +65,24 @@ class GTLayer(Module):
     :math:`k \to m` (via :math:`\mathbf{B}`) then :math:`m \to i` (via :math:`\mathbf{A}`), so
     the *last* selection is the first hop of the meta-path.
 
+    ``product_norm='between'`` is the GTN of HGB's benchmark code (THUDM/HGB
+    ``NC/benchmark/methods/GTN/model.py``, ``GTN.forward`` and ``GTN.norm``), which produced its
+    GTN figures: the first product is left as it is, and every later layer first drops the
+    diagonal of the previous product and row-normalises it, then applies its selection on the
+    *aggregating* side (the last hop of the meta-path):
+
+    .. math::
+        \mathbf{H}^{(1)}_c = \mathbf{Q}^{(1)}_c \mathbf{Q}^{(2)}_c, \qquad
+        \mathbf{H}^{(l)}_c = \mathbf{Q}^{(l+1)}_c \, \mathbf{D}^{-1}
+            \big(\mathbf{H}^{(l-1)}_c - \mathrm{diag}(\mathbf{H}^{(l-1)}_c)\big),
+
+    so the last product keeps its raw weights (its rows sum to about the weighted degree of
+    the last selection, not to one). With ``'each'`` (the default) a row normalisation between
+    right multiplications would cancel out; here it does not, because the new selection sits
+    on the left. A later layer's rows are then rows of :math:`\mathbf{Q}`, whose columns must be
+    rows of ``prev``: ``prev`` covers all nodes, or the nodes ``prev_rows`` of
+    :meth:`propagate` (``GTN`` passes the neighbourhoods it needs).
+
     Products are sparse (:func:`graphops.ops.spgemm.spgemm`), differentiable in every weight.
     ``topk`` prunes each product row to its largest entries before normalising (an
     approximation; off by default). ``node_index`` computes only the rows of those nodes, which
@@ -83,6 +103,11 @@ class GTLayer(Module):
             structure), so that ``torch.compile`` runs the layer with no graph break; the graph,
             ``node_index`` and ``prev``'s pattern are then checked against it on the device.
             Not state. (default: :obj:`False`)
+        product_norm (str, optional): ``'each'`` (every product row-normalised, the new
+            selection on the source side: the paper's eq. 5) or ``'between'`` (HGB's code: the
+            previous product's diagonal dropped and its rows normalised, the new selection on
+            the aggregating side, the product itself left raw). ``'between'`` runs eagerly only
+            (no :meth:`prepare`). (default: ``'each'``)
 
     Shapes:
         - **input:** ``edge_index`` :math:`(2, E)`, ``edge_type`` :math:`(E)`, ``num_nodes``
@@ -102,8 +127,12 @@ class GTLayer(Module):
         topk: int | None = None,
         *,
         cached: bool = False,
+        product_norm: str = 'each',
     ) -> None:
         super().__init__()
+        if product_norm not in PRODUCT_NORMS:
+            raise ValueError(f'product_norm must be one of {PRODUCT_NORMS}, got {product_norm!r}')
+        self.product_norm = product_norm
         self.num_edge_types = check_positive_int(num_edge_types, 'num_edge_types')
         self.num_channels = check_positive_int(num_channels, 'num_channels')
         for name, flag in (('first', first), ('identity', identity)):
@@ -180,6 +209,11 @@ class GTLayer(Module):
             raise ValueError(
                 'prepare() keeps a product plan, which needs cached=True and topk=None (top-k '
                 'pruning depends on values)'
+            )
+        if self.product_norm != 'each':
+            raise ValueError(
+                "prepare() plans product_norm='each' only; product_norm='between' runs eagerly "
+                '(call the layer without prepare(), outside torch.compile)'
             )
         num_nodes = check_edge_type_stack(
             edge_index, edge_type, num_nodes, None, self.num_edge_types
@@ -276,34 +310,70 @@ class GTLayer(Module):
         return values * inverse.index_select(1, product.row)
 
     def propagate(
-        self, stack: EdgeTypeStack, prev: Sequence[CSR] | None, node_index: Tensor | None
+        self,
+        stack: EdgeTypeStack,
+        prev: Sequence[CSR] | None,
+        node_index: Tensor | None,
+        *,
+        prev_rows: Tensor | None = None,
     ) -> list[CSR]:
         """The layer on a prepared edge-type stack (what :class:`GTN` calls, building the stack
-        once for all layers)."""
+        once for all layers). With ``product_norm='between'`` a later layer takes the rows
+        ``node_index`` of its selection, whose columns must lie in ``prev_rows``: the sorted,
+        unique nodes of ``prev``'s rows (``None``: ``prev`` has a row per node)."""
         if self.first:
             if prev is not None:
                 raise ValueError('prev must be None for the first layer (first=True)')
+            if prev_rows is not None:
+                raise ValueError('prev_rows only applies to a later layer (first=False)')
             left = self.conv1.combine(stack)
             right = self.conv2.combine(stack)
             lefts = [stack.csr(left[c]) for c in range(self.num_channels)]
             if node_index is not None:
                 lefts = [q.select_rows(node_index) for q in lefts]
+            rights = [stack.csr(right[c]) for c in range(self.num_channels)]
+        elif self.product_norm == 'between':
+            prev = self._check_prev(prev, stack.num_nodes)
+            left = self.conv1.combine(stack)
+            lefts = [stack.csr(left[c]) for c in range(self.num_channels)]
+            if node_index is not None:
+                lefts = [q.select_rows(node_index) for q in lefts]
+            if prev_rows is None:
+                if prev[0].num_rows != stack.num_nodes:
+                    raise ValueError(
+                        f'prev has {prev[0].num_rows} rows; without prev_rows it needs one per '
+                        f'node ({stack.num_nodes})'
+                    )
+            else:
+                prev_rows = check_index_or_mask(prev_rows, 'prev_rows', size=stack.num_nodes)
+                if prev_rows.numel() != prev[0].num_rows:
+                    raise ValueError(
+                        f'prev_rows names {prev_rows.numel()} nodes but prev has '
+                        f'{prev[0].num_rows} rows; give one node per row of prev'
+                    )
+                lefts = [_columns_to_rows_of(q, prev_rows) for q in lefts]
+            rights = [_drop_diagonal_rw(h, prev_rows) for h in prev]
         else:
             if node_index is not None:
                 raise ValueError(
                     'node_index only applies to the first layer; later layers keep the rows of prev'
                 )
+            if prev_rows is not None:
+                raise ValueError("prev_rows only applies with product_norm='between'")
             lefts = self._check_prev(prev, stack.num_nodes)
             right = self.conv1.combine(stack)
+            rights = [stack.csr(right[c]) for c in range(self.num_channels)]
         out = []
         for c in range(self.num_channels):
             product = spgemm(
                 lefts[c],
-                stack.csr(right[c]),
+                rights[c],
                 topk=self.topk,
                 entry_bytes=DOWNSTREAM_ENTRY_BYTES * self.num_channels,
             )
-            out.append(normalize(product, 'rw', dtype=product.value.dtype))
+            if self.product_norm == 'each':
+                product = normalize(product, 'rw', dtype=product.value.dtype)
+            out.append(product)
         return out
 
     def _check_prev(self, prev, num_nodes: int) -> list[CSR]:
@@ -325,10 +395,40 @@ class GTLayer(Module):
 
     def __repr__(self) -> str:
         cached = ', cached=True' if self.cached else ''
+        if self.product_norm != 'each':
+            cached += f', product_norm={self.product_norm!r}'
         return (
             f'{self.__class__.__name__}({self.num_edge_types}, {self.num_channels}, '
             f'first={self.first}, identity={self.identity}, topk={self.topk}{cached})'
         )
+
+
+def _columns_to_rows_of(q: CSR, rows: Tensor) -> CSR:
+    """``q`` with its columns renumbered to their positions in ``rows`` (sorted, unique node
+    ids), so it multiplies a matrix holding only those rows. Every column must be in ``rows``."""
+    position = torch.full((q.num_cols,), -1, dtype=torch.long, device=q.device)
+    position[rows] = torch.arange(rows.numel(), device=q.device)
+    col = position[q.col.long()]
+    check_condition(
+        (col >= 0).all(),
+        'a column of the selection is not a row of prev: prev_rows must hold every neighbour '
+        'of node_index in the edge-type stack',
+    )
+    dtype = q.rowptr.dtype
+    return CSR(q.rowptr, col.to(dtype), q.value, q.num_rows, rows.numel(), trust_data=True)
+
+
+def _drop_diagonal_rw(h: CSR, rows: Tensor | None) -> CSR:
+    """HGB's ``GTN.norm`` between layers: the diagonal dropped (row ``r`` is node ``rows[r]``,
+    or node ``r``), then every row divided by its sum (empty rows stay empty)."""
+    row = h.row()  # index dtype (int32 for most graphs): these are the widest products
+    node = row if rows is None else rows.to(row.dtype)[row.long()]
+    keep = node != h.col
+    value = h.values()[keep]
+    kept = CSR.from_coo(
+        row[keep], h.col[keep], value, h.num_rows, h.num_cols, is_sorted=True, trust_data=True
+    )
+    return normalize(kept, 'rw', dtype=value.dtype)
 
 
 @dataclass(eq=False)

@@ -12,7 +12,7 @@ from torch import Tensor
 from torch.nn import Linear, Module, ModuleList, Parameter
 
 from graphops.nn.conv.gt_conv import GTConv
-from graphops.nn.conv.gt_layer import GTLayer
+from graphops.nn.conv.gt_layer import PRODUCT_NORMS, GTLayer
 from graphops.ops.cache import InputCache
 from graphops.ops.csr import CSR
 from graphops.ops.edge_type import (
@@ -36,6 +36,7 @@ from graphops.ops.validate import (
 )
 
 CHANNEL_AGGREGATIONS = ('concat', 'mean')
+HEADS = ('linear', 'mlp')
 # Meta-path enumeration is exhaustive below this many edge-type chains, a beam search above.
 _MAX_ENUMERATED_PATHS = 1 << 20
 
@@ -91,6 +92,17 @@ class GTN(Module):
     type unit in-weight per node first, as FastGTN does internally (``examples/gtn.py`` does so
     by default).
 
+    Four keyword-only options reproduce the GTN of HGB's benchmark code (THUDM/HGB
+    ``NC/benchmark/methods/GTN/model.py``), which differs from the authors' release that the
+    defaults follow: ``product_norm='between'`` (see :class:`~graphops.nn.conv.GTLayer`: the
+    previous product's diagonal dropped and its rows normalised before the next selection,
+    which acts on the aggregating side, and the last product left raw, so the GCN's unit
+    self-loop weighs against the meta-path's raw degree), ``head='mlp'``
+    (:math:`\mathbf{Y} = \mathrm{ReLU}([\mathbf{Z}_1 \Vert \cdots] \mathbf{W}_1 +
+    \mathbf{b}_1) \mathbf{W}_{out} + \mathbf{b}_{out}`, HGB's ``linear1``/``linear2``),
+    ``bias=False`` (HGB's GCN adds none) and ``selection_std=0.0`` (HGB starts every selection
+    at a constant: uniform).
+
     ``node_index`` computes only the outputs of those nodes. For GTN this is exact and is what
     keeps it lean: every step (products, normalisations, the GCN) is row-local, so only the
     rows of the requested nodes are ever formed. ``topk`` prunes each product row to its
@@ -121,6 +133,17 @@ class GTN(Module):
         beta (float, optional): FastGTN's weight of the untransformed :math:`\mathbf{XW}_c`.
             (default: ``0.0``)
         topk (int, optional): GTN's per-row pruning of every product. (default: :obj:`None`)
+        product_norm (str, optional, keyword-only): GTN's products, ``'each'`` (the paper) or
+            ``'between'`` (HGB's code); see :class:`~graphops.nn.conv.GTLayer`.
+            ``'between'`` runs eagerly (no :meth:`prepare`). (default: ``'each'``)
+        head (str, optional, keyword-only): GTN's classifier on the concatenated channels,
+            ``'linear'`` (the authors') or ``'mlp'`` (HGB's: a ``hidden_channels`` ReLU layer
+            first). FastGTN's head is set by ``channel_agg``. (default: ``'linear'``)
+        bias (bool, optional, keyword-only): GTN's GCN adds a learned bias :math:`\mathbf{b}`
+            (the authors'; HGB's has none). (default: :obj:`True`)
+        selection_std (float, optional, keyword-only): standard deviation of the selections'
+            normal start; ``0.0`` starts them uniform (HGB's constant). (default: :obj:`None`:
+            the authors', 0.01 for GTN, 0.1 for FastGTN)
 
     Shapes:
         - **input:** ``x`` :math:`(N, F_{in})`, ``edge_index`` :math:`(2, E)`, ``edge_type``
@@ -142,6 +165,11 @@ class GTN(Module):
         channel_agg: str = 'concat',
         beta: float = 0.0,
         topk: int | None = None,
+        *,
+        product_norm: str = 'each',
+        head: str = 'linear',
+        bias: bool = True,
+        selection_std: float | None = None,
     ) -> None:
         super().__init__()
         self.in_channels = check_positive_int(in_channels, 'in_channels')
@@ -150,7 +178,7 @@ class GTN(Module):
         self.num_edge_types = check_positive_int(num_edge_types, 'num_edge_types')
         self.num_channels = check_positive_int(num_channels, 'num_channels')
         self.num_layers = check_positive_int(num_layers, 'num_layers')
-        for name, flag in (('identity', identity), ('fast', fast)):
+        for name, flag in (('identity', identity), ('fast', fast), ('bias', bias)):
             if not isinstance(flag, bool):
                 raise TypeError(f'{name} must be a bool, got {type(flag).__name__}')
         if channel_agg not in CHANNEL_AGGREGATIONS:
@@ -159,6 +187,26 @@ class GTN(Module):
             )
         if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 <= beta <= 1:
             raise ValueError(f'beta must be a float in [0, 1], got {beta!r}')
+        if product_norm not in PRODUCT_NORMS:
+            raise ValueError(f'product_norm must be one of {PRODUCT_NORMS}, got {product_norm!r}')
+        if head not in HEADS:
+            raise ValueError(f'head must be one of {HEADS}, got {head!r}')
+        if fast and (product_norm != 'each' or head != 'linear' or not bias):
+            raise ValueError(
+                'product_norm, head and bias shape GTN; FastGTN forms no products, has no GCN '
+                "bias and its head is set by channel_agg: leave them at 'each', 'linear', True"
+            )
+        if selection_std is not None and (
+            isinstance(selection_std, bool)
+            or not isinstance(selection_std, (int, float))
+            or not 0 <= selection_std < float('inf')
+        ):
+            raise ValueError(
+                f'selection_std must be a finite float >= 0 or None, got {selection_std!r}'
+            )
+        self.product_norm = product_norm
+        self.head = head
+        self.selection_std = None if selection_std is None else float(selection_std)
         self.identity = identity
         self.fast = fast
         self.channel_agg = channel_agg
@@ -179,24 +227,32 @@ class GTN(Module):
             self.lin = Linear(hidden, out_channels)
         else:
             self.layers = ModuleList(
-                GTLayer(num_edge_types, num_channels, i == 0, identity, topk)
+                GTLayer(
+                    num_edge_types, num_channels, i == 0, identity, topk, product_norm=product_norm
+                )
                 for i in range(num_layers)
             )
             self.weight = Parameter(torch.empty(in_channels, hidden))
-            self.bias = Parameter(torch.empty(hidden))
-            self.lin_channels = None
-            self.lin = Linear(C * hidden, out_channels)
+            if bias:
+                self.bias = Parameter(torch.empty(hidden))
+            else:
+                self.register_parameter('bias', None)
+            mlp = head == 'mlp'
+            self.lin_channels = Linear(C * hidden, hidden) if mlp else None
+            self.lin = Linear(hidden if mlp else C * hidden, out_channels)
         self._cache = InputCache()  # the edge-type stack of the last graph; not state
         self._plan = InputCache()  # what prepare() built for torch.compile; not state
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        # The authors start FastGTN's selections wider (std 0.1) than GTN's (0.01).
+        std = self.selection_std
+        if std is None:
+            std = 0.1 if self.fast else 0.01
         for module in self.layers:
-            # The authors start FastGTN's selections wider (std 0.1) than GTN's (0.01).
-            if isinstance(module, GTConv):
-                module.reset_parameters(std=0.1)
-            else:
-                module.reset_parameters()
+            convs = [module] if isinstance(module, GTConv) else module.convs()
+            for conv in convs:
+                conv.reset_parameters(std=std)
         for weight in self.weight if self.fast else [self.weight]:
             torch.nn.init.xavier_uniform_(weight)
         if self.bias is not None:
@@ -257,6 +313,11 @@ class GTN(Module):
             raise ValueError(
                 'prepare() plans products without pruning: top-k pruning depends on values and '
                 'runs eagerly (build the model with topk=None to compile it)'
+            )
+        if self.product_norm != 'each':
+            raise ValueError(
+                "prepare() plans product_norm='each' only; product_norm='between' runs eagerly "
+                '(call the model without prepare(), outside torch.compile)'
             )
         self._prepare(x, edge_index, edge_type, edge_weight)
         num_nodes = x.size(0)
@@ -356,9 +417,9 @@ class GTN(Module):
             messages = h_value.unsqueeze(-1) * xw.index_select(0, last.col)
             aggregated = xw.new_zeros(last.num_rows, xw.size(1)).index_add(0, last.row, messages)
             aggregated = aggregated - diagonal[:, None] * xw_self + xw_self
-            out = aggregated / (row_sum - diagonal + 1.0)[:, None] + self.bias
-            outs.append(F.relu(out))
-        return self.lin(torch.cat(outs, dim=1))
+            out = aggregated / (row_sum - diagonal + 1.0)[:, None]
+            outs.append(F.relu(out if self.bias is None else out + self.bias))
+        return self._classify(torch.cat(outs, dim=1))
 
     def _forward_fast_planned(self, x, plan: _GTNPlan, edge_weight):
         """FastGTN on a prepared plan (static shapes): as :meth:`_forward_fast`."""
@@ -419,6 +480,21 @@ class GTN(Module):
 
     def _propagate(self, stack, node_index):
         hs = None
+        if self.product_norm == 'between':
+            # A later layer's selection acts on the aggregating side: its rows need the
+            # previous product at their neighbours. rows[i]: the nodes layer i computes.
+            rows = [node_index]
+            if node_index is not None:
+                pattern = stack.csr(None)
+                for _ in range(len(self.layers) - 1):
+                    reach = pattern.select_rows(rows[0]).col.long()
+                    rows.insert(0, torch.unique(torch.cat([rows[0].long(), reach])))
+            else:
+                rows = rows * len(self.layers)
+            for i, layer in enumerate(self.layers):
+                prev_rows = rows[i - 1] if i > 0 else None
+                hs = layer.propagate(stack, hs, rows[i], prev_rows=prev_rows)
+            return hs
         for i, layer in enumerate(self.layers):
             hs = layer.propagate(stack, hs, node_index if i == 0 else None)
         return hs
@@ -471,9 +547,15 @@ class GTN(Module):
             row_sum = xw.new_zeros(h.num_rows).index_add(0, entry_row, h_value)
             aggregated = spmm(h, xw) - diagonal[:, None] * xw_self + xw_self
             # Row sum of H - diag(H) + I is at least 1: no zero division.
-            out = aggregated / (row_sum - diagonal + 1.0)[:, None] + self.bias
-            outs.append(F.relu(out))
-        return self.lin(torch.cat(outs, dim=1))
+            out = aggregated / (row_sum - diagonal + 1.0)[:, None]
+            outs.append(F.relu(out if self.bias is None else out + self.bias))
+        return self._classify(torch.cat(outs, dim=1))
+
+    def _classify(self, z: Tensor) -> Tensor:
+        """GTN's head on the concatenated channels: linear, or HGB's two-layer MLP."""
+        if self.lin_channels is not None:
+            z = F.relu(self.lin_channels(z))
+        return self.lin(z)
 
     def _forward_fast(self, x, stack, node_index):
         xw = torch.einsum('nf,cfh->cnh', x, self.weight)
@@ -508,6 +590,11 @@ class GTN(Module):
             for i, layer in enumerate(self.layers)
             for j, conv in enumerate(layer.convs())
         ]
+        if self.product_norm == 'between':
+            # H = Q_L ... Q_2 (Q_1a Q_1b): the first layer's right selection is the source hop,
+            # every later selection a hop further toward the aggregating node.
+            first = product_order[:2][::-1]
+            return first + product_order[2:]
         # H = Q1 Q2 ... : the right-most selection acts first on the source.
         return product_order[::-1]
 
@@ -660,6 +747,14 @@ class GTN(Module):
             args += f', channel_agg={self.channel_agg!r}, beta={self.beta}'
         else:
             args += f', topk={self.topk}'
+            if self.product_norm != 'each':
+                args += f', product_norm={self.product_norm!r}'
+            if self.head != 'linear':
+                args += f', head={self.head!r}'
+            if self.bias is None:
+                args += ', bias=False'
+        if self.selection_std is not None:
+            args += f', selection_std={self.selection_std}'
         return f'{self.__class__.__name__}({args})'
 
 

@@ -5,6 +5,7 @@ import torch
 
 from graphops.nn.conv.gt_layer import GTLayer
 from graphops.ops.csr import CSR
+from graphops.ops.edge_type import EdgeTypeStack
 from graphops.testing import awkward_graphs, random_graph, tolerance
 from graphops.testing.gtn import dense_edge_type_stack, dense_gt_layer
 
@@ -65,6 +66,69 @@ def test_first_then_later_layer_match_dense(graph, identity, topk, rows):
     # D^{-1}: every non-empty row sums to one
     sums = dense(h2).sum(-1)
     torch.testing.assert_close(sums[sums != 0], torch.ones_like(sums[sums != 0]))
+
+
+def dense_between(stack, first, later, rows=None):
+    """HGB's products in adj_t form: H1 = Qa Qb raw, H2 = Q D^-1 (H1 - diag H1)."""
+    q = [
+        torch.einsum('ck,kij->cij', torch.softmax(c.weight.detach(), 1), stack)
+        for c in [first.conv1, first.conv2, later.conv1]
+    ]
+    h1 = q[0] @ q[1]
+    eye = torch.eye(h1.size(-1), dtype=h1.dtype)
+    off = h1 * (1 - eye)
+    deg = off.sum(-1, keepdim=True)
+    h2 = q[2] @ torch.where(deg == 0, 0.0, off / torch.where(deg == 0, 1.0, deg))
+    return h1, h2 if rows is None else h2[:, rows]
+
+
+@pytest.mark.parametrize('graph,rows', list(product(GRAPHS, [False, True])), ids=str)
+def test_between_products_match_hgb(graph, rows):
+    edge_type = typed(graph)
+    make = lambda first: GTLayer(NUM_TYPES, 2, first, product_norm='between').double()  # noqa: E731
+    first, later = randomized(make(True), 0), randomized(make(False), 1)
+    args = (graph.edge_index, edge_type, graph.num_nodes, graph.edge_weight)
+    node_index = torch.tensor([graph.num_nodes - 1, 0, graph.num_nodes - 1]) if rows else None
+    h1 = first(*args)
+    h2 = later(*args, prev=h1, node_index=node_index)
+    stack = dense_edge_type_stack(
+        graph.edge_index, edge_type, graph.num_nodes, NUM_TYPES, graph.edge_weight
+    )
+    ref1, ref2 = dense_between(stack, first, later, node_index)
+    torch.testing.assert_close(dense(h1), ref1, **tolerance(torch.float64))
+    torch.testing.assert_close(dense(h2), ref2, **tolerance(torch.float64))
+
+
+def test_between_prev_rows_cover_the_neighbourhood():
+    graph = random_graph(20, 60, seed=3)
+    edge_type = typed(graph, seed=3)
+    make = lambda first: GTLayer(NUM_TYPES, 2, first, product_norm='between').double()  # noqa: E731
+    first, later = randomized(make(True), 0), randomized(make(False), 1)
+    args = (graph.edge_index, edge_type, graph.num_nodes)
+    full = later(*args, prev=first(*args))
+    node_index = torch.tensor([4, 7])
+    # the rows of prev the selection reaches: the nodes themselves and their in-neighbours
+    target = graph.edge_index[1]
+    reach = graph.edge_index[0][(target == 4) | (target == 7)]
+    prev_rows = torch.unique(torch.cat([node_index, reach]))
+    stack = EdgeTypeStack.build(graph.edge_index, edge_type, graph.num_nodes, None, NUM_TYPES, True)
+    h1 = first.propagate(stack, None, prev_rows)
+    h2 = later.propagate(stack, h1, node_index, prev_rows=prev_rows)
+    torch.testing.assert_close(dense(h2), dense(full)[:, node_index])
+    with pytest.raises(ValueError, match='a column of the selection is not a row of prev'):
+        later.propagate(
+            stack, first.propagate(stack, None, node_index), node_index, prev_rows=node_index
+        )
+    with pytest.raises(ValueError, match='prev_rows names 2 nodes but prev has'):
+        later.propagate(stack, h1, node_index, prev_rows=node_index)
+    with pytest.raises(ValueError, match='without prev_rows it needs one per node'):
+        later.propagate(stack, h1, node_index)
+    with pytest.raises(ValueError, match="prev_rows only applies with product_norm='between'"):
+        GTLayer(NUM_TYPES, 2, False).double().propagate(stack, h1, None, prev_rows=prev_rows)
+    with pytest.raises(ValueError, match='product_norm must be one of'):
+        GTLayer(NUM_TYPES, 2, product_norm='every')
+    with pytest.raises(ValueError, match="plans product_norm='each' only"):
+        GTLayer(NUM_TYPES, 2, cached=True, product_norm='between').prepare(*args)
 
 
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float64])

@@ -11,6 +11,7 @@ from graphops.testing.gtn import (
     dense_fast_gtn,
     dense_fast_type_normalize,
     dense_gtn,
+    dense_hgb_gtn,
 )
 
 
@@ -101,6 +102,148 @@ def test_matches_dense_reference(graph, config, rows):
     with torch.no_grad():
         ref = reference(model, x, graph, edge_type, node_index, graph.edge_weight)
     torch.testing.assert_close(out, ref, **tolerance(torch.float64))
+
+
+# --- HGB's benchmark GTN (product_norm='between', head='mlp', bias=False) ------------------
+
+
+def hgb_reference(model, x, graph, edge_type, node_index=None, edge_weight=None):
+    stack = dense_edge_type_stack(
+        graph.edge_index, edge_type, graph.num_nodes, NUM_TYPES, edge_weight, model.identity
+    )
+    return dense_hgb_gtn(*hgb_reference_args(model, x, stack), node_index)
+
+
+def hgb_reference_args(model, x, stack):
+    """``dense_hgb_gtn``'s arguments for a graphops GTN: HGB's first-layer conv1 (the source
+    hop) is graphops' conv2."""
+    first = model.layers[0]
+    weights = [[first.conv2.weight, first.conv1.weight]]
+    weights += [[layer.conv1.weight] for layer in model.layers[1:]]
+    lin_channels = None
+    if model.lin_channels is not None:
+        lin_channels = (model.lin_channels.weight, model.lin_channels.bias)
+    return (
+        x,
+        stack,
+        weights,
+        model.weight,
+        model.bias,
+        lin_channels,
+        model.lin.weight,
+        model.lin.bias,
+    )
+
+
+HGB = {'product_norm': 'between', 'head': 'mlp', 'bias': False}
+HGB_CASES = [
+    *product(GRAPHS, [{'num_layers': 2, **HGB}], [False, True]),
+    *product(
+        GRAPHS[:1],
+        [
+            {'num_layers': layers, 'identity': identity, **HGB}
+            for layers, identity in product([1, 2, 3], [True, False])
+        ]
+        + [{'num_layers': 2, 'product_norm': 'between'}, {'num_layers': 2, 'head': 'mlp'}],
+        [False, True],
+    ),
+]
+
+
+@pytest.mark.parametrize('graph,config,rows', HGB_CASES, ids=str)
+def test_hgb_options_match_hgb_dense_code(graph, config, rows):
+    model = randomized(GTN(IN, HIDDEN, OUT, NUM_TYPES, num_channels=2, **config).double())
+    x = random_features(graph.num_nodes, IN)
+    edge_type = typed(graph)
+    node_index = torch.tensor([graph.num_nodes - 1, 0]) if rows else None
+    out = model(x, graph.edge_index, edge_type, graph.edge_weight, node_index=node_index)
+    with torch.no_grad():
+        if config.get('product_norm') == 'between':
+            ref = hgb_reference(model, x, graph, edge_type, node_index, graph.edge_weight)
+        else:  # the head alone: the paper's products, HGB's MLP on top
+            ref = reference_with_head(model, x, graph, edge_type, node_index, graph.edge_weight)
+    torch.testing.assert_close(out, ref, **tolerance(torch.float64))
+
+
+def reference_with_head(model, x, graph, edge_type, node_index, edge_weight):
+    """The paper's dense GTN with HGB's MLP head: the linear layer's input is ReLU(lin1(z))."""
+    captured = {}
+    hook = model.lin.register_forward_hook(lambda m, i, o: captured.setdefault('z', i[0]))
+    try:
+        stack = dense_edge_type_stack(
+            graph.edge_index, edge_type, graph.num_nodes, NUM_TYPES, edge_weight, model.identity
+        )
+        layer_weights = [[conv.weight for conv in layer.convs()] for layer in model.layers]
+        eye = torch.eye(model.lin_channels.in_features, dtype=x.dtype)
+        concat = dense_gtn(x, stack, layer_weights, model.weight, model.bias, eye, 0.0, node_index)
+    finally:
+        hook.remove()
+    return model.lin(torch.relu(model.lin_channels(concat)))
+
+
+def test_hgb_products_row_subset_is_exact_and_differs_from_the_paper():
+    graph = random_graph(30, 120, seed=2)
+    edge_type = typed(graph, seed=2)
+    x = random_features(30, IN, seed=2)
+    model = randomized(GTN(IN, HIDDEN, OUT, NUM_TYPES, num_layers=3, **HGB).double())
+    full = model(x, graph.edge_index, edge_type)
+    rows = torch.tensor([5, 29, 0, 5])
+    torch.testing.assert_close(model(x, graph.edge_index, edge_type, node_index=rows), full[rows])
+    paper = GTN(IN, HIDDEN, OUT, NUM_TYPES, num_layers=3, head='mlp', bias=False).double()
+    paper.load_state_dict(model.state_dict())
+    assert not torch.allclose(paper(x, graph.edge_index, edge_type), full)
+
+
+def test_hgb_gradients_match_dense():
+    graph = GRAPHS[1]
+    edge_type = typed(graph, seed=5)
+    x = random_features(graph.num_nodes, IN, seed=5)
+    model = randomized(GTN(IN, HIDDEN, OUT, NUM_TYPES, num_layers=3, **HGB).double(), seed=5)
+    probe = torch.randn(graph.num_nodes, OUT, dtype=torch.float64)
+    (model(x, graph.edge_index, edge_type, graph.edge_weight) * probe).sum().backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+    model.zero_grad()
+    (hgb_reference(model, x, graph, edge_type, None, graph.edge_weight) * probe).sum().backward()
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(grads[name], p.grad, msg=name)
+
+
+def test_hgb_metapath_order_matches_the_product():
+    # type 0: 0 -> 1, type 1: 1 -> 2, type 2: 2 -> 3. Hops in metapath order (source first).
+    edge_index = torch.tensor([[0, 1, 2], [1, 2, 3]])
+    edge_type = torch.tensor([0, 1, 2])
+    model = GTN(2, 2, 2, 3, num_layers=2, identity=False, product_norm='between').double()
+    model = chosen(model, [0, 1, 2])
+    att = model.metapath_attention(['first', 'second', 'third'], top=1)
+    assert att['metapaths'][0][0]['path'] == ('first', 'second', 'third')
+    h = model.metapath_adjacencies(edge_index, edge_type, 4)[0].to_dense(torch.float64)
+    assert h[3, 0] > 0.99 and h.sum() < 1.01  # adj_t: target 3 gathers from source 0
+
+
+def test_selection_std_zero_starts_uniform():
+    model = GTN(IN, HIDDEN, OUT, NUM_TYPES, num_layers=2, selection_std=0.0)
+    for _, _, conv in model.hops():
+        torch.testing.assert_close(conv.attention(), torch.full_like(conv.attention(), 0.25))
+    spread = GTN(IN, HIDDEN, OUT, NUM_TYPES, num_layers=2, selection_std=1.0)
+    assert spread.layers[0].conv1.weight.std() > 0.3
+
+
+def test_hgb_options_refused_where_they_do_not_apply():
+    with pytest.raises(ValueError, match='product_norm must be one of'):
+        GTN(IN, HIDDEN, OUT, NUM_TYPES, product_norm='last')
+    with pytest.raises(ValueError, match='head must be one of'):
+        GTN(IN, HIDDEN, OUT, NUM_TYPES, head='deep')
+    with pytest.raises(ValueError, match='selection_std'):
+        GTN(IN, HIDDEN, OUT, NUM_TYPES, selection_std=-1.0)
+    with pytest.raises(TypeError, match='bias must be a bool'):
+        GTN(IN, HIDDEN, OUT, NUM_TYPES, bias=0)
+    with pytest.raises(ValueError, match='FastGTN forms no products'):
+        GTN(IN, HIDDEN, OUT, NUM_TYPES, fast=True, head='mlp')
+    x, edge_index, edge_type, _ = compile_inputs()
+    with pytest.raises(ValueError, match="product_norm='between' runs eagerly"):
+        GTN(IN, HIDDEN, OUT, NUM_TYPES, product_norm='between').double().prepare(
+            x, edge_index, edge_type
+        )
 
 
 @pytest.mark.parametrize('config', [{'num_layers': 2}, {'num_layers': 2, 'fast': True}], ids=str)
@@ -452,6 +595,9 @@ def test_repr():
     assert repr(GTN(10, 8, 3, 4, 3, 2, fast=True, channel_agg='mean')) == (
         'GTN(10, 8, 3, num_edge_types=4, num_channels=3, num_layers=2, identity=True, '
         "fast=True, channel_agg='mean', beta=0.0)"
+    )
+    assert repr(GTN(10, 8, 3, 4, product_norm='between', head='mlp', bias=False)).endswith(
+        "topk=None, product_norm='between', head='mlp', bias=False)"
     )
 
 
