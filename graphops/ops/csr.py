@@ -416,19 +416,23 @@ def _describe(value) -> str:
     return f'{value.dtype} tensor' if isinstance(value, Tensor) else type(value).__name__
 
 
-def _from_sorted(row: Tensor, col: Tensor, value, num_rows: int, num_cols: int) -> CSR:
-    nnz = col.numel()
-    dtype = index_dtype_for(num_rows, num_cols, nnz)
-    if not nnz:
-        counts = None
-    elif defers_value_checks(row):  # bincount's size is read back: count into fixed rows
+def rowptr_from_rows(row: Tensor, num_rows: int) -> Tensor:
+    """``[num_rows + 1]`` ``int64`` offsets of entries sorted by ``row``."""
+    rowptr = torch.zeros(num_rows + 1, dtype=torch.long, device=row.device)
+    if not row.numel():
+        return rowptr
+    if defers_value_checks(row):  # bincount's size is read back: count into fixed rows
         counts = torch.zeros(num_rows, dtype=torch.long, device=row.device)
         counts = counts.index_add_(0, row.long(), torch.ones_like(row, dtype=torch.long))
     else:
         counts = torch.bincount(row.long(), minlength=num_rows)
-    rowptr = torch.zeros(num_rows + 1, dtype=torch.long, device=col.device)
-    if counts is not None:
-        torch.cumsum(counts, 0, out=rowptr[1:])
+    torch.cumsum(counts, 0, out=rowptr[1:])
+    return rowptr
+
+
+def _from_sorted(row: Tensor, col: Tensor, value, num_rows: int, num_cols: int) -> CSR:
+    dtype = index_dtype_for(num_rows, num_cols, col.numel())
+    rowptr = rowptr_from_rows(row, num_rows)
     return CSR(rowptr.to(dtype), col.to(dtype), value, num_rows, num_cols, trust_data=True)
 
 
