@@ -359,9 +359,7 @@ class CSR:
         new_rowptr = torch.zeros(rows.numel() + 1, dtype=torch.long, device=self.device)
         torch.cumsum(counts, 0, out=new_rowptr[1:])
         nnz = int(new_rowptr[-1])
-        offsets = torch.arange(nnz, device=self.device) - torch.repeat_interleave(
-            new_rowptr[:-1] - start, counts, output_size=nnz
-        )
+        offsets, _ = segment_arange(start, counts, nnz)
         dtype = index_dtype_for(rows.numel(), self.num_cols, nnz)
         value = None if self.value is None else self.value[offsets]
         return CSR(
@@ -414,6 +412,17 @@ def check_csr(csr, name: str = 'csr') -> CSR:
 
 def _describe(value) -> str:
     return f'{value.dtype} tensor' if isinstance(value, Tensor) else type(value).__name__
+
+
+def segment_arange(starts: Tensor, counts: Tensor, total: int) -> tuple[Tensor, Tensor]:
+    """For segments ``[starts[s], starts[s] + counts[s])`` (``total`` indices in all): every
+    index, and the segment it belongs to."""
+    segment = torch.repeat_interleave(
+        torch.arange(counts.numel(), device=counts.device), counts, output_size=total
+    )
+    first = torch.cumsum(counts, 0) - counts
+    index = starts[segment] + torch.arange(total, device=counts.device) - first[segment]
+    return index, segment
 
 
 def rowptr_from_rows(row: Tensor, num_rows: int) -> Tensor:

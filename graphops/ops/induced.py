@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from graphops.ops.csr import CSR, torch_csr_tensor
+from graphops.ops.csr import CSR, segment_arange, torch_csr_tensor
 from graphops.ops.kernels import pool as pool_kernels
 from graphops.ops.validate import check_edge_index, check_index, check_index_or_mask
 
@@ -239,13 +239,7 @@ def _expand_product(
     k: int,
 ) -> CSR:
     """``rows @ cols`` by sort-based expansion: differentiable in both value vectors."""
-    device = left_value.device
-    total = int(length.sum())
-    source = torch.repeat_interleave(
-        torch.arange(length.numel(), device=device), length, output_size=total
-    )
-    offset = torch.cumsum(length, 0) - length
-    position = start[source] + torch.arange(total, device=device) - offset[source]
+    position, source = segment_arange(start, length, int(length.sum()))
     out_row = rows.row().long()[source]
     out_col = cols.col.long()[position]
     product = left_value[source] * right_value[position]

@@ -54,7 +54,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from graphops.ops.csr import CSR, index_dtype_for, rowptr_from_rows, to_csr
+from graphops.ops.csr import CSR, index_dtype_for, rowptr_from_rows, segment_arange, to_csr
 from graphops.ops.dispatch import SPGEMM_SERIAL_WORK, choose_backend, current_backend, threads_for
 from graphops.ops.kernels import spgemm as spgemm_kernels
 from graphops.ops.memory import check_fits, memory_budget
@@ -360,7 +360,7 @@ class _Operands(NamedTuple):
         a_index = torch.arange(int(a_rowptr[start]), int(a_rowptr[end]), device=a_rowptr.device)
         mid = self.a_col[a_index]
         b_start = self.b_rowptr[mid]
-        b_index, segment = _segment_arange(b_start, self.b_rowptr[mid + 1] - b_start, total)
+        b_index, segment = segment_arange(b_start, self.b_rowptr[mid + 1] - b_start, total)
         return a_index[segment], b_index, _block_rows(a_rowptr, start, end)[segment]
 
 
@@ -397,16 +397,6 @@ class _SpGEMM(torch.autograd.Function):
 
 
 # --- helpers shared by both backends ------------------------------------------------------------
-
-
-def _segment_arange(starts: Tensor, counts: Tensor, total: int) -> tuple[Tensor, Tensor]:
-    """For segments ``[starts[s], starts[s] + counts[s])``: every index, and its segment id."""
-    segment = torch.repeat_interleave(
-        torch.arange(counts.numel(), device=counts.device), counts, output_size=total
-    )
-    first = torch.cumsum(counts, 0) - counts
-    index = starts[segment] + torch.arange(total, device=counts.device) - first[segment]
-    return index, segment
 
 
 def _block_rows(rowptr: Tensor, start: int, end: int) -> Tensor:
