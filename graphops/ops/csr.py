@@ -293,10 +293,8 @@ class CSR:
             raise ValueError(f"reduce must be 'sum' or 'max', got {reduce!r}")
         if self.nnz == 0:
             return self
-        row = self.row().long()
-        col = self.col.long()
-        new_entry = torch.ones(self.nnz, dtype=torch.bool, device=self.device)
-        new_entry[1:] = (row[1:] != row[:-1]) | (col[1:] != col[:-1])
+        row, col = self.row().long(), self.col.long()
+        new_entry = _new_entries(row, col)
         if bool(new_entry.all()):
             return self
         group = torch.cumsum(new_entry.long(), 0) - 1
@@ -317,10 +315,7 @@ class CSR:
         count up from 0 along the entries. What :meth:`coalesce` merges, in static shapes (no
         value read back), so ``zeros(nnz).index_add(0, groups, value)`` holds the merged weights
         (trailing slots zero) under ``torch.compile`` too."""
-        row, col = self.row(), self.col
-        new_entry = torch.ones(self.nnz, dtype=torch.bool, device=self.device)
-        new_entry[1:] = (row[1:] != row[:-1]) | (col[1:] != col[:-1])
-        return torch.cumsum(new_entry.long(), 0) - 1
+        return torch.cumsum(_new_entries(self.row(), self.col).long(), 0) - 1
 
     def binarize(self) -> CSR:
         """Drops weights and duplicates: every stored edge becomes a 1."""
@@ -408,6 +403,13 @@ def check_csr(csr, name: str = 'csr') -> CSR:
             'graphops.ops.to_csr(edge_index, edge_weight, num_nodes)'
         )
     return csr
+
+
+def _new_entries(row: Tensor, col: Tensor) -> Tensor:
+    """``[nnz]`` bool: the entry starts a new ``(row, col)`` (entries sorted, duplicates adjacent)."""
+    new_entry = torch.ones(col.numel(), dtype=torch.bool, device=col.device)
+    new_entry[1:] = (row[1:] != row[:-1]) | (col[1:] != col[:-1])
+    return new_entry
 
 
 def _describe(value) -> str:
@@ -517,12 +519,7 @@ def from_edge_index(
     return _from_coo(edge_index[1], edge_index[0], edge_weight, num_dst, num_src)
 
 
-def _from_torch_sparse(adj: Tensor, edge_weight) -> CSR:
-    if edge_weight is not None:
-        raise ValueError(
-            'edge_weight must be None when the adjacency is a sparse tensor: '
-            'its values are the weights'
-        )
+def _from_torch_sparse(adj: Tensor) -> CSR:
     if adj.dim() != 2:
         raise ValueError(f'a sparse adjacency must be 2-dimensional, got {adj.dim()} dimensions')
     num_rows, num_cols = adj.shape
@@ -535,7 +532,7 @@ def _from_torch_sparse(adj: Tensor, edge_weight) -> CSR:
         counts = (rowptr[1:] - rowptr[:-1]).long()
         row = torch.repeat_interleave(torch.arange(num_rows, device=adj.device), counts)
     elif adj.layout == torch.sparse_csc:
-        return _from_torch_sparse(adj.to_sparse_coo(), None)
+        return _from_torch_sparse(adj.to_sparse_coo())
     else:
         raise TypeError(f'unsupported sparse layout {adj.layout}; use COO, CSR or CSC')
     if value.dim() != 1:
@@ -544,12 +541,7 @@ def _from_torch_sparse(adj: Tensor, edge_weight) -> CSR:
     return _from_coo(row, col, value, num_rows, num_cols)
 
 
-def _from_sparse_tensor(adj, edge_weight) -> CSR:
-    if edge_weight is not None:
-        raise ValueError(
-            'edge_weight must be None when the adjacency is a SparseTensor: '
-            'its values are the weights'
-        )
+def _from_sparse_tensor(adj) -> CSR:
     rowptr, col, value = adj.csr()
     num_rows, num_cols = adj.sparse_sizes()
     if value is not None:
@@ -589,31 +581,33 @@ def to_csr(
         ValueError: out-of-range or negative indices, shape/length mismatch, NaN/Inf weights,
             tensors on different devices.
     """
+    if isinstance(adj, Tensor) and adj.layout == torch.strided:
+        return from_edge_index(adj, edge_weight, num_nodes)
+    is_scipy = hasattr(adj, 'tocsr') and hasattr(adj, 'shape')
+    if not (isinstance(adj, CSR | Tensor) or is_sparse_tensor(adj) or is_scipy):
+        raise TypeError(
+            'adj must be an edge_index Tensor [2, E], a torch_sparse.SparseTensor, a torch.sparse '
+            f'tensor, a scipy sparse matrix or a graphops CSR; got {type(adj).__name__}'
+        )
+    if edge_weight is not None:
+        raise ValueError(
+            'edge_weight must be None unless adj is an edge_index: a sparse matrix (here a '
+            f'{type(adj).__name__}) carries its weights as its values'
+        )
     if isinstance(adj, CSR):
-        if edge_weight is not None:
-            raise ValueError('edge_weight must be None when adj is already a CSR')
         return adj
     if is_sparse_tensor(adj):
-        return _from_sparse_tensor(adj, edge_weight)
+        return _from_sparse_tensor(adj)
     if isinstance(adj, Tensor):
-        if adj.is_sparse or adj.layout in (torch.sparse_csr, torch.sparse_csc):
-            return _from_torch_sparse(adj, edge_weight)
-        return from_edge_index(adj, edge_weight, num_nodes)
-    if hasattr(adj, 'tocsr') and hasattr(adj, 'shape'):  # scipy.sparse
-        if edge_weight is not None:
-            raise ValueError('edge_weight must be None when adj is a scipy matrix')
-        mat = adj.tocsr()
-        mat.sort_indices()
-        value = torch.from_numpy(np.asarray(mat.data, dtype=np.float64)).to(torch.float32)
-        check_float(value, 'adjacency values')
-        rowptr = torch.from_numpy(mat.indptr.astype(np.int64))
-        col = torch.from_numpy(mat.indices.astype(np.int64))
-        dtype = index_dtype_for(*mat.shape, col.numel())
-        return CSR(rowptr.to(dtype), col.to(dtype), value, *mat.shape)
-    raise TypeError(
-        'adj must be an edge_index Tensor [2, E], a torch_sparse.SparseTensor, a torch.sparse '
-        f'tensor, a scipy sparse matrix or a graphops CSR; got {type(adj).__name__}'
-    )
+        return _from_torch_sparse(adj)
+    mat = adj.tocsr()
+    mat.sort_indices()
+    value = torch.from_numpy(np.asarray(mat.data, dtype=np.float64)).to(torch.float32)
+    check_float(value, 'adjacency values')
+    rowptr = torch.from_numpy(mat.indptr.astype(np.int64))
+    col = torch.from_numpy(mat.indices.astype(np.int64))
+    dtype = index_dtype_for(*mat.shape, col.numel())
+    return CSR(rowptr.to(dtype), col.to(dtype), value, *mat.shape)
 
 
 # --- degrees and normalisation ----------------------------------------------------------------
