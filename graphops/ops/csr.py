@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from graphops.ops import dispatch
 from graphops.ops.kernels import csr as csr_kernels
 from graphops.ops.optional import is_sparse_tensor, torch_sparse
 from graphops.ops.validate import (
@@ -406,10 +407,16 @@ def check_csr(csr, name: str = 'csr') -> CSR:
 
 
 def _new_entries(row: Tensor, col: Tensor) -> Tensor:
-    """``[nnz]`` bool: the entry starts a new ``(row, col)`` (entries sorted, duplicates adjacent)."""
+    """``[nnz]`` bool: the entry begins a new ``(row, col)`` (duplicates are adjacent)."""
     new_entry = torch.ones(col.numel(), dtype=torch.bool, device=col.device)
     new_entry[1:] = (row[1:] != row[:-1]) | (col[1:] != col[:-1])
     return new_entry
+
+
+def _csr_kernel_applies(*tensors: Tensor) -> bool:
+    return dispatch.numba_kernel_applies(
+        tensors, dispatch.CSR_NUMBA_MIN_ENTRIES, 'CSR construction/normalisation'
+    )
 
 
 def _describe(value) -> str:
@@ -461,7 +468,7 @@ def sort_coo(
     """The unweighted CSR of the entries ``(row[e], col[e])`` sorted stably by ``(row, col)``
     (duplicates kept) and, with ``with_perm``, the input position of each sorted entry (``None``
     when the input was already sorted). The caller has checked the indices' range."""
-    if csr_kernels.numba_applies(col, row):
+    if _csr_kernel_applies(col, row):
         # a two-level counting/radix sort: about 3x faster than torch.sort on 20M edges, same order
         rowptr, col, perm = csr_kernels.sort_coo(
             row.contiguous(),
@@ -664,7 +671,7 @@ def normalize(
         left, right = _inverse_power(in_degree(csr, dtype), -1.0), None
     else:
         left, right = None, _inverse_power(out_degree(csr, dtype), -1.0)
-    if dtype in (torch.float32, torch.float64) and csr_kernels.numba_applies(csr.col, csr.value):
+    if dtype in (torch.float32, torch.float64) and _csr_kernel_applies(csr.col, csr.value):
         # one fused pass instead of a row expansion, two gathers and two products over E
         ones = torch.ones(max(csr.num_rows, csr.num_cols), dtype=dtype)
         left = ones[: csr.num_rows] if left is None else left

@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from graphops.ops import dispatch
 from graphops.ops.csr import CSR, segment_arange, torch_csr_tensor
 from graphops.ops.kernels import pool as pool_kernels
 from graphops.ops.validate import check_edge_index, check_index, check_index_or_mask
@@ -267,7 +268,8 @@ def induced_edge_index(edge_index: Tensor, index: Tensor, num_nodes: int) -> tup
     check_index(edge_index, 'edge_index', dim=2, upper=num_nodes, upper_name='num_nodes')
     index = check_node_subset(index, num_nodes).to(edge_index.device)
     new_id = relabel_map(index, num_nodes)
-    if pool_kernels.numba_applies(edge_index[0]):
+    pool_numba = dispatch.POOL_NUMBA_MIN_ENTRIES
+    if dispatch.numba_kernel_applies((edge_index[0],), pool_numba, 'induced_edge_index'):
         return pool_kernels.filter_edges(edge_index, new_id)
     mapped = new_id[edge_index.long()]
     edge_mask = (mapped >= 0).all(0)

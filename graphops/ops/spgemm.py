@@ -355,7 +355,7 @@ class _Operands(NamedTuple):
         return cumulative[self.a_rowptr]
 
     def expand(self, start: int, end: int, total: int) -> tuple[Tensor, Tensor, Tensor]:
-        """All ``(i, m, k)`` terms of rows ``start:end``: the A entry, the B entry, the row ``i``."""
+        """Every ``(i, m, k)`` term of rows ``start:end``: its A entry, its B entry, its row."""
         a_rowptr = self.a_rowptr
         a_index = torch.arange(int(a_rowptr[start]), int(a_rowptr[end]), device=a_rowptr.device)
         mid = self.a_col[a_index]

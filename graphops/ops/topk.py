@@ -13,6 +13,7 @@ import math
 import torch
 from torch import Tensor
 
+from graphops.ops import dispatch
 from graphops.ops.kernels import pool as pool_kernels
 from graphops.ops.validate import check_float, check_index, check_length
 
@@ -113,7 +114,8 @@ def topk(
             f'batch holds graph index {counts.numel() - 1} >= num_graphs = {num_graphs}'
         )
     k = keep_counts(counts, ratio)
-    if pool_kernels.numba_applies(score.detach()):  # indices out: no autograd needed
+    # (indices out: no autograd needed)
+    if dispatch.numba_kernel_applies((score.detach(),), dispatch.POOL_NUMBA_MIN_ENTRIES, 'topk'):
         perm = pool_kernels.segment_topk(score, counts, k)
         if perm is not None:
             return perm
