@@ -75,10 +75,7 @@ def spmm(
         ``x``: :math:`(N_{src}, F)` -> output :math:`(N_{dst}, F)`.
     """
     check_csr(csr)
-    check_float(x, 'x', finite=False)
-    if x.dim() != 2:
-        raise ValueError(f'x must be 2-dimensional [num_src_nodes, F], got {tuple(x.shape)}')
-    check_length(x, csr.num_cols, 'x', 'the number of source nodes (adjacency columns)')
+    check_features(x, csr.num_cols)
     check_same_device([('adjacency', csr.col), ('x', x)])
     if reduce not in ('sum', 'mean'):
         raise ValueError(f"reduce must be 'sum' or 'mean', got {reduce!r}")
@@ -90,7 +87,7 @@ def spmm(
     if backend not in BACKENDS:
         raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
     if out is not None:
-        _check_out(out, (csr.num_rows, x.size(1)), x)
+        check_out(out, csr.num_rows, x)
     return spmm_unchecked(csr, x, reduce == 'mean', out=out, backend=backend)
 
 
@@ -205,15 +202,25 @@ def host_empty(num_rows: int, num_cols: int, dtype: torch.dtype = torch.float32)
     return torch.from_numpy(array)
 
 
-def _check_out(out: Tensor, shape: tuple[int, int], x: Tensor) -> None:
+def check_features(x, num_cols: int) -> Tensor:
+    """The ``x`` of ``M @ x``: a ``[num_cols, F]`` float tensor (NaN/Inf allowed)."""
+    check_float(x, 'x', finite=False)
+    if x.dim() != 2:
+        raise ValueError(f'x must be 2-dimensional [num_src_nodes, F], got {tuple(x.shape)}')
+    return check_length(x, num_cols, 'x', 'the number of source nodes (adjacency columns)')
+
+
+def check_out(out, num_rows: int, x: Tensor, contiguous: bool = True) -> None:
+    """A result buffer for ``M @ x``: ``[num_rows, F]``, ``x``'s dtype and device."""
     if not isinstance(out, Tensor):
         raise TypeError(f'out must be a torch.Tensor, got {type(out).__name__}')
-    if tuple(out.shape) != shape or out.dtype != x.dtype or out.device != x.device:
+    if tuple(out.shape) != (num_rows, x.size(1)) or out.dtype != x.dtype or out.device != x.device:
         raise ValueError(
-            f'out must be a {list(shape)} {x.dtype} tensor on {x.device}, got '
-            f'{list(out.shape)} {out.dtype} on {out.device}; allocate it like x.new_empty(...)'
+            f'out must be a [{num_rows}, {x.size(1)}] {x.dtype} tensor on {x.device} (where x '
+            f'is), got {list(out.shape)} {out.dtype} on {out.device}; allocate it like '
+            'x.new_empty(...)'
         )
-    if not out.is_contiguous():
+    if contiguous and not out.is_contiguous():
         raise ValueError('out must be contiguous; pass out.contiguous() or let spmm allocate it')
 
 
