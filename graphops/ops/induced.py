@@ -48,13 +48,16 @@ def _is_ascending(index: Tensor) -> bool:
     return index.numel() < 2 or bool((index[1:] > index[:-1]).all())
 
 
-def _select_columns(csr: CSR, new_id: Tensor, num_kept: int) -> CSR:
-    """``M[:, idx]`` with columns relabelled by ``new_id`` (rows untouched)."""
+def _select_columns(csr: CSR, new_id: Tensor, num_kept: int, is_sorted: bool = False) -> CSR:
+    """``M[:, idx]`` with columns relabelled by ``new_id`` (rows untouched); ``is_sorted``: the
+    relabelling is monotone, so every row's columns stay sorted and need no sort."""
     col = new_id[csr.col.long()]
     keep = col >= 0
-    row = csr.row()[keep]
     value = None if csr.value is None else csr.value[keep]
-    return CSR.from_coo(row, col[keep], value, csr.num_rows, num_kept, trust_data=True)
+    return CSR.from_coo(
+        csr.row()[keep], col[keep], value, csr.num_rows, num_kept,
+        is_sorted=is_sorted, trust_data=True,
+    )  # fmt: skip
 
 
 def induced_subgraph(csr: CSR, index: Tensor) -> CSR:
@@ -70,17 +73,8 @@ def induced_subgraph(csr: CSR, index: Tensor) -> CSR:
     """
     csr._require_square('induced_subgraph')
     index = check_node_subset(index, csr.num_rows).to(csr.device)
-    kept = csr.select_rows(index)
     new_id = relabel_map(index, csr.num_cols)
-    col = new_id[kept.col.long()]
-    keep = col >= 0
-    value = None if kept.value is None else kept.value[keep]
-    row = kept.row()[keep]
-    k = index.numel()
-    if _is_ascending(index):
-        # A monotone relabelling keeps every row's columns sorted: no sort needed.
-        return CSR.from_coo(row, col[keep], value, k, k, is_sorted=True, trust_data=True)
-    return CSR.from_coo(row, col[keep], value, k, k, trust_data=True)
+    return _select_columns(csr.select_rows(index), new_id, index.numel(), _is_ascending(index))
 
 
 METHODS = ('auto', 'dense', 'sparse', 'expand')
@@ -188,13 +182,8 @@ def augmented_subgraph(
 
 def _dense_product(rows: CSR, cols: CSR, left_value: Tensor, right_value: Tensor, k: int) -> CSR:
     """``rows @ cols`` as one dense matrix product, then its non-zeros (row-major = CSR order)."""
-    shape_left, shape_right = rows.shape, cols.shape
-    left = left_value.new_zeros(shape_left).index_put(
-        (rows.row().long(), rows.col.long()), left_value, accumulate=True
-    )
-    right = right_value.new_zeros(shape_right).index_put(
-        (cols.row().long(), cols.col.long()), right_value, accumulate=True
-    )
+    left = rows.with_value(left_value).to_dense(left_value.dtype)
+    right = cols.with_value(right_value).to_dense(right_value.dtype)
     product = left @ right
     row, col = (product != 0).nonzero(as_tuple=True)
     return CSR.from_coo(row, col, product[row, col], k, k, is_sorted=True, trust_data=True)

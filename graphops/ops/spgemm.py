@@ -61,7 +61,7 @@ from graphops.ops.memory import check_fits, memory_budget
 from graphops.ops.optional import warn_torch_fallback
 from graphops.ops.spmm import has_numba, row_chunks
 from graphops.ops.streaming import row_blocks
-from graphops.ops.validate import check_num_nodes, check_same_device
+from graphops.ops.validate import check_num_nodes, check_positive_int, check_same_device
 
 DEFAULT_CHUNK_SIZE = 1 << 21
 # Per-thread partial gradient buffers above this size are merged into fewer threads.
@@ -120,8 +120,7 @@ def spgemm(
         )
     check_same_device([('a', a.col), ('b', b.col)])
     topk = check_topk(topk)
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f'chunk_size must be a positive int, got {chunk_size!r}')
+    check_positive_int(chunk_size, 'chunk_size')
     if isinstance(entry_bytes, bool) or not isinstance(entry_bytes, int) or entry_bytes < 0:
         raise ValueError(f'entry_bytes must be a non-negative int, got {entry_bytes!r}')
     dtype = _result_dtype(a, b)

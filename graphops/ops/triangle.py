@@ -22,11 +22,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from graphops.ops.csr import CSR, segment_arange, symmetrize
+from graphops.ops.csr import CSR, check_csr, segment_arange, symmetrize
 from graphops.ops.dispatch import choose_backend, current_backend
 from graphops.ops.kernels import triangle as triangle_kernels
 from graphops.ops.optional import kernel_threads, warn_torch_fallback
 from graphops.ops.spmm import has_numba, row_chunks
+from graphops.ops.validate import check_positive_int
 
 
 def triangle_adjacency(
@@ -50,11 +51,8 @@ def triangle_adjacency(
     Shapes:
         ``csr``: :math:`(N, N)` -> :math:`(N, N)` with at most ``nnz(A)`` entries.
     """
-    if not isinstance(csr, CSR):
-        raise TypeError(f'csr must be a graphops CSR (use to_csr), got {type(csr).__name__}')
-    csr._require_square('triangle_adjacency')
-    if isinstance(block_wedges, bool) or not isinstance(block_wedges, int) or block_wedges < 1:
-        raise ValueError(f'block_wedges must be a positive int, got {block_wedges!r}')
+    check_csr(csr)._require_square('triangle_adjacency')
+    check_positive_int(block_wedges, 'block_wedges')
     graph = symmetrize(csr).remove_self_loops()
     chosen = choose_backend(
         'triangle_adjacency', backend, graph.device, kernel='numba', kernel_ready=has_numba()
