@@ -7,12 +7,8 @@ power). The augmented block is computed as the product of a row selection and a 
 .. math::
     (A^2)_{idx, idx} = A_{idx, :} \, A_{:, idx},
 
-so only the :math:`k \times k` block is ever formed, never the full :math:`N \times N` square. The
-product runs on torch's sparse CSR kernel (CPU and CUDA). When the weights require gradients it
-runs instead as a sort-based expansion, which autograd differentiates: every stored entry
-:math:`(i, m)` of :math:`A_{idx,:}` meets every entry :math:`(m, j)` of :math:`A_{:,idx}`, and equal
-:math:`(i, j)` pairs are summed. Both give the same matrix (the tests check each against a dense
-product).
+so only the :math:`k \times k` block is ever formed, never the full :math:`N \times N` square
+(:func:`augmented_subgraph` lists the ways the product runs).
 
 Indices in the outputs are positions in ``idx``: node ``idx[t]`` becomes node ``t``.
 """

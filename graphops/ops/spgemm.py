@@ -216,14 +216,8 @@ class ProductPlan:
     def csr(self, value: Tensor | None = None) -> CSR:
         """``C`` as a :class:`~graphops.ops.csr.CSR` with the given values."""
         dtype = index_dtype_for(self.num_rows, self.num_cols, self.nnz)
-        return CSR(
-            self.rowptr.to(dtype),
-            self.col.to(dtype),
-            value,
-            self.num_rows,
-            self.num_cols,
-            trust_data=True,
-        )
+        rowptr, col = self.rowptr.to(dtype), self.col.to(dtype)
+        return CSR(rowptr, col, value, self.num_rows, self.num_cols, trust_data=True)
 
 
 def product_plan(a: CSR, b: CSR) -> ProductPlan:

@@ -5,13 +5,9 @@ The single SpMM entry point every layer and the precompute engine call.
 Backends (``backend='auto'`` picks the first that applies):
 
 * ``'cuda'``: ``torch.sparse.mm`` on a CSR tensor, i.e. cuSPARSE, for CUDA inputs;
-* ``'llvm'``: the row-parallel CPU kernel (``graphops.ops.kernels.llvm_spmm``: LLVM IR for the
-  feature width and the CPU's SIMD width, compiled by llvmlite), with accumulators in registers
-  and prefetched source rows. Rows are split into chunks of equal *nnz* (not equal row counts) so
-  power-law graphs stay balanced; each output row is written by one thread, summing its entries
-  in CSR order, so the result is bit-identical whatever the thread count
-  (``torch.get_num_threads()``) and however the columns are sliced. It reads ``int32`` indices as
-  they are, skips the value array of an unweighted matrix, and builds no sparse tensor;
+* ``'llvm'``: the row-parallel CPU kernel of :mod:`graphops.ops.kernels.llvm_spmm`; each output
+  row sums its entries in CSR order, so the result is bit-identical whatever the thread count and
+  however the columns are sliced;
 * ``'torch'``: ``torch.sparse.mm`` on CPU (MKL when torch has it), or, on rows of a few entries,
   ``embedding_bag`` (CSR x dense with per-entry weights on torch's OpenMP threads), which
   ``'auto'`` prefers to the LLVM kernel there (``graphops.ops.dispatch.SPMM_SHORT_ROWS``).
@@ -158,13 +154,10 @@ def _product(
             csr.col, x, csr.rowptr, mode='sum', per_sample_weights=weights,
             include_last_offset=True,
         )  # fmt: skip
-        if out is not None:
-            result = out.copy_(result)
-        if mean:
-            result.div_(csr.row_counts().clamp_(min=1).to(x.dtype).unsqueeze(-1))
-        return result
-    matrix = torch_csr_tensor(csr.rowptr, csr.col, weights, csr.shape)
-    result = torch.sparse.mm(matrix, x) if out is None else torch.mm(matrix, x, out=out)
+        result = result if out is None else out.copy_(result)
+    else:
+        matrix = torch_csr_tensor(csr.rowptr, csr.col, weights, csr.shape)
+        result = torch.sparse.mm(matrix, x) if out is None else torch.mm(matrix, x, out=out)
     if mean:
         result.div_(csr.row_counts().clamp_(min=1).to(x.dtype).unsqueeze(-1))
     return result

@@ -1,13 +1,6 @@
-r"""Sparse x dense products with bounded memory, for graphs and features larger than a device.
-
-* :func:`sliced_spmm` cuts the *features* into column slices: only ``[N, w]`` of ``X`` and of the
-  output live on the device at a time, the rest stays in host memory. On CUDA two pairs of pinned
-  staging buffers alternate, so copies run asynchronously at full PCIe speed and the host fills
-  slice :math:`k+1` and stores slice :math:`k-1` while slice :math:`k` runs; a CUDA event per
-  slice says when its buffers may be reused.
-* :class:`RowBlockStream` cuts the *matrix* into row blocks of at most ``block_nnz`` entries kept
-  in pinned host memory, and copies block :math:`b+1` to the device on a side stream while block
-  :math:`b` is multiplied, for a matrix that does not fit the device.
+r"""Sparse x dense products with bounded memory, for graphs and features larger than a device:
+:func:`sliced_spmm` cuts the *features* into column slices, :class:`RowBlockStream` the *matrix*
+into row blocks, and on CUDA both overlap the host-device copies with the products.
 
 Both give exactly :func:`graphops.ops.spmm`'s result: the output is written row block by row block
 (or column slice by column slice) and every row still sums its entries in CSR order.
@@ -40,8 +33,9 @@ def row_blocks(rowptr: Tensor, block_nnz: int) -> list[tuple[int, int]]:
 
 
 class RowBlockStream:
-    r"""A :class:`~graphops.ops.csr.CSR` held in host memory and multiplied on ``device`` one row
-    block at a time.
+    r"""A :class:`~graphops.ops.csr.CSR` held in host memory (pinned when ``device`` is CUDA) and
+    multiplied on ``device`` one row block at a time; on CUDA, block :math:`b+1` is copied on a
+    side stream while block :math:`b` is multiplied.
 
     .. math::
         \mathbf{Y}_{[a_b, e_b)} = \mathbf{M}_{[a_b, e_b), :} \mathbf{X}
@@ -144,7 +138,9 @@ def sliced_spmm(
     out: Tensor | None = None,
 ) -> Tensor:
     r"""``M @ X`` one column slice of ``X`` at a time: :math:`\mathbf{Y}_{:, [a, b)} =
-    \mathbf{M} \mathbf{X}_{:, [a, b)}`.
+    \mathbf{M} \mathbf{X}_{:, [a, b)}`. Only ``[N, slice_width]`` of ``X`` and of the output
+    live on ``device`` at a time; from host memory to CUDA, two pairs of pinned staging buffers
+    alternate, so copies run asynchronously while the previous slice multiplies.
 
     Args:
         csr (CSR or RowBlockStream): the matrix, on ``device`` (or a row-block stream to it).

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from graphops.ops import dispatch
 from graphops.ops.kernels import pool as pool_kernels
-from graphops.ops.validate import check_float, check_index, check_length
+from graphops.ops.validate import check_float, check_index, check_length, check_same_device
 
 
 def check_ratio(ratio) -> float | int:
@@ -99,10 +99,7 @@ def topk(
         batch = torch.zeros(num_nodes, dtype=torch.long, device=device)
     else:
         check_batch(batch, num_nodes)
-        if batch.device != device:
-            raise ValueError(
-                f'batch is on {batch.device} but score is on {device}; move them to one device'
-            )
+        check_same_device([('score', score), ('batch', batch)])
         batch = batch.long()
     if num_nodes == 0:
         return torch.empty(0, dtype=torch.long, device=device)
