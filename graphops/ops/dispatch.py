@@ -98,10 +98,14 @@ def choose_backend(
     kernel_ready: bool,
     unready: str = '',
     gpu: str = 'torch',
+    inputs=(),
+    fallback_reason: str | None = None,
 ) -> str:
     """The backend that runs ``op``: its CPU ``kernel`` (``'llvm'`` or ``'numba'``) when that
     applies (``kernel_ready``; ``unready`` says why not), else ``'torch'``, or ``gpu``
-    (``'cuda'`` or ``'torch'``) on a CUDA device. ``requested='auto'`` follows the override."""
+    (``'cuda'`` or ``'torch'``) on a CUDA device. ``requested='auto'`` follows the override.
+    Where neither asked for it and the kernel is missing, the torch fallback warns once on large
+    ``inputs`` (:func:`~graphops.ops.optional.warn_torch_fallback`, with ``fallback_reason``)."""
     explicit = _check(requested) != 'auto'
     choice = requested if explicit else current_backend()
     if choice not in ('auto', 'torch', kernel, gpu):
@@ -112,7 +116,11 @@ def choose_backend(
     if choice == 'auto':
         if device.type == 'cuda':
             return gpu
-        return kernel if kernel_ready and device.type == 'cpu' else 'torch'
+        if kernel_ready and device.type == 'cpu':
+            return kernel
+        if not explicit and current_backend() == 'auto':
+            warn_torch_fallback(op, inputs, fallback_reason)
+        return 'torch'
     if choice == 'torch':
         return 'torch'
     if choice == 'cuda':

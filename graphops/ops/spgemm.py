@@ -55,10 +55,9 @@ import torch
 from torch import Tensor
 
 from graphops.ops.csr import CSR, index_dtype_for, rowptr_from_rows, segment_arange, to_csr
-from graphops.ops.dispatch import SPGEMM_SERIAL_WORK, choose_backend, current_backend, threads_for
+from graphops.ops.dispatch import SPGEMM_SERIAL_WORK, choose_backend, threads_for
 from graphops.ops.kernels import spgemm as spgemm_kernels
 from graphops.ops.memory import check_fits, memory_budget
-from graphops.ops.optional import warn_torch_fallback
 from graphops.ops.spmm import has_numba, row_chunks
 from graphops.ops.streaming import row_blocks
 from graphops.ops.validate import check_num_nodes, check_positive_int, check_same_device
@@ -124,9 +123,9 @@ def spgemm(
     if isinstance(entry_bytes, bool) or not isinstance(entry_bytes, int) or entry_bytes < 0:
         raise ValueError(f'entry_bytes must be a non-negative int, got {entry_bytes!r}')
     dtype = _result_dtype(a, b)
-    chosen = choose_backend('spgemm', backend, a.device, kernel='numba', kernel_ready=has_numba())
-    if chosen == 'torch' and backend == 'auto' and current_backend() == 'auto':
-        warn_torch_fallback('spgemm', (a.col, b.col))
+    chosen = choose_backend(
+        'spgemm', backend, a.device, kernel='numba', kernel_ready=has_numba(), inputs=(a.col, b.col)
+    )
     _check_product_fits(a, b, topk, dtype, entry_bytes)
     a_value = a.values(dtype)
     b_value = b.values(dtype)

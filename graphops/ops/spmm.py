@@ -31,10 +31,10 @@ from torch.autograd.function import once_differentiable
 
 from graphops.ops import dispatch
 from graphops.ops.csr import CSR, check_csr, torch_csr_tensor
-from graphops.ops.dispatch import BACKENDS, choose_backend, current_backend
+from graphops.ops.dispatch import BACKENDS, choose_backend
 from graphops.ops.kernels import llvm_spmm
 from graphops.ops.kernels.llvm_spmm import row_chunks
-from graphops.ops.optional import has_numba, warn_torch_fallback
+from graphops.ops.optional import has_numba
 from graphops.ops.sddmm import sddmm_unchecked
 from graphops.ops.validate import check_float, check_length, check_same_device
 
@@ -238,13 +238,14 @@ def _choose_backend(csr: CSR, x: Tensor, backend: str) -> str:
         unready = f"it handles float32/float64 inputs, got {x.dtype}; use backend='torch'"
     else:
         unready = "llvmlite (pip install numba) could not compile the kernel; use backend='torch'"
-    chosen = choose_backend(
-        'spmm', backend, x.device, kernel='llvm', kernel_ready=ready, unready=unready, gpu='cuda'
+    # a fallback warning only where the kernel could run on this dtype but is missing
+    reason = (
+        'llvmlite cannot compile the kernel for this CPU' if not ready and has_numba() else None
     )
+    chosen = choose_backend(
+        'spmm', backend, x.device, kernel='llvm', kernel_ready=ready, unready=unready, gpu='cuda',
+        inputs=(csr.col, x) if dtype_ok else (), fallback_reason=reason,
+    )  # fmt: skip
     if chosen == 'llvm' and backend == 'auto' and _short_rows(csr, x):
         return 'torch'  # its embedding_bag beats the kernel here (see dispatch.SPMM_SHORT_ROWS)
-    if chosen == 'torch' and dtype_ok and current_backend() == 'auto' and backend == 'auto':
-        # the kernel could run but is missing: say so once, on a large input
-        reason = None if not has_numba() else 'llvmlite cannot compile the kernel for this CPU'
-        warn_torch_fallback('spmm', (csr.col, x), reason)
     return chosen

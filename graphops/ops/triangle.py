@@ -23,9 +23,9 @@ import torch
 from torch import Tensor
 
 from graphops.ops.csr import CSR, check_csr, segment_arange, symmetrize
-from graphops.ops.dispatch import choose_backend, current_backend
+from graphops.ops.dispatch import choose_backend
 from graphops.ops.kernels import triangle as triangle_kernels
-from graphops.ops.optional import kernel_threads, warn_torch_fallback
+from graphops.ops.optional import kernel_threads
 from graphops.ops.spmm import has_numba, row_chunks
 from graphops.ops.validate import check_positive_int
 
@@ -55,10 +55,9 @@ def triangle_adjacency(
     check_positive_int(block_wedges, 'block_wedges')
     graph = symmetrize(csr).remove_self_loops()
     chosen = choose_backend(
-        'triangle_adjacency', backend, graph.device, kernel='numba', kernel_ready=has_numba()
-    )
-    if chosen == 'torch' and backend == 'auto' and current_backend() == 'auto':
-        warn_torch_fallback('triangle_adjacency', (graph.col,))
+        'triangle_adjacency', backend, graph.device, kernel='numba', kernel_ready=has_numba(),
+        inputs=(graph.col,),
+    )  # fmt: skip
     if chosen == 'numba':
         counts = _numba_counts(graph)
     else:
