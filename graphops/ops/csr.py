@@ -167,6 +167,17 @@ class CSR:
         build = _from_sorted if is_sorted else _from_coo
         return build(row, col, value, num_rows, num_cols)
 
+    @classmethod
+    def from_csr(
+        cls, rowptr: Tensor, col: Tensor, value, num_rows: int, num_cols: int, trust_data=True
+    ) -> CSR:
+        """A CSR of these arrays (any integer dtype) in the index dtype of :func:`index_dtype_for`
+        (``trust_data``: skip :meth:`validate`, for arrays graphops built itself)."""
+        dtype = index_dtype_for(num_rows, num_cols, col.numel())
+        return cls(
+            rowptr.to(dtype), col.to(dtype), value, num_rows, num_cols, trust_data=trust_data
+        )
+
     # --- basic properties -------------------------------------------------------------------
     @property
     def nnz(self) -> int:
@@ -356,16 +367,8 @@ class CSR:
         torch.cumsum(counts, 0, out=new_rowptr[1:])
         nnz = int(new_rowptr[-1])
         offsets, _ = segment_arange(start, counts, nnz)
-        dtype = index_dtype_for(rows.numel(), self.num_cols, nnz)
         value = None if self.value is None else self.value[offsets]
-        return CSR(
-            new_rowptr.to(dtype),
-            self.col[offsets].to(dtype),
-            value,
-            rows.numel(),
-            self.num_cols,
-            trust_data=True,
-        )
+        return CSR.from_csr(new_rowptr, self.col[offsets], value, rows.numel(), self.num_cols)
 
     def _require_square(self, what: str) -> None:
         if self.num_rows != self.num_cols:
@@ -449,9 +452,7 @@ def rowptr_from_rows(row: Tensor, num_rows: int) -> Tensor:
 
 
 def _from_sorted(row: Tensor, col: Tensor, value, num_rows: int, num_cols: int) -> CSR:
-    dtype = index_dtype_for(num_rows, num_cols, col.numel())
-    rowptr = rowptr_from_rows(row, num_rows)
-    return CSR(rowptr.to(dtype), col.to(dtype), value, num_rows, num_cols, trust_data=True)
+    return CSR.from_csr(rowptr_from_rows(row, num_rows), col, value, num_rows, num_cols)
 
 
 def _from_coo(row: Tensor, col: Tensor, value, num_rows: int, num_cols: int) -> CSR:
@@ -560,8 +561,7 @@ def _from_sparse_tensor(adj) -> CSR:
                 'layer reads integer values as edge types itself'
             )
         check_float(value, 'SparseTensor values')
-    dtype = index_dtype_for(num_rows, num_cols, col.numel())
-    csr = CSR(rowptr.to(dtype), col.to(dtype), value, num_rows, num_cols)
+    csr = CSR.from_csr(rowptr, col, value, num_rows, num_cols, trust_data=False)
     return (
         csr
         if adj.is_coalesced() or csr.nnz == 0
@@ -613,8 +613,7 @@ def to_csr(
     check_float(value, 'adjacency values')
     rowptr = torch.from_numpy(mat.indptr.astype(np.int64))
     col = torch.from_numpy(mat.indices.astype(np.int64))
-    dtype = index_dtype_for(*mat.shape, col.numel())
-    return CSR(rowptr.to(dtype), col.to(dtype), value, *mat.shape)
+    return CSR.from_csr(rowptr, col, value, *mat.shape, trust_data=False)
 
 
 # --- degrees and normalisation ----------------------------------------------------------------

@@ -54,7 +54,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from graphops.ops.csr import CSR, index_dtype_for, rowptr_from_rows, segment_arange, to_csr
+from graphops.ops.csr import CSR, rowptr_from_rows, segment_arange, to_csr
 from graphops.ops.dispatch import SPGEMM_SERIAL_WORK, choose_backend, threads_for
 from graphops.ops.kernels import spgemm as spgemm_kernels
 from graphops.ops.memory import check_fits, memory_budget
@@ -123,8 +123,9 @@ def spgemm(
     if isinstance(entry_bytes, bool) or not isinstance(entry_bytes, int) or entry_bytes < 0:
         raise ValueError(f'entry_bytes must be a non-negative int, got {entry_bytes!r}')
     dtype = _result_dtype(a, b)
+    ready = has_numba()
     chosen = choose_backend(
-        'spgemm', backend, a.device, kernel='numba', kernel_ready=has_numba(), inputs=(a.col, b.col)
+        'spgemm', backend, a.device, kernel='numba', kernel_ready=ready, inputs=(a.col, b.col)
     )
     _check_product_fits(a, b, topk, dtype, entry_bytes)
     a_value = a.values(dtype)
@@ -137,10 +138,7 @@ def spgemm(
         chosen,
         chunk_size,
     )
-    index_dtype = index_dtype_for(a.num_rows, b.num_cols, col.numel())
-    return CSR(
-        rowptr.to(index_dtype), col.to(index_dtype), value, a.num_rows, b.num_cols, trust_data=True
-    )
+    return CSR.from_csr(rowptr, col, value, a.num_rows, b.num_cols)
 
 
 def spspmm(
@@ -214,9 +212,7 @@ class ProductPlan:
 
     def csr(self, value: Tensor | None = None) -> CSR:
         """``C`` as a :class:`~graphops.ops.csr.CSR` with the given values."""
-        dtype = index_dtype_for(self.num_rows, self.num_cols, self.nnz)
-        rowptr, col = self.rowptr.to(dtype), self.col.to(dtype)
-        return CSR(rowptr, col, value, self.num_rows, self.num_cols, trust_data=True)
+        return CSR.from_csr(self.rowptr, self.col, value, self.num_rows, self.num_cols)
 
 
 def product_plan(a: CSR, b: CSR) -> ProductPlan:
