@@ -1,10 +1,6 @@
-"""One explicit cache for structures derived from a layer's graph inputs.
-
-Layers that sort or group a static graph (:class:`~graphops.nn.RGCNConv` with ``cached=True``,
-:class:`~graphops.nn.models.GTN`) keep the result in an :class:`InputCache` instead of a hand-kept
-tuple each. The cache is not model state: it is left out of pickling, ``copy.deepcopy`` and the
-``state_dict``, so a saved model holds its parameters only and rebuilds the cache on first use.
-"""
+"""One explicit cache for structures derived from a layer's graph inputs: layers that sort or
+group a static graph (:class:`~graphops.nn.RGCNConv` with ``cached=True``,
+:class:`~graphops.nn.models.GTN`) keep the result in an :class:`InputCache`."""
 
 from __future__ import annotations
 
@@ -25,8 +21,9 @@ class InputCache:
     ``torch.compile`` reads :attr:`value` directly (what the last eager call or an explicit
     ``prepare`` step stored) and never calls :meth:`get`, so no check lands in the compiled graph.
 
-    Pickling an :class:`InputCache` (or a module holding one) stores an empty cache: the value
-    is rebuilt on first use after loading.
+    The cache is not model state: pickling or ``copy.deepcopy`` of an :class:`InputCache` (or of
+    a module holding one) gives an empty cache, so a saved model holds its parameters only and
+    rebuilds the value on first use.
 
     Example:
         .. code-block:: python

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from graphops.ops import dispatch
 from graphops.ops.kernels import csr as csr_kernels
 from graphops.ops.optional import is_sparse_tensor, torch_sparse
 from graphops.ops.validate import (
@@ -166,6 +167,17 @@ class CSR:
         build = _from_sorted if is_sorted else _from_coo
         return build(row, col, value, num_rows, num_cols)
 
+    @classmethod
+    def from_csr(
+        cls, rowptr: Tensor, col: Tensor, value, num_rows: int, num_cols: int, trust_data=True
+    ) -> CSR:
+        """A CSR of these arrays (any integer dtype) in the index dtype of :func:`index_dtype_for`
+        (``trust_data``: skip :meth:`validate`, for arrays graphops built itself)."""
+        dtype = index_dtype_for(num_rows, num_cols, col.numel())
+        return cls(
+            rowptr.to(dtype), col.to(dtype), value, num_rows, num_cols, trust_data=trust_data
+        )
+
     # --- basic properties -------------------------------------------------------------------
     @property
     def nnz(self) -> int:
@@ -293,10 +305,8 @@ class CSR:
             raise ValueError(f"reduce must be 'sum' or 'max', got {reduce!r}")
         if self.nnz == 0:
             return self
-        row = self.row().long()
-        col = self.col.long()
-        new_entry = torch.ones(self.nnz, dtype=torch.bool, device=self.device)
-        new_entry[1:] = (row[1:] != row[:-1]) | (col[1:] != col[:-1])
+        row, col = self.row().long(), self.col.long()
+        new_entry = _new_entries(row, col)
         if bool(new_entry.all()):
             return self
         group = torch.cumsum(new_entry.long(), 0) - 1
@@ -317,10 +327,7 @@ class CSR:
         count up from 0 along the entries. What :meth:`coalesce` merges, in static shapes (no
         value read back), so ``zeros(nnz).index_add(0, groups, value)`` holds the merged weights
         (trailing slots zero) under ``torch.compile`` too."""
-        row, col = self.row(), self.col
-        new_entry = torch.ones(self.nnz, dtype=torch.bool, device=self.device)
-        new_entry[1:] = (row[1:] != row[:-1]) | (col[1:] != col[:-1])
-        return torch.cumsum(new_entry.long(), 0) - 1
+        return torch.cumsum(_new_entries(self.row(), self.col).long(), 0) - 1
 
     def binarize(self) -> CSR:
         """Drops weights and duplicates: every stored edge becomes a 1."""
@@ -359,19 +366,9 @@ class CSR:
         new_rowptr = torch.zeros(rows.numel() + 1, dtype=torch.long, device=self.device)
         torch.cumsum(counts, 0, out=new_rowptr[1:])
         nnz = int(new_rowptr[-1])
-        offsets = torch.arange(nnz, device=self.device) - torch.repeat_interleave(
-            new_rowptr[:-1] - start, counts, output_size=nnz
-        )
-        dtype = index_dtype_for(rows.numel(), self.num_cols, nnz)
+        offsets, _ = segment_arange(start, counts, nnz)
         value = None if self.value is None else self.value[offsets]
-        return CSR(
-            new_rowptr.to(dtype),
-            self.col[offsets].to(dtype),
-            value,
-            rows.numel(),
-            self.num_cols,
-            trust_data=True,
-        )
+        return CSR.from_csr(new_rowptr, self.col[offsets], value, rows.numel(), self.num_cols)
 
     def _require_square(self, what: str) -> None:
         if self.num_rows != self.num_cols:
@@ -412,24 +409,50 @@ def check_csr(csr, name: str = 'csr') -> CSR:
     return csr
 
 
+def _new_entries(row: Tensor, col: Tensor) -> Tensor:
+    """``[nnz]`` bool: the entry begins a new ``(row, col)`` (duplicates are adjacent)."""
+    new_entry = torch.ones(col.numel(), dtype=torch.bool, device=col.device)
+    new_entry[1:] = (row[1:] != row[:-1]) | (col[1:] != col[:-1])
+    return new_entry
+
+
+def _csr_kernel_applies(*tensors: Tensor) -> bool:
+    return dispatch.numba_kernel_applies(
+        tensors, dispatch.CSR_NUMBA_MIN_ENTRIES, 'CSR construction/normalisation'
+    )
+
+
 def _describe(value) -> str:
     return f'{value.dtype} tensor' if isinstance(value, Tensor) else type(value).__name__
 
 
-def _from_sorted(row: Tensor, col: Tensor, value, num_rows: int, num_cols: int) -> CSR:
-    nnz = col.numel()
-    dtype = index_dtype_for(num_rows, num_cols, nnz)
-    if not nnz:
-        counts = None
-    elif defers_value_checks(row):  # bincount's size is read back: count into fixed rows
+def segment_arange(starts: Tensor, counts: Tensor, total: int) -> tuple[Tensor, Tensor]:
+    """For segments ``[starts[s], starts[s] + counts[s])`` (``total`` indices in all): every
+    index, and the segment it belongs to."""
+    segment = torch.repeat_interleave(
+        torch.arange(counts.numel(), device=counts.device), counts, output_size=total
+    )
+    first = torch.cumsum(counts, 0) - counts
+    index = starts[segment] + torch.arange(total, device=counts.device) - first[segment]
+    return index, segment
+
+
+def rowptr_from_rows(row: Tensor, num_rows: int) -> Tensor:
+    """``[num_rows + 1]`` ``int64`` offsets of entries sorted by ``row``."""
+    rowptr = torch.zeros(num_rows + 1, dtype=torch.long, device=row.device)
+    if not row.numel():
+        return rowptr
+    if defers_value_checks(row):  # bincount's size is read back: count into fixed rows
         counts = torch.zeros(num_rows, dtype=torch.long, device=row.device)
         counts = counts.index_add_(0, row.long(), torch.ones_like(row, dtype=torch.long))
     else:
         counts = torch.bincount(row.long(), minlength=num_rows)
-    rowptr = torch.zeros(num_rows + 1, dtype=torch.long, device=col.device)
-    if counts is not None:
-        torch.cumsum(counts, 0, out=rowptr[1:])
-    return CSR(rowptr.to(dtype), col.to(dtype), value, num_rows, num_cols, trust_data=True)
+    torch.cumsum(counts, 0, out=rowptr[1:])
+    return rowptr
+
+
+def _from_sorted(row: Tensor, col: Tensor, value, num_rows: int, num_cols: int) -> CSR:
+    return CSR.from_csr(rowptr_from_rows(row, num_rows), col, value, num_rows, num_cols)
 
 
 def _from_coo(row: Tensor, col: Tensor, value, num_rows: int, num_cols: int) -> CSR:
@@ -446,7 +469,7 @@ def sort_coo(
     """The unweighted CSR of the entries ``(row[e], col[e])`` sorted stably by ``(row, col)``
     (duplicates kept) and, with ``with_perm``, the input position of each sorted entry (``None``
     when the input was already sorted). The caller has checked the indices' range."""
-    if csr_kernels.numba_applies(col, row):
+    if _csr_kernel_applies(col, row):
         # a two-level counting/radix sort: about 3x faster than torch.sort on 20M edges, same order
         rowptr, col, perm = csr_kernels.sort_coo(
             row.contiguous(),
@@ -504,12 +527,7 @@ def from_edge_index(
     return _from_coo(edge_index[1], edge_index[0], edge_weight, num_dst, num_src)
 
 
-def _from_torch_sparse(adj: Tensor, edge_weight) -> CSR:
-    if edge_weight is not None:
-        raise ValueError(
-            'edge_weight must be None when the adjacency is a sparse tensor: '
-            'its values are the weights'
-        )
+def _from_torch_sparse(adj: Tensor) -> CSR:
     if adj.dim() != 2:
         raise ValueError(f'a sparse adjacency must be 2-dimensional, got {adj.dim()} dimensions')
     num_rows, num_cols = adj.shape
@@ -522,7 +540,7 @@ def _from_torch_sparse(adj: Tensor, edge_weight) -> CSR:
         counts = (rowptr[1:] - rowptr[:-1]).long()
         row = torch.repeat_interleave(torch.arange(num_rows, device=adj.device), counts)
     elif adj.layout == torch.sparse_csc:
-        return _from_torch_sparse(adj.to_sparse_coo(), None)
+        return _from_torch_sparse(adj.to_sparse_coo())
     else:
         raise TypeError(f'unsupported sparse layout {adj.layout}; use COO, CSR or CSC')
     if value.dim() != 1:
@@ -531,12 +549,7 @@ def _from_torch_sparse(adj: Tensor, edge_weight) -> CSR:
     return _from_coo(row, col, value, num_rows, num_cols)
 
 
-def _from_sparse_tensor(adj, edge_weight) -> CSR:
-    if edge_weight is not None:
-        raise ValueError(
-            'edge_weight must be None when the adjacency is a SparseTensor: '
-            'its values are the weights'
-        )
+def _from_sparse_tensor(adj) -> CSR:
     rowptr, col, value = adj.csr()
     num_rows, num_cols = adj.sparse_sizes()
     if value is not None:
@@ -548,8 +561,7 @@ def _from_sparse_tensor(adj, edge_weight) -> CSR:
                 'layer reads integer values as edge types itself'
             )
         check_float(value, 'SparseTensor values')
-    dtype = index_dtype_for(num_rows, num_cols, col.numel())
-    csr = CSR(rowptr.to(dtype), col.to(dtype), value, num_rows, num_cols)
+    csr = CSR.from_csr(rowptr, col, value, num_rows, num_cols, trust_data=False)
     return (
         csr
         if adj.is_coalesced() or csr.nnz == 0
@@ -576,31 +588,32 @@ def to_csr(
         ValueError: out-of-range or negative indices, shape/length mismatch, NaN/Inf weights,
             tensors on different devices.
     """
+    if isinstance(adj, Tensor) and adj.layout == torch.strided:
+        return from_edge_index(adj, edge_weight, num_nodes)
+    is_scipy = hasattr(adj, 'tocsr') and hasattr(adj, 'shape')
+    if not (isinstance(adj, CSR | Tensor) or is_sparse_tensor(adj) or is_scipy):
+        raise TypeError(
+            'adj must be an edge_index Tensor [2, E], a torch_sparse.SparseTensor, a torch.sparse '
+            f'tensor, a scipy sparse matrix or a graphops CSR; got {type(adj).__name__}'
+        )
+    if edge_weight is not None:
+        raise ValueError(
+            'edge_weight must be None unless adj is an edge_index: a sparse matrix (here a '
+            f'{type(adj).__name__}) carries its weights as its values'
+        )
     if isinstance(adj, CSR):
-        if edge_weight is not None:
-            raise ValueError('edge_weight must be None when adj is already a CSR')
         return adj
     if is_sparse_tensor(adj):
-        return _from_sparse_tensor(adj, edge_weight)
+        return _from_sparse_tensor(adj)
     if isinstance(adj, Tensor):
-        if adj.is_sparse or adj.layout in (torch.sparse_csr, torch.sparse_csc):
-            return _from_torch_sparse(adj, edge_weight)
-        return from_edge_index(adj, edge_weight, num_nodes)
-    if hasattr(adj, 'tocsr') and hasattr(adj, 'shape'):  # scipy.sparse
-        if edge_weight is not None:
-            raise ValueError('edge_weight must be None when adj is a scipy matrix')
-        mat = adj.tocsr()
-        mat.sort_indices()
-        value = torch.from_numpy(np.asarray(mat.data, dtype=np.float64)).to(torch.float32)
-        check_float(value, 'adjacency values')
-        rowptr = torch.from_numpy(mat.indptr.astype(np.int64))
-        col = torch.from_numpy(mat.indices.astype(np.int64))
-        dtype = index_dtype_for(*mat.shape, col.numel())
-        return CSR(rowptr.to(dtype), col.to(dtype), value, *mat.shape)
-    raise TypeError(
-        'adj must be an edge_index Tensor [2, E], a torch_sparse.SparseTensor, a torch.sparse '
-        f'tensor, a scipy sparse matrix or a graphops CSR; got {type(adj).__name__}'
-    )
+        return _from_torch_sparse(adj)
+    mat = adj.tocsr()
+    mat.sort_indices()
+    value = torch.from_numpy(np.asarray(mat.data, dtype=np.float64)).to(torch.float32)
+    check_float(value, 'adjacency values')
+    rowptr = torch.from_numpy(mat.indptr.astype(np.int64))
+    col = torch.from_numpy(mat.indices.astype(np.int64))
+    return CSR.from_csr(rowptr, col, value, *mat.shape, trust_data=False)
 
 
 # --- degrees and normalisation ----------------------------------------------------------------
@@ -657,7 +670,7 @@ def normalize(
         left, right = _inverse_power(in_degree(csr, dtype), -1.0), None
     else:
         left, right = None, _inverse_power(out_degree(csr, dtype), -1.0)
-    if dtype in (torch.float32, torch.float64) and csr_kernels.numba_applies(csr.col, csr.value):
+    if dtype in (torch.float32, torch.float64) and _csr_kernel_applies(csr.col, csr.value):
         # one fused pass instead of a row expansion, two gathers and two products over E
         ones = torch.ones(max(csr.num_rows, csr.num_cols), dtype=dtype)
         left = ones[: csr.num_rows] if left is None else left

@@ -33,7 +33,7 @@ from collections.abc import Iterator
 
 import torch
 
-from graphops.ops.optional import has_numba, kernel_threads, numba_applies
+from graphops.ops.optional import has_numba, kernel_threads, warn_torch_fallback
 
 BACKENDS = ('auto', 'llvm', 'numba', 'torch', 'cuda')
 
@@ -98,10 +98,14 @@ def choose_backend(
     kernel_ready: bool,
     unready: str = '',
     gpu: str = 'torch',
+    inputs=(),
+    fallback_reason: str | None = None,
 ) -> str:
     """The backend that runs ``op``: its CPU ``kernel`` (``'llvm'`` or ``'numba'``) when that
     applies (``kernel_ready``; ``unready`` says why not), else ``'torch'``, or ``gpu``
-    (``'cuda'`` or ``'torch'``) on a CUDA device. ``requested='auto'`` follows the override."""
+    (``'cuda'`` or ``'torch'``) on a CUDA device. ``requested='auto'`` follows the override.
+    Where neither asked for it and the kernel is missing, the torch fallback warns once on large
+    ``inputs`` (:func:`~graphops.ops.optional.warn_torch_fallback`, with ``fallback_reason``)."""
     explicit = _check(requested) != 'auto'
     choice = requested if explicit else current_backend()
     if choice not in ('auto', 'torch', kernel, gpu):
@@ -112,7 +116,11 @@ def choose_backend(
     if choice == 'auto':
         if device.type == 'cuda':
             return gpu
-        return kernel if kernel_ready and device.type == 'cpu' else 'torch'
+        if kernel_ready and device.type == 'cpu':
+            return kernel
+        if not explicit and current_backend() == 'auto':
+            warn_torch_fallback(op, inputs, fallback_reason)
+        return 'torch'
     if choice == 'torch':
         return 'torch'
     if choice == 'cuda':
@@ -128,12 +136,23 @@ def choose_backend(
     return kernel
 
 
-def numba_kernel_applies(tensors, min_entries: int) -> bool:
-    """True when a CPU numba kernel should run on ``tensors`` (see
-    :func:`graphops.ops.optional.numba_applies`) and the override does not say ``'torch'``."""
-    if torch.compiler.is_compiling():  # a numba kernel is opaque to the compiler
-        return False
-    return current_backend() != 'torch' and numba_applies(tensors, min_entries)
+def numba_kernel_applies(tensors, min_entries: int, fallback: str | None = None) -> bool:
+    """True when a CPU numba kernel should run on ``tensors`` (``None`` entries skipped): numba
+    present, not inside ``torch.compile`` (a kernel is opaque to the compiler), the override not
+    ``'torch'``, every tensor on the CPU and without autograd (kernels are not differentiable),
+    and the first holding at least ``min_entries`` elements (smaller inputs stay on torch paths,
+    which need no compilation). Where it does not apply, the op named ``fallback`` warns once
+    on a large input (:func:`~graphops.ops.optional.warn_torch_fallback`)."""
+    applies = (
+        not torch.compiler.is_compiling()
+        and current_backend() != 'torch'
+        and has_numba()
+        and all(t is None or (t.device.type == 'cpu' and not t.requires_grad) for t in tensors)
+        and tensors[0].numel() >= min_entries
+    )
+    if not applies and fallback is not None:
+        warn_torch_fallback(fallback, tensors)
+    return applies
 
 
 def threads_for(work: int, serial_work: int) -> int:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from graphops.ops.csr import CSR, index_dtype_for
+from graphops.ops.csr import CSR, index_dtype_for, rowptr_from_rows
 from graphops.ops.validate import (
     check_edge_index,
     check_edge_weight,
@@ -142,16 +142,12 @@ class EdgeTypeStack:
     def nnz(self) -> int:
         return self.col.numel()
 
-    def csr(self, value: Tensor) -> CSR:
+    def csr(self, value: Tensor | None) -> CSR:
         return CSR(self.rowptr, self.col, value, self.num_nodes, self.num_nodes, trust_data=True)
 
     def edge_index(self) -> Tensor:
         """``[2, nnz]`` (source, target) of the union entries."""
-        counts = (self.rowptr[1:] - self.rowptr[:-1]).long()
-        target = torch.repeat_interleave(
-            torch.arange(self.num_nodes, device=self.col.device), counts, output_size=self.nnz
-        )
-        return torch.stack([self.col.long(), target], dim=0)
+        return self.csr(None).to_edge_index()[0]
 
     @classmethod
     def build(
@@ -180,12 +176,9 @@ class EdgeTypeStack:
         key = target * max(num_nodes, 1) + source
         unique, position = torch.unique(key, sorted=True, return_inverse=True)
         rows = torch.div(unique, max(num_nodes, 1), rounding_mode='floor')
-        rowptr = torch.zeros(num_nodes + 1, dtype=torch.long, device=device)
-        if unique.numel():
-            torch.cumsum(torch.bincount(rows, minlength=num_nodes), 0, out=rowptr[1:])
         dtype = index_dtype_for(num_nodes, num_nodes, unique.numel())
         return cls(
-            rowptr=rowptr.to(dtype),
+            rowptr=rowptr_from_rows(rows, num_nodes).to(dtype),
             col=(unique - rows * max(num_nodes, 1)).to(dtype),
             position=position,
             edge_type=edge_type,

@@ -7,12 +7,8 @@ power). The augmented block is computed as the product of a row selection and a 
 .. math::
     (A^2)_{idx, idx} = A_{idx, :} \, A_{:, idx},
 
-so only the :math:`k \times k` block is ever formed, never the full :math:`N \times N` square. The
-product runs on torch's sparse CSR kernel (CPU and CUDA). When the weights require gradients it
-runs instead as a sort-based expansion, which autograd differentiates: every stored entry
-:math:`(i, m)` of :math:`A_{idx,:}` meets every entry :math:`(m, j)` of :math:`A_{:,idx}`, and equal
-:math:`(i, j)` pairs are summed. Both give the same matrix (the tests check each against a dense
-product).
+so only the :math:`k \times k` block is ever formed, never the full :math:`N \times N` square
+(:func:`augmented_subgraph` lists the ways the product runs).
 
 Indices in the outputs are positions in ``idx``: node ``idx[t]`` becomes node ``t``.
 """
@@ -22,7 +18,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from graphops.ops.csr import CSR, torch_csr_tensor
+from graphops.ops import dispatch
+from graphops.ops.csr import CSR, segment_arange, torch_csr_tensor
 from graphops.ops.kernels import pool as pool_kernels
 from graphops.ops.validate import check_edge_index, check_index, check_index_or_mask
 
@@ -47,13 +44,16 @@ def _is_ascending(index: Tensor) -> bool:
     return index.numel() < 2 or bool((index[1:] > index[:-1]).all())
 
 
-def _select_columns(csr: CSR, new_id: Tensor, num_kept: int) -> CSR:
-    """``M[:, idx]`` with columns relabelled by ``new_id`` (rows untouched)."""
+def _select_columns(csr: CSR, new_id: Tensor, num_kept: int, is_sorted: bool = False) -> CSR:
+    """``M[:, idx]`` with columns relabelled by ``new_id`` (rows untouched); ``is_sorted``: the
+    relabelling is monotone, so every row's columns stay sorted and need no sort."""
     col = new_id[csr.col.long()]
     keep = col >= 0
-    row = csr.row()[keep]
     value = None if csr.value is None else csr.value[keep]
-    return CSR.from_coo(row, col[keep], value, csr.num_rows, num_kept, trust_data=True)
+    return CSR.from_coo(
+        csr.row()[keep], col[keep], value, csr.num_rows, num_kept,
+        is_sorted=is_sorted, trust_data=True,
+    )  # fmt: skip
 
 
 def induced_subgraph(csr: CSR, index: Tensor) -> CSR:
@@ -69,17 +69,8 @@ def induced_subgraph(csr: CSR, index: Tensor) -> CSR:
     """
     csr._require_square('induced_subgraph')
     index = check_node_subset(index, csr.num_rows).to(csr.device)
-    kept = csr.select_rows(index)
     new_id = relabel_map(index, csr.num_cols)
-    col = new_id[kept.col.long()]
-    keep = col >= 0
-    value = None if kept.value is None else kept.value[keep]
-    row = kept.row()[keep]
-    k = index.numel()
-    if _is_ascending(index):
-        # A monotone relabelling keeps every row's columns sorted: no sort needed.
-        return CSR.from_coo(row, col[keep], value, k, k, is_sorted=True, trust_data=True)
-    return CSR.from_coo(row, col[keep], value, k, k, trust_data=True)
+    return _select_columns(csr.select_rows(index), new_id, index.numel(), _is_ascending(index))
 
 
 METHODS = ('auto', 'dense', 'sparse', 'expand')
@@ -187,13 +178,8 @@ def augmented_subgraph(
 
 def _dense_product(rows: CSR, cols: CSR, left_value: Tensor, right_value: Tensor, k: int) -> CSR:
     """``rows @ cols`` as one dense matrix product, then its non-zeros (row-major = CSR order)."""
-    shape_left, shape_right = rows.shape, cols.shape
-    left = left_value.new_zeros(shape_left).index_put(
-        (rows.row().long(), rows.col.long()), left_value, accumulate=True
-    )
-    right = right_value.new_zeros(shape_right).index_put(
-        (cols.row().long(), cols.col.long()), right_value, accumulate=True
-    )
+    left = rows.with_value(left_value).to_dense(left_value.dtype)
+    right = cols.with_value(right_value).to_dense(right_value.dtype)
     product = left @ right
     row, col = (product != 0).nonzero(as_tuple=True)
     return CSR.from_coo(row, col, product[row, col], k, k, is_sorted=True, trust_data=True)
@@ -239,13 +225,7 @@ def _expand_product(
     k: int,
 ) -> CSR:
     """``rows @ cols`` by sort-based expansion: differentiable in both value vectors."""
-    device = left_value.device
-    total = int(length.sum())
-    source = torch.repeat_interleave(
-        torch.arange(length.numel(), device=device), length, output_size=total
-    )
-    offset = torch.cumsum(length, 0) - length
-    position = start[source] + torch.arange(total, device=device) - offset[source]
+    position, source = segment_arange(start, length, int(length.sum()))
     out_row = rows.row().long()[source]
     out_col = cols.col.long()[position]
     product = left_value[source] * right_value[position]
@@ -273,7 +253,8 @@ def induced_edge_index(edge_index: Tensor, index: Tensor, num_nodes: int) -> tup
     check_index(edge_index, 'edge_index', dim=2, upper=num_nodes, upper_name='num_nodes')
     index = check_node_subset(index, num_nodes).to(edge_index.device)
     new_id = relabel_map(index, num_nodes)
-    if pool_kernels.numba_applies(edge_index[0]):
+    pool_numba = dispatch.POOL_NUMBA_MIN_ENTRIES
+    if dispatch.numba_kernel_applies((edge_index[0],), pool_numba, 'induced_edge_index'):
         return pool_kernels.filter_edges(edge_index, new_id)
     mapped = new_id[edge_index.long()]
     edge_mask = (mapped >= 0).all(0)

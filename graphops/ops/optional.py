@@ -31,19 +31,6 @@ def _numba_installed() -> bool:
     return importlib.util.find_spec('numba') is not None
 
 
-def numba_applies(tensors, min_entries: int) -> bool:
-    """True when a CPU numba kernel should run on ``tensors`` (``None`` entries skipped): numba
-    present, every tensor on the CPU and without autograd (kernels are not differentiable), and
-    the first holding at least ``min_entries`` elements (smaller inputs stay on torch paths,
-    which need no compilation)."""
-    if not has_numba() or not tensors:
-        return False
-    for tensor in tensors:
-        if tensor is not None and (tensor.device.type != 'cpu' or tensor.requires_grad):
-            return False
-    return tensors[0].numel() >= min_entries
-
-
 # numba's threading layer is process-wide and fixed at the first parallel launch. Its default
 # on Linux is GNU OpenMP, which aborts a forked child (DataLoader workers) once the parent used it,
 # and which shares libgomp's thread count with torch, so launching it overrides

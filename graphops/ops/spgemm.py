@@ -48,21 +48,19 @@ Both give the same structure and, on CPU, the same values (terms are summed in t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from graphops.ops.csr import CSR, index_dtype_for, to_csr
-from graphops.ops.dispatch import SPGEMM_SERIAL_WORK, choose_backend, current_backend, threads_for
+from graphops.ops.csr import CSR, rowptr_from_rows, segment_arange, to_csr
+from graphops.ops.dispatch import SPGEMM_SERIAL_WORK, choose_backend, threads_for
 from graphops.ops.kernels import spgemm as spgemm_kernels
 from graphops.ops.memory import check_fits, memory_budget
-from graphops.ops.optional import warn_torch_fallback
 from graphops.ops.spmm import has_numba, row_chunks
-from graphops.ops.validate import (
-    check_num_nodes,
-    check_same_device,
-)
+from graphops.ops.streaming import row_blocks
+from graphops.ops.validate import check_num_nodes, check_positive_int, check_same_device
 
 DEFAULT_CHUNK_SIZE = 1 << 21
 # Per-thread partial gradient buffers above this size are merged into fewer threads.
@@ -121,14 +119,14 @@ def spgemm(
         )
     check_same_device([('a', a.col), ('b', b.col)])
     topk = check_topk(topk)
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f'chunk_size must be a positive int, got {chunk_size!r}')
+    check_positive_int(chunk_size, 'chunk_size')
     if isinstance(entry_bytes, bool) or not isinstance(entry_bytes, int) or entry_bytes < 0:
         raise ValueError(f'entry_bytes must be a non-negative int, got {entry_bytes!r}')
     dtype = _result_dtype(a, b)
-    chosen = choose_backend('spgemm', backend, a.device, kernel='numba', kernel_ready=has_numba())
-    if chosen == 'torch' and backend == 'auto' and current_backend() == 'auto':
-        warn_torch_fallback('spgemm', (a.col, b.col))
+    ready = has_numba()
+    chosen = choose_backend(
+        'spgemm', backend, a.device, kernel='numba', kernel_ready=ready, inputs=(a.col, b.col)
+    )
     _check_product_fits(a, b, topk, dtype, entry_bytes)
     a_value = a.values(dtype)
     b_value = b.values(dtype)
@@ -140,10 +138,7 @@ def spgemm(
         chosen,
         chunk_size,
     )
-    index_dtype = index_dtype_for(a.num_rows, b.num_cols, col.numel())
-    return CSR(
-        rowptr.to(index_dtype), col.to(index_dtype), value, a.num_rows, b.num_cols, trust_data=True
-    )
+    return CSR.from_csr(rowptr, col, value, a.num_rows, b.num_cols)
 
 
 def spspmm(
@@ -217,15 +212,7 @@ class ProductPlan:
 
     def csr(self, value: Tensor | None = None) -> CSR:
         """``C`` as a :class:`~graphops.ops.csr.CSR` with the given values."""
-        dtype = index_dtype_for(self.num_rows, self.num_cols, self.nnz)
-        return CSR(
-            self.rowptr.to(dtype),
-            self.col.to(dtype),
-            value,
-            self.num_rows,
-            self.num_cols,
-            trust_data=True,
-        )
+        return CSR.from_csr(self.rowptr, self.col, value, self.num_rows, self.num_cols)
 
 
 def product_plan(a: CSR, b: CSR) -> ProductPlan:
@@ -233,19 +220,15 @@ def product_plan(a: CSR, b: CSR) -> ProductPlan:
     index per ``(i, m, k)`` term, three ``int64`` tensors of the product's work."""
     if a.num_cols != b.num_rows:
         raise ValueError(f'cannot multiply a {a.shape} matrix by a {b.shape} one')
-    a_rowptr, a_col, b_rowptr = a.rowptr.long(), a.col.long(), b.rowptr.long()
-    work = _row_work(a_rowptr, a_col, b_rowptr)
-    total = int(work[-1])
-    a_entry, b_entry, rows = _expand(a_rowptr, a_col, b_rowptr, b.col, 0, a.num_rows, total)
-    key = rows * max(b.num_cols, 1) + b.col.long()[b_entry]
-    unique, c_entry = torch.unique(key, sorted=True, return_inverse=True)
-    c_row = torch.div(unique, max(b.num_cols, 1), rounding_mode='floor')
-    rowptr = torch.zeros(a.num_rows + 1, dtype=torch.long, device=a.device)
-    if unique.numel():
-        torch.cumsum(torch.bincount(c_row, minlength=a.num_rows), 0, out=rowptr[1:])
+    operands = _Operands.of((a.rowptr, a.col, b.rowptr, b.col, a.num_rows, b.num_cols))
+    total = int(operands.row_work()[-1])
+    a_entry, b_entry, rows = operands.expand(0, a.num_rows, total)
+    width = max(b.num_cols, 1)
+    unique, c_entry = torch.unique(rows * width + operands.b_col[b_entry], return_inverse=True)
+    c_row = torch.div(unique, width, rounding_mode='floor')
     return ProductPlan(
-        rowptr=rowptr,
-        col=unique - c_row * max(b.num_cols, 1),
+        rowptr=rowptr_from_rows(c_row, a.num_rows),
+        col=unique - c_row * width,
         row=c_row,
         num_rows=a.num_rows,
         num_cols=b.num_cols,
@@ -280,7 +263,8 @@ def _check_product_fits(a: CSR, b: CSR, topk: int | None, dtype: torch.dtype, en
     # per entry: int64 column and value out of the kernel, the int32/int64 copy, the value's grad
     per_entry = 8 + 8 + 2 * dtype.itemsize + entry_bytes
     rows_bytes = 2 * 8 * (a.num_rows + 1)
-    work = _row_work(a.rowptr.long(), a.col.long(), b.rowptr.long())
+    operands = _Operands.of((a.rowptr, a.col, b.rowptr, b.col, a.num_rows, b.num_cols))
+    work = operands.row_work()
     bound = min(int(work[-1]), a.num_rows * b.num_cols)
     if topk:
         bound = min(bound, a.num_rows * topk)
@@ -288,21 +272,8 @@ def _check_product_fits(a: CSR, b: CSR, topk: int | None, dtype: torch.dtype, en
         return
     exact = bound
     if a.device.type == 'cpu' and has_numba():
-        symbolic, *_ = spgemm_kernels.loaded()
-        counts = np.zeros(a.num_rows, dtype=np.int64)
         threads = threads_for(int(work[-1]), SPGEMM_SERIAL_WORK)
-        symbolic(
-            a.rowptr.long().numpy(),
-            a.col.long().numpy(),
-            b.rowptr.long().numpy(),
-            b.col.long().numpy(),
-            max(b.num_cols, 1),
-            topk or 0,
-            row_chunks(work.numpy(), 8 * threads),
-            counts,
-            threads=threads,
-        )
-        exact = int(counts.sum())
+        exact = int(_numba_counts(operands, topk or 0, work.numpy(), threads)[0].sum())
     check_fits(
         exact * per_entry + rows_bytes,
         f'spgemm of a {a.num_rows} x {a.num_cols} by a {b.num_rows} x {b.num_cols} matrix '
@@ -338,28 +309,59 @@ def _result_dtype(a: CSR, b: CSR) -> torch.dtype:
     return torch.promote_types(dtypes[0], dtypes[-1])
 
 
-# --- the autograd Functions ---------------------------------------------------------------------
+# --- the autograd Function ----------------------------------------------------------------------
+
+
+class _Operands(NamedTuple):
+    """Both inputs of one product as the backends read them (``int64`` indices, detached values;
+    values are ``None`` where only the structure is needed)."""
+
+    a_rowptr: Tensor
+    a_col: Tensor
+    a_value: Tensor | None
+    b_rowptr: Tensor
+    b_col: Tensor
+    b_value: Tensor | None
+    num_rows: int
+    num_cols: int
+
+    @classmethod
+    def of(cls, structure, a_value=None, b_value=None) -> _Operands:
+        a_rowptr, a_col, b_rowptr, b_col, num_rows, num_cols = structure
+        a_value = None if a_value is None else a_value.detach()
+        b_value = None if b_value is None else b_value.detach()
+        return cls(
+            a_rowptr.long(), a_col.long(), a_value, b_rowptr.long(), b_col.long(), b_value,
+            num_rows, num_cols,
+        )  # fmt: skip
+
+    def row_work(self) -> Tensor:
+        """``[num_rows + 1]`` cumulative count of ``(i, m, k)`` terms up to each row of ``A``."""
+        per_entry = (self.b_rowptr[1:] - self.b_rowptr[:-1])[self.a_col]
+        cumulative = torch.zeros(self.a_col.numel() + 1, dtype=torch.long, device=per_entry.device)
+        torch.cumsum(per_entry, 0, out=cumulative[1:])
+        return cumulative[self.a_rowptr]
+
+    def expand(self, start: int, end: int, total: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Every ``(i, m, k)`` term of rows ``start:end``: its A entry, its B entry, its row."""
+        a_rowptr = self.a_rowptr
+        a_index = torch.arange(int(a_rowptr[start]), int(a_rowptr[end]), device=a_rowptr.device)
+        mid = self.a_col[a_index]
+        b_start = self.b_rowptr[mid]
+        b_index, segment = segment_arange(b_start, self.b_rowptr[mid + 1] - b_start, total)
+        return a_index[segment], b_index, _block_rows(a_rowptr, start, end)[segment]
 
 
 class _SpGEMM(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a_value, b_value, structure, topk, backend, chunk_size):
-        a_rowptr, a_col, b_rowptr, b_col, num_rows, num_cols = structure
-        run = _numba_forward if backend == 'numba' else _torch_forward
-        rowptr, col, value = run(
-            a_rowptr.long(),
-            a_col.long(),
-            a_value.detach(),
-            b_rowptr.long(),
-            b_col.long(),
-            b_value.detach(),
-            num_rows,
-            num_cols,
-            topk,
-            chunk_size,
-        )
+        operands = _Operands.of(structure, a_value, b_value)
+        if backend == 'numba':
+            rowptr, col, value = _numba_forward(operands, topk)
+        else:
+            rowptr, col, value = _torch_forward(operands, topk, chunk_size)
         ctx.save_for_backward(a_value, b_value)
-        ctx.structure = (a_rowptr, a_col, b_rowptr, b_col, rowptr, col, num_rows, num_cols)
+        ctx.structure, ctx.product = structure, (rowptr, col)
         ctx.backend, ctx.chunk_size = backend, chunk_size
         ctx.mark_non_differentiable(rowptr, col)
         return rowptr, col, value
@@ -367,82 +369,29 @@ class _SpGEMM(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, _grad_rowptr, _grad_col, grad_value):
-        a_value, b_value = ctx.saved_tensors
         need_a, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         if grad_value is None or not (need_a or need_b):
             return None, None, None, None, None, None
-        a_rowptr, a_col, b_rowptr, b_col, c_rowptr, c_col, num_rows, num_cols = ctx.structure
-        run = _numba_backward if ctx.backend == 'numba' else _torch_backward
-        grad_a, grad_b = run(
-            a_rowptr.long(),
-            a_col.long(),
-            a_value.detach(),
-            b_rowptr.long(),
-            b_col.long(),
-            b_value.detach(),
-            c_rowptr,
-            c_col,
-            grad_value.contiguous(),
-            num_rows,
-            num_cols,
-            need_a,
-            need_b,
-            ctx.chunk_size,
-        )
+        operands = _Operands.of(ctx.structure, *ctx.saved_tensors)
+        c_rowptr, c_col = ctx.product
+        grad_c = grad_value.contiguous()
+        if ctx.backend == 'numba':
+            grad_a, grad_b = _numba_backward(operands, c_rowptr, c_col, grad_c, need_a, need_b)
+        else:
+            grad_a, grad_b = _torch_backward(
+                operands, c_rowptr, c_col, grad_c, need_a, need_b, ctx.chunk_size
+            )
         return grad_a, grad_b, None, None, None, None
 
 
 # --- helpers shared by both backends ------------------------------------------------------------
 
 
-def _segment_arange(starts: Tensor, counts: Tensor, total: int) -> tuple[Tensor, Tensor]:
-    """For segments ``[starts[s], starts[s] + counts[s])``: every index, and its segment id."""
-    segment = torch.repeat_interleave(
-        torch.arange(counts.numel(), device=counts.device), counts, output_size=total
-    )
-    first = torch.cumsum(counts, 0) - counts
-    index = starts[segment] + torch.arange(total, device=counts.device) - first[segment]
-    return index, segment
-
-
-def _row_work(a_rowptr: Tensor, a_col: Tensor, b_rowptr: Tensor) -> Tensor:
-    """``[num_rows + 1]`` cumulative count of ``(i, m, k)`` terms up to each row of ``A``."""
-    per_entry = (b_rowptr[1:] - b_rowptr[:-1])[a_col]
-    cumulative = torch.zeros(a_col.numel() + 1, dtype=torch.long, device=a_col.device)
-    torch.cumsum(per_entry, 0, out=cumulative[1:])
-    return cumulative[a_rowptr]
-
-
-def _row_blocks(work: Tensor, chunk_size: int) -> list[tuple[int, int]]:
-    """Consecutive row ranges with at most ``chunk_size`` terms each (a heavier single row gets
-    a block of its own)."""
-    work_np = work.cpu().numpy()
-    num_rows = work_np.size - 1
-    blocks, start = [], 0
-    while start < num_rows:
-        end = int(np.searchsorted(work_np, work_np[start] + chunk_size, side='right')) - 1
-        end = min(max(end, start + 1), num_rows)
-        blocks.append((start, end))
-        start = end
-    return blocks
-
-
-def _expand(a_rowptr, a_col, b_rowptr, b_col, start: int, end: int, total: int):
-    """All ``(i, m, k)`` terms of rows ``start:end``: the A entry, the B entry, the row ``i``."""
-    device = a_col.device
-    a_begin, a_end = int(a_rowptr[start]), int(a_rowptr[end])
-    a_index = torch.arange(a_begin, a_end, device=device)
-    mid = a_col[a_index]
-    b_start = b_rowptr[mid]
-    counts = b_rowptr[mid + 1] - b_start
-    b_index, segment = _segment_arange(b_start, counts, total)
-    a_entry = a_index[segment]
-    a_rows = torch.repeat_interleave(
-        torch.arange(start, end, device=device),
-        a_rowptr[start + 1 : end + 1] - a_rowptr[start:end],
-        output_size=a_end - a_begin,
-    )
-    return a_entry, b_index, a_rows[segment]
+def _block_rows(rowptr: Tensor, start: int, end: int) -> Tensor:
+    """The row of each entry of rows ``start:end``."""
+    counts = rowptr[start + 1 : end + 1] - rowptr[start:end]
+    rows = torch.arange(start, end, device=rowptr.device)
+    return torch.repeat_interleave(rows, counts, output_size=int(rowptr[end] - rowptr[start]))
 
 
 def _top_k_mask(local_row: Tensor, value: Tensor, topk: int) -> Tensor:
@@ -461,20 +410,18 @@ def _top_k_mask(local_row: Tensor, value: Tensor, topk: int) -> Tensor:
 # --- the torch backend (any device) -------------------------------------------------------------
 
 
-def _torch_forward(
-    a_rowptr, a_col, a_value, b_rowptr, b_col, b_value, num_rows, num_cols, topk, chunk_size
-):
-    device, dtype = a_col.device, a_value.dtype
-    work = _row_work(a_rowptr, a_col, b_rowptr)
+def _torch_forward(p: _Operands, topk: int, chunk_size: int):
+    device, dtype = p.a_col.device, p.a_value.dtype
+    work = p.row_work()
     rows, cols, values = [], [], []
-    width = max(num_cols, 1)
-    for start, end in _row_blocks(work, chunk_size):
+    width = max(p.num_cols, 1)
+    for start, end in row_blocks(work, chunk_size):
         total = int(work[end] - work[start])
         if total == 0:
             continue
-        a_entry, b_index, row = _expand(a_rowptr, a_col, b_rowptr, b_col, start, end, total)
-        key = (row - start) * width + b_col[b_index]
-        product = a_value[a_entry] * b_value[b_index]
+        a_entry, b_index, row = p.expand(start, end, total)
+        key = (row - start) * width + p.b_col[b_index]
+        product = p.a_value[a_entry] * p.b_value[b_index]
         del a_entry, b_index, row
         unique, inverse = torch.unique(key, sorted=True, return_inverse=True)
         del key
@@ -494,144 +441,88 @@ def _torch_forward(
     else:
         row = col = torch.zeros(0, dtype=torch.long, device=device)
         value = torch.zeros(0, dtype=dtype, device=device)
-    rowptr = torch.zeros(num_rows + 1, dtype=torch.long, device=device)
-    if row.numel():
-        torch.cumsum(torch.bincount(row, minlength=num_rows), 0, out=rowptr[1:])
-    return rowptr, col, value
+    return rowptr_from_rows(row, p.num_rows), col, value
 
 
-def _torch_backward(
-    a_rowptr,
-    a_col,
-    a_value,
-    b_rowptr,
-    b_col,
-    b_value,
-    c_rowptr,
-    c_col,
-    grad_c,
-    num_rows,
-    num_cols,
-    need_a,
-    need_b,
-    chunk_size,
-):
-    device = a_col.device
-    grad_a = torch.zeros_like(a_value) if need_a else None
-    grad_b = torch.zeros_like(b_value) if need_b else None
+def _torch_backward(p: _Operands, c_rowptr, c_col, grad_c, need_a, need_b, chunk_size):
+    grad_a = torch.zeros_like(p.a_value) if need_a else None
+    grad_b = torch.zeros_like(p.b_value) if need_b else None
     c_rowptr, c_col = c_rowptr.long(), c_col.long()
-    work = _row_work(a_rowptr, a_col, b_rowptr)
-    width = max(num_cols, 1)
-    for start, end in _row_blocks(work, chunk_size):
+    work = p.row_work()
+    width = max(p.num_cols, 1)
+    for start, end in row_blocks(work, chunk_size):
         total = int(work[end] - work[start])
         c_begin, c_end = int(c_rowptr[start]), int(c_rowptr[end])
         if total == 0 or c_end == c_begin:
             continue
-        a_entry, b_index, row = _expand(a_rowptr, a_col, b_rowptr, b_col, start, end, total)
-        key = (row - start) * width + b_col[b_index]
+        a_entry, b_index, row = p.expand(start, end, total)
+        key = (row - start) * width + p.b_col[b_index]
         del row
-        c_row = torch.repeat_interleave(
-            torch.arange(start, end, device=device),
-            c_rowptr[start + 1 : end + 1] - c_rowptr[start:end],
-            output_size=c_end - c_begin,
-        )
-        c_key = (c_row - start) * width + c_col[c_begin:c_end]
+        c_key = (_block_rows(c_rowptr, start, end) - start) * width + c_col[c_begin:c_end]
         position = torch.searchsorted(c_key, key).clamp_(max=c_key.numel() - 1)
         # A term whose output entry was pruned away (top-k) gets no gradient.
         grad_term = torch.where(
             c_key[position] == key, grad_c[c_begin + position], grad_c.new_zeros(())
         )
-        del key, position, c_key, c_row
+        del key, position, c_key
         if need_a:
-            grad_a.index_add_(0, a_entry, grad_term * b_value[b_index])
+            grad_a.index_add_(0, a_entry, grad_term * p.b_value[b_index])
         if need_b:
-            grad_b.index_add_(0, b_index, grad_term * a_value[a_entry])
+            grad_b.index_add_(0, b_index, grad_term * p.a_value[a_entry])
     return grad_a, grad_b
-
-
-def _num_partials(bytes_per_partial: int, threads: int) -> int:
-    return max(1, min(threads, _PARTIAL_BUDGET_BYTES // max(bytes_per_partial, 1)))
 
 
 # --- the numba backend (CPU) --------------------------------------------------------------------
 
 
-def _numba_forward(
-    a_rowptr, a_col, a_value, b_rowptr, b_col, b_value, num_rows, num_cols, topk, _chunk
-):
-    symbolic, numeric, *_ = spgemm_kernels.loaded()
-    if num_rows == 0:
-        empty = torch.zeros(0, dtype=torch.long)
-        return torch.zeros(1, dtype=torch.long), empty, torch.zeros(0, dtype=a_value.dtype)
-    arrays = (a_rowptr.numpy(), a_col.numpy(), b_rowptr.numpy(), b_col.numpy())
-    work = _row_work(a_rowptr, a_col, b_rowptr).numpy()
-    threads = threads_for(int(work[-1]), SPGEMM_SERIAL_WORK)
+def _numba_counts(p: _Operands, topk: int, work: np.ndarray, threads: int):
+    """The symbolic pass: ``(counts, bounds)``, the entries of each output row (at most ``topk``
+    when given) and the row chunks the threads ran."""
+    symbolic, *_ = spgemm_kernels.loaded()
     bounds = row_chunks(work, 8 * threads)
-    counts = np.zeros(num_rows, dtype=np.int64)
-    symbolic(*arrays, max(num_cols, 1), topk, bounds, counts, threads=threads)
-    rowptr = np.zeros(num_rows + 1, dtype=np.int64)
+    counts = np.zeros(p.num_rows, dtype=np.int64)
+    indices = (p.a_rowptr.numpy(), p.a_col.numpy(), p.b_rowptr.numpy(), p.b_col.numpy())
+    symbolic(*indices, max(p.num_cols, 1), topk, bounds, counts, threads=threads)
+    return counts, bounds
+
+
+def _numba_forward(p: _Operands, topk: int):
+    _, numeric, _ = spgemm_kernels.loaded()
+    if p.num_rows == 0:
+        empty = torch.zeros(0, dtype=torch.long)
+        return torch.zeros(1, dtype=torch.long), empty, torch.zeros(0, dtype=p.a_value.dtype)
+    work = p.row_work().numpy()
+    threads = threads_for(int(work[-1]), SPGEMM_SERIAL_WORK)
+    counts, bounds = _numba_counts(p, topk, work, threads)
+    rowptr = np.zeros(p.num_rows + 1, dtype=np.int64)
     np.cumsum(counts, out=rowptr[1:])
     col = np.empty(int(rowptr[-1]), dtype=np.int64)
-    value = np.empty(int(rowptr[-1]), dtype=a_value.numpy().dtype)
+    value = np.empty(int(rowptr[-1]), dtype=p.a_value.numpy().dtype)
+    a_value, b_value = p.a_value.contiguous().numpy(), p.b_value.contiguous().numpy()
+    a_index, b_index = (p.a_rowptr.numpy(), p.a_col.numpy()), (p.b_rowptr.numpy(), p.b_col.numpy())
     numeric(
-        arrays[0],
-        arrays[1],
-        a_value.contiguous().numpy(),
-        arrays[2],
-        arrays[3],
-        b_value.contiguous().numpy(),
-        max(num_cols, 1),
-        topk,
-        bounds,
-        rowptr,
-        col,
-        value,
+        *a_index, a_value, *b_index, b_value, max(p.num_cols, 1), topk, bounds, rowptr, col, value,
         threads=threads,
-    )
+    )  # fmt: skip
     return torch.from_numpy(rowptr), torch.from_numpy(col), torch.from_numpy(value)
 
 
-def _numba_backward(
-    a_rowptr,
-    a_col,
-    a_value,
-    b_rowptr,
-    b_col,
-    b_value,
-    c_rowptr,
-    c_col,
-    grad_c,
-    num_rows,
-    num_cols,
-    need_a,
-    need_b,
-    _chunk,
-):
+def _numba_backward(p: _Operands, c_rowptr, c_col, grad_c, need_a, need_b):
     *_, backward = spgemm_kernels.loaded()
-    dtype = a_value.dtype
-    grad_a = torch.zeros(a_value.numel(), dtype=dtype)
-    work = _row_work(a_rowptr, a_col, b_rowptr).numpy()
+    dtype = p.a_value.dtype
+    grad_a = torch.zeros(p.a_value.numel(), dtype=dtype)
+    work = p.row_work().numpy()
     threads = threads_for(int(work[-1]), SPGEMM_SERIAL_WORK)
-    parts = _num_partials(b_value.numel() * b_value.element_size(), threads)
-    parts = parts if need_b else threads
-    grad_b_parts = torch.zeros(parts, b_value.numel() if need_b else 0, dtype=dtype)
-    # One partial gradient of B per chunk: chunks never write to the same slot.
-    bounds = row_chunks(work, parts)
+    # One partial gradient of B per chunk (chunks never write to the same slot), merged into
+    # fewer when they would take more than _PARTIAL_BUDGET_BYTES.
+    partial_bytes = max(p.b_value.numel() * p.b_value.element_size(), 1)
+    parts = max(1, min(threads, _PARTIAL_BUDGET_BYTES // partial_bytes)) if need_b else threads
+    grad_b_parts = torch.zeros(parts, p.b_value.numel() if need_b else 0, dtype=dtype)
+    a_value, b_value = p.a_value.contiguous().numpy(), p.b_value.contiguous().numpy()
+    a_index, b_index = (p.a_rowptr.numpy(), p.a_col.numpy()), (p.b_rowptr.numpy(), p.b_col.numpy())
     backward(
-        a_rowptr.numpy(),
-        a_col.numpy(),
-        a_value.contiguous().numpy(),
-        b_rowptr.numpy(),
-        b_col.numpy(),
-        b_value.contiguous().numpy(),
-        c_rowptr.long().numpy(),
-        c_col.long().numpy(),
-        grad_c.to(dtype).numpy(),
-        max(num_cols, 1),
-        bounds,
-        need_b,
-        grad_a.numpy(),
-        grad_b_parts.numpy(),
-        threads=threads,
-    )
+        *a_index, a_value, *b_index, b_value, c_rowptr.long().numpy(), c_col.long().numpy(),
+        grad_c.to(dtype).numpy(), max(p.num_cols, 1), row_chunks(work, parts), need_b,
+        grad_a.numpy(), grad_b_parts.numpy(), threads=threads,
+    )  # fmt: skip
     return (grad_a if need_a else None), (grad_b_parts.sum(0) if need_b else None)

@@ -5,13 +5,9 @@ The single SpMM entry point every layer and the precompute engine call.
 Backends (``backend='auto'`` picks the first that applies):
 
 * ``'cuda'``: ``torch.sparse.mm`` on a CSR tensor, i.e. cuSPARSE, for CUDA inputs;
-* ``'llvm'``: the row-parallel CPU kernel (``graphops.ops.kernels.llvm_spmm``: LLVM IR for the
-  feature width and the CPU's SIMD width, compiled by llvmlite), with accumulators in registers
-  and prefetched source rows. Rows are split into chunks of equal *nnz* (not equal row counts) so
-  power-law graphs stay balanced; each output row is written by one thread, summing its entries
-  in CSR order, so the result is bit-identical whatever the thread count
-  (``torch.get_num_threads()``) and however the columns are sliced. It reads ``int32`` indices as
-  they are, skips the value array of an unweighted matrix, and builds no sparse tensor;
+* ``'llvm'``: the row-parallel CPU kernel of :mod:`graphops.ops.kernels.llvm_spmm`; each output
+  row sums its entries in CSR order, so the result is bit-identical whatever the thread count and
+  however the columns are sliced;
 * ``'torch'``: ``torch.sparse.mm`` on CPU (MKL when torch has it), or, on rows of a few entries,
   ``embedding_bag`` (CSR x dense with per-entry weights on torch's OpenMP threads), which
   ``'auto'`` prefers to the LLVM kernel there (``graphops.ops.dispatch.SPMM_SHORT_ROWS``).
@@ -35,10 +31,10 @@ from torch.autograd.function import once_differentiable
 
 from graphops.ops import dispatch
 from graphops.ops.csr import CSR, check_csr, torch_csr_tensor
-from graphops.ops.dispatch import BACKENDS, choose_backend, current_backend
+from graphops.ops.dispatch import BACKENDS, choose_backend
 from graphops.ops.kernels import llvm_spmm
 from graphops.ops.kernels.llvm_spmm import row_chunks
-from graphops.ops.optional import has_numba, warn_torch_fallback
+from graphops.ops.optional import has_numba
 from graphops.ops.sddmm import sddmm_unchecked
 from graphops.ops.validate import check_float, check_length, check_same_device
 
@@ -75,10 +71,7 @@ def spmm(
         ``x``: :math:`(N_{src}, F)` -> output :math:`(N_{dst}, F)`.
     """
     check_csr(csr)
-    check_float(x, 'x', finite=False)
-    if x.dim() != 2:
-        raise ValueError(f'x must be 2-dimensional [num_src_nodes, F], got {tuple(x.shape)}')
-    check_length(x, csr.num_cols, 'x', 'the number of source nodes (adjacency columns)')
+    check_features(x, csr.num_cols)
     check_same_device([('adjacency', csr.col), ('x', x)])
     if reduce not in ('sum', 'mean'):
         raise ValueError(f"reduce must be 'sum' or 'mean', got {reduce!r}")
@@ -90,7 +83,7 @@ def spmm(
     if backend not in BACKENDS:
         raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
     if out is not None:
-        _check_out(out, (csr.num_rows, x.size(1)), x)
+        check_out(out, csr.num_rows, x)
     return spmm_unchecked(csr, x, reduce == 'mean', out=out, backend=backend)
 
 
@@ -161,13 +154,10 @@ def _product(
             csr.col, x, csr.rowptr, mode='sum', per_sample_weights=weights,
             include_last_offset=True,
         )  # fmt: skip
-        if out is not None:
-            result = out.copy_(result)
-        if mean:
-            result.div_(csr.row_counts().clamp_(min=1).to(x.dtype).unsqueeze(-1))
-        return result
-    matrix = torch_csr_tensor(csr.rowptr, csr.col, weights, csr.shape)
-    result = torch.sparse.mm(matrix, x) if out is None else torch.mm(matrix, x, out=out)
+        result = result if out is None else out.copy_(result)
+    else:
+        matrix = torch_csr_tensor(csr.rowptr, csr.col, weights, csr.shape)
+        result = torch.sparse.mm(matrix, x) if out is None else torch.mm(matrix, x, out=out)
     if mean:
         result.div_(csr.row_counts().clamp_(min=1).to(x.dtype).unsqueeze(-1))
     return result
@@ -205,15 +195,25 @@ def host_empty(num_rows: int, num_cols: int, dtype: torch.dtype = torch.float32)
     return torch.from_numpy(array)
 
 
-def _check_out(out: Tensor, shape: tuple[int, int], x: Tensor) -> None:
+def check_features(x, num_cols: int) -> Tensor:
+    """The ``x`` of ``M @ x``: a ``[num_cols, F]`` float tensor (NaN/Inf allowed)."""
+    check_float(x, 'x', finite=False)
+    if x.dim() != 2:
+        raise ValueError(f'x must be 2-dimensional [num_src_nodes, F], got {tuple(x.shape)}')
+    return check_length(x, num_cols, 'x', 'the number of source nodes (adjacency columns)')
+
+
+def check_out(out, num_rows: int, x: Tensor, contiguous: bool = True) -> None:
+    """A result buffer for ``M @ x``: ``[num_rows, F]``, ``x``'s dtype and device."""
     if not isinstance(out, Tensor):
         raise TypeError(f'out must be a torch.Tensor, got {type(out).__name__}')
-    if tuple(out.shape) != shape or out.dtype != x.dtype or out.device != x.device:
+    if tuple(out.shape) != (num_rows, x.size(1)) or out.dtype != x.dtype or out.device != x.device:
         raise ValueError(
-            f'out must be a {list(shape)} {x.dtype} tensor on {x.device}, got '
-            f'{list(out.shape)} {out.dtype} on {out.device}; allocate it like x.new_empty(...)'
+            f'out must be a [{num_rows}, {x.size(1)}] {x.dtype} tensor on {x.device} (where x '
+            f'is), got {list(out.shape)} {out.dtype} on {out.device}; allocate it like '
+            'x.new_empty(...)'
         )
-    if not out.is_contiguous():
+    if contiguous and not out.is_contiguous():
         raise ValueError('out must be contiguous; pass out.contiguous() or let spmm allocate it')
 
 
@@ -238,13 +238,14 @@ def _choose_backend(csr: CSR, x: Tensor, backend: str) -> str:
         unready = f"it handles float32/float64 inputs, got {x.dtype}; use backend='torch'"
     else:
         unready = "llvmlite (pip install numba) could not compile the kernel; use backend='torch'"
-    chosen = choose_backend(
-        'spmm', backend, x.device, kernel='llvm', kernel_ready=ready, unready=unready, gpu='cuda'
+    # a fallback warning only where the kernel could run on this dtype but is missing
+    reason = (
+        'llvmlite cannot compile the kernel for this CPU' if not ready and has_numba() else None
     )
+    chosen = choose_backend(
+        'spmm', backend, x.device, kernel='llvm', kernel_ready=ready, unready=unready, gpu='cuda',
+        inputs=(csr.col, x) if dtype_ok else (), fallback_reason=reason,
+    )  # fmt: skip
     if chosen == 'llvm' and backend == 'auto' and _short_rows(csr, x):
         return 'torch'  # its embedding_bag beats the kernel here (see dispatch.SPMM_SHORT_ROWS)
-    if chosen == 'torch' and dtype_ok and current_backend() == 'auto' and backend == 'auto':
-        # the kernel could run but is missing: say so once, on a large input
-        reason = None if not has_numba() else 'llvmlite cannot compile the kernel for this CPU'
-        warn_torch_fallback('spmm', (csr.col, x), reason)
     return chosen

@@ -1,13 +1,6 @@
-r"""Sparse x dense products with bounded memory, for graphs and features larger than a device.
-
-* :func:`sliced_spmm` cuts the *features* into column slices: only ``[N, w]`` of ``X`` and of the
-  output live on the device at a time, the rest stays in host memory. On CUDA two pairs of pinned
-  staging buffers alternate, so copies run asynchronously at full PCIe speed and the host fills
-  slice :math:`k+1` and stores slice :math:`k-1` while slice :math:`k` runs; a CUDA event per
-  slice says when its buffers may be reused.
-* :class:`RowBlockStream` cuts the *matrix* into row blocks of at most ``block_nnz`` entries kept
-  in pinned host memory, and copies block :math:`b+1` to the device on a side stream while block
-  :math:`b` is multiplied, for a matrix that does not fit the device.
+r"""Sparse x dense products with bounded memory, for graphs and features larger than a device:
+:func:`sliced_spmm` cuts the *features* into column slices, :class:`RowBlockStream` the *matrix*
+into row blocks, and on CUDA both overlap the host-device copies with the products.
 
 Both give exactly :func:`graphops.ops.spmm`'s result: the output is written row block by row block
 (or column slice by column slice) and every row still sums its entries in CSR order.
@@ -19,8 +12,8 @@ import torch
 from torch import Tensor
 
 from graphops.ops.csr import CSR
-from graphops.ops.spmm import spmm
-from graphops.ops.validate import check_float, check_length, check_positive_int
+from graphops.ops.spmm import check_features, check_out, spmm
+from graphops.ops.validate import check_positive_int
 
 
 def row_blocks(rowptr: Tensor, block_nnz: int) -> list[tuple[int, int]]:
@@ -40,8 +33,9 @@ def row_blocks(rowptr: Tensor, block_nnz: int) -> list[tuple[int, int]]:
 
 
 class RowBlockStream:
-    r"""A :class:`~graphops.ops.csr.CSR` held in host memory and multiplied on ``device`` one row
-    block at a time.
+    r"""A :class:`~graphops.ops.csr.CSR` held in host memory (pinned when ``device`` is CUDA) and
+    multiplied on ``device`` one row block at a time; on CUDA, block :math:`b+1` is copied on a
+    side stream while block :math:`b` is multiplied.
 
     .. math::
         \mathbf{Y}_{[a_b, e_b)} = \mathbf{M}_{[a_b, e_b), :} \mathbf{X}
@@ -84,16 +78,13 @@ class RowBlockStream:
 
     def spmm(self, x: Tensor, out: Tensor | None = None) -> Tensor:
         """``M @ x`` with ``x`` on :attr:`device`."""
-        check_float(x, 'x', finite=False)
-        if x.dim() != 2:
-            raise ValueError(f'x must be 2-dimensional [num_src_nodes, F], got {tuple(x.shape)}')
-        check_length(x, self.num_cols, 'x', 'the number of source nodes (adjacency columns)')
+        check_features(x, self.num_cols)
         if x.device.type != self.device.type:
             raise ValueError(f'x is on {x.device} but this stream runs on {self.device}')
         if out is None:
             out = x.new_empty(self.num_rows, x.size(1))
         else:
-            _check_out(out, self.num_rows, x, contiguous=True)
+            check_out(out, self.num_rows, x)
         if self.device.type == 'cuda':
             return self._spmm_cuda(x, out)
         for start, end, block in self.blocks:
@@ -147,7 +138,9 @@ def sliced_spmm(
     out: Tensor | None = None,
 ) -> Tensor:
     r"""``M @ X`` one column slice of ``X`` at a time: :math:`\mathbf{Y}_{:, [a, b)} =
-    \mathbf{M} \mathbf{X}_{:, [a, b)}`.
+    \mathbf{M} \mathbf{X}_{:, [a, b)}`. Only ``[N, slice_width]`` of ``X`` and of the output
+    live on ``device`` at a time; from host memory to CUDA, two pairs of pinned staging buffers
+    alternate, so copies run asynchronously while the previous slice multiplies.
 
     Args:
         csr (CSR or RowBlockStream): the matrix, on ``device`` (or a row-block stream to it).
@@ -160,17 +153,13 @@ def sliced_spmm(
     Shapes:
         ``x``: :math:`(N_{src}, F)` -> output :math:`(N_{dst}, F)` on ``x``'s device.
     """
-    check_float(x, 'x', finite=False)
-    if x.dim() != 2:
-        raise ValueError(f'x must be 2-dimensional [num_src_nodes, F], got {tuple(x.shape)}')
+    check_features(x, csr.num_cols)
     slice_width = check_positive_int(slice_width, 'slice_width')
     device = x.device if device is None else torch.device(device)
-    num_rows = csr.num_rows
-    check_length(x, csr.num_cols, 'x', 'the number of source nodes (adjacency columns)')
     if out is None:
-        out = x.new_empty(num_rows, x.size(1))
+        out = x.new_empty(csr.num_rows, x.size(1))
     else:
-        _check_out(out, num_rows, x, contiguous=False)
+        check_out(out, csr.num_rows, x, contiguous=False)
     if device.type == 'cuda' and x.device.type != 'cuda':
         return _sliced_spmm_from_host(csr, x, slice_width, device, out)
     for start in range(0, x.size(1), slice_width):
@@ -181,19 +170,6 @@ def sliced_spmm(
 
 def _product(csr, x: Tensor) -> Tensor:
     return csr.spmm(x) if isinstance(csr, RowBlockStream) else spmm(csr, x)
-
-
-def _check_out(out, num_rows: int, x: Tensor, contiguous: bool) -> None:
-    if not isinstance(out, Tensor):
-        raise TypeError(f'out must be a torch.Tensor, got {type(out).__name__}')
-    if tuple(out.shape) != (num_rows, x.size(1)) or out.dtype != x.dtype or out.device != x.device:
-        raise ValueError(
-            f'out must be a [{num_rows}, {x.size(1)}] {x.dtype} tensor on {x.device} (where x '
-            f'is), got {list(out.shape)} {out.dtype} on {out.device}; allocate it like '
-            'x.new_empty(...)'
-        )
-    if contiguous and not out.is_contiguous():
-        raise ValueError('out must be contiguous; pass out.contiguous() or let spmm allocate it')
 
 
 def _sliced_spmm_from_host(csr, x: Tensor, slice_width: int, device, out: Tensor) -> Tensor:

@@ -13,8 +13,9 @@ import math
 import torch
 from torch import Tensor
 
+from graphops.ops import dispatch
 from graphops.ops.kernels import pool as pool_kernels
-from graphops.ops.validate import check_float, check_index, check_length
+from graphops.ops.validate import check_float, check_index, check_length, check_same_device
 
 
 def check_ratio(ratio) -> float | int:
@@ -98,10 +99,7 @@ def topk(
         batch = torch.zeros(num_nodes, dtype=torch.long, device=device)
     else:
         check_batch(batch, num_nodes)
-        if batch.device != device:
-            raise ValueError(
-                f'batch is on {batch.device} but score is on {device}; move them to one device'
-            )
+        check_same_device([('score', score), ('batch', batch)])
         batch = batch.long()
     if num_nodes == 0:
         return torch.empty(0, dtype=torch.long, device=device)
@@ -113,7 +111,8 @@ def topk(
             f'batch holds graph index {counts.numel() - 1} >= num_graphs = {num_graphs}'
         )
     k = keep_counts(counts, ratio)
-    if pool_kernels.numba_applies(score.detach()):  # indices out: no autograd needed
+    # (indices out: no autograd needed)
+    if dispatch.numba_kernel_applies((score.detach(),), dispatch.POOL_NUMBA_MIN_ENTRIES, 'topk'):
         perm = pool_kernels.segment_topk(score, counts, k)
         if perm is not None:
             return perm

@@ -22,11 +22,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from graphops.ops.csr import CSR, symmetrize
-from graphops.ops.dispatch import choose_backend, current_backend
+from graphops.ops.csr import CSR, check_csr, segment_arange, symmetrize
+from graphops.ops.dispatch import choose_backend
 from graphops.ops.kernels import triangle as triangle_kernels
-from graphops.ops.optional import kernel_threads, warn_torch_fallback
+from graphops.ops.optional import kernel_threads
 from graphops.ops.spmm import has_numba, row_chunks
+from graphops.ops.validate import check_positive_int
 
 
 def triangle_adjacency(
@@ -50,39 +51,24 @@ def triangle_adjacency(
     Shapes:
         ``csr``: :math:`(N, N)` -> :math:`(N, N)` with at most ``nnz(A)`` entries.
     """
-    if not isinstance(csr, CSR):
-        raise TypeError(f'csr must be a graphops CSR (use to_csr), got {type(csr).__name__}')
-    csr._require_square('triangle_adjacency')
-    if isinstance(block_wedges, bool) or not isinstance(block_wedges, int) or block_wedges < 1:
-        raise ValueError(f'block_wedges must be a positive int, got {block_wedges!r}')
+    check_csr(csr)._require_square('triangle_adjacency')
+    check_positive_int(block_wedges, 'block_wedges')
     graph = symmetrize(csr).remove_self_loops()
     chosen = choose_backend(
-        'triangle_adjacency', backend, graph.device, kernel='numba', kernel_ready=has_numba()
-    )
-    if chosen == 'torch' and backend == 'auto' and current_backend() == 'auto':
-        warn_torch_fallback('triangle_adjacency', (graph.col,))
+        'triangle_adjacency', backend, graph.device, kernel='numba', kernel_ready=has_numba(),
+        inputs=(graph.col,),
+    )  # fmt: skip
     if chosen == 'numba':
         counts = _numba_counts(graph)
     else:
         counts = _torch_counts(graph, block_wedges)
-    result = graph.with_value(counts)
-    if drop_zeros and graph.nnz:
-        keep = counts > 0
-        if not bool(keep.all()):
-            row = graph.row()[keep]
-            new_rowptr = torch.zeros_like(graph.rowptr, dtype=torch.long)
-            torch.cumsum(
-                torch.bincount(row.long(), minlength=graph.num_rows), 0, out=new_rowptr[1:]
-            )
-            result = CSR(
-                new_rowptr.to(graph.col.dtype),
-                graph.col[keep],
-                counts[keep],
-                graph.num_rows,
-                graph.num_cols,
-                trust_data=True,
-            )
-    return result
+    keep = counts > 0
+    if not drop_zeros or bool(keep.all()):
+        return graph.with_value(counts)
+    return CSR.from_coo(
+        graph.row()[keep], graph.col[keep], counts[keep], *graph.shape,
+        is_sorted=True, trust_data=True,
+    )  # fmt: skip
 
 
 def _torch_counts(graph: CSR, block_wedges: int) -> Tensor:
@@ -104,12 +90,9 @@ def _torch_counts(graph: CSR, block_wedges: int) -> Tensor:
         per_edge = degree[edges]
         total = int(per_edge.sum())
         if total:
-            owner = torch.repeat_interleave(edges, per_edge, output_size=total)
-            first = torch.cumsum(per_edge, 0) - per_edge
-            offset = torch.arange(total, device=graph.device) - torch.repeat_interleave(
-                first, per_edge, output_size=total
-            )
-            middle = col[rowptr[row[owner]] + offset]  # m in N(i)
+            neighbour, segment = segment_arange(rowptr[row[edges]], per_edge, total)
+            owner = edges[segment]
+            middle = col[neighbour]  # m in N(i)
             wanted = middle * n + col[owner]  # is (m, j) an edge?
             position = torch.searchsorted(keys, wanted).clamp_(max=keys.numel() - 1)
             hit = (keys[position] == wanted).to(torch.float32)

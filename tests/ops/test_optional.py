@@ -14,7 +14,7 @@ import textwrap
 import pytest
 import torch
 
-from graphops.ops import optional
+from graphops.ops import dispatch, optional
 
 pytestmark = pytest.mark.skipif(not optional.has_numba(), reason='needs numba')
 
@@ -227,8 +227,8 @@ def test_numba_kernels_apply_to_cpu_tensors_only(device):
     # CPU kernels read host memory: device tensors always take the torch paths
     tensor = torch.zeros(64, device=device)
     expected = device.type == 'cpu' and optional.has_numba()
-    assert optional.numba_applies([tensor], 1) == expected
-    assert optional.numba_applies([torch.zeros(64), tensor], 1) == expected
+    assert dispatch.numba_kernel_applies([tensor], 1) == expected
+    assert dispatch.numba_kernel_applies([torch.zeros(64), tensor], 1) == expected
     if device.type != 'cpu':  # and a device input never triggers the CPU-fallback warning
         large = torch.zeros(1, device=device).expand(1 << 21)
         assert not optional.warn_torch_fallback('spmm', [large], 'a reason')

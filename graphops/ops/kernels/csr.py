@@ -18,22 +18,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from graphops.ops import dispatch, optional
+from graphops.ops import optional
 
 # Column bits per pass of the in-bucket radix sort (2048 counters: 16 KiB, in L1).
 RADIX_BITS = 11
 # Buckets of the first sorting level: few enough that every thread's write streams stay in cache.
 MAX_BUCKETS = 2048
 _numba = None  # bound by _loaded before the kernels compile
-
-
-def numba_applies(*tensors: Tensor) -> bool:
-    """True when the numba kernels should run: numba present, CPU tensors, enough entries, no
-    autograd on the given tensors."""
-    applies = dispatch.numba_kernel_applies(tensors, dispatch.CSR_NUMBA_MIN_ENTRIES)
-    if not applies:
-        optional.warn_torch_fallback('CSR construction/normalisation', tensors)
-    return applies
 
 
 # Kernels: compiled by ``_loaded`` (:class:`~graphops.ops.optional.NumbaKernels`) on first use.

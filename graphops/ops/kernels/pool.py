@@ -16,18 +16,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from graphops.ops import dispatch, optional
+from graphops.ops import optional
 
 _SCORE_DTYPES = (torch.float32, torch.float64)
 _numba = None  # bound by _loaded before the kernels compile
-
-
-def numba_applies(tensor: Tensor) -> bool:
-    """True when the numba kernels should run on ``tensor``: numba present, CPU, large enough."""
-    applies = dispatch.numba_kernel_applies((tensor,), dispatch.POOL_NUMBA_MIN_ENTRIES)
-    if not applies:
-        optional.warn_torch_fallback('gPool top-k / induced subgraph', (tensor,))
-    return applies
 
 
 # Kernels: compiled by ``_loaded`` (:class:`~graphops.ops.optional.NumbaKernels`) on first use.

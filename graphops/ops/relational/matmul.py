@@ -77,6 +77,18 @@ def gather_reduce(rows: Tensor, row: Tensor, target: Tensor, size: int, scale, a
     return reduce_rows(size, target, messages if scale is None else messages * scale, aggr)
 
 
+def stacked_matmul(hidden: Tensor, weight: Tensor, num_dst: int) -> Tensor:
+    """``[num_dst, out]``: each target's ``[R, in]`` aggregated inputs (``hidden``, one row per
+    (target, relation)) times the stacked ``[R, in, out]`` weights in one GEMM, or block by block
+    for block-diagonal ``[R, blocks, in / blocks, out / blocks]`` weights."""
+    if weight.dim() == 3:
+        return hidden.view(num_dst, -1) @ weight.reshape(-1, weight.size(2))
+    num_blocks, block_in, block_out = weight.shape[1:]
+    hidden = hidden.view(num_dst, weight.size(0), num_blocks, block_in)
+    out = torch.einsum('nrbi,rbio->nbo', hidden, weight)
+    return out.reshape(num_dst, num_blocks * block_out)
+
+
 def zeros_touching(rows: int, cols: int, *inputs: Tensor | None) -> Tensor:
     """``[rows, cols]`` zeros (dtype and device of the first input) that depend on ``inputs``:
     their gradients are zeros rather than ``None``, as when the sum is over no terms in PyG.
@@ -187,12 +199,7 @@ def _aggregate(graph, x, weight, comp, aggr):
     else:
         index = graph.sorted_dst * R + graph.sorted_rel
         hidden = gather_reduce(x, graph.sorted_src, index, n_dst * R, None, aggr)
-    if weight.dim() == 3:
-        return hidden.view(n_dst, -1) @ weight.reshape(-1, weight.size(2))
-    num_blocks, block_in, block_out = weight.shape[1:]
-    hidden = hidden.view(n_dst, R, num_blocks, block_in)
-    out = torch.einsum('nrbi,rbio->nbo', hidden, weight)
-    return out.reshape(n_dst, num_blocks * block_out)
+    return stacked_matmul(hidden, weight, n_dst)
 
 
 def _transform(graph, x, weight, comp, aggr):

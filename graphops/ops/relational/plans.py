@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from graphops.ops.csr import CSR
+from graphops.ops.csr import CSR, segment_arange
 from graphops.ops.relational.graph import RelationalGraph
 from graphops.ops.spmm import spmm_unchecked
 
@@ -68,15 +68,10 @@ def tile_layout(counts: Tensor, tile_size: int) -> TileLayout:
     if tile_size < 1:
         raise ValueError(f'tile_size must be >= 1, got {tile_size}')
     counts = counts.long()
-    device = counts.device
-    types = torch.arange(counts.numel(), device=device)
+    types = torch.arange(counts.numel(), device=counts.device)
     tiles_per_type = (counts + tile_size - 1) // tile_size
     tile_ptr = torch.cumsum(tiles_per_type, 0) - tiles_per_type
-    row_ptr = torch.cumsum(counts, 0) - counts
-    num_rows = int(counts.sum())
-    type_of_row = torch.repeat_interleave(types, counts, output_size=num_rows)
-    position = torch.arange(num_rows, device=device) - row_ptr[type_of_row]
-    slot = tile_ptr[type_of_row] * tile_size + position
+    slot, _ = segment_arange(tile_ptr * tile_size, counts, int(counts.sum()))
     num_tiles = int(tiles_per_type.sum())
     tile_type = torch.repeat_interleave(types, tiles_per_type, output_size=num_tiles)
     return TileLayout(slot, tile_type, tile_size)

@@ -15,6 +15,7 @@ from graphops.ops.relational.matmul import (
     check_relational_args,
     gather_reduce,
     reduce_rows,
+    stacked_matmul,
     zeros_touching,
 )
 from graphops.ops.relational.plans import mix_weights, pair_plan, tile_forward
@@ -183,9 +184,4 @@ def dense_relational_matmul(
         rows = transformed.view(num_src * R, out_channels)
         return gather_reduce(rows, src * R + rel, dst, num_dst, scale, 'sum')
     hidden = gather_reduce(x, src, key, num_dst * R, scale, aggr)
-    if mixed.dim() == 3:
-        return hidden.view(num_dst, R * in_channels) @ mixed.reshape(R * in_channels, -1)
-    num_blocks, block_in, block_out = mixed.shape[1:]
-    hidden = hidden.view(num_dst, R, num_blocks, block_in)
-    out = torch.einsum('nrbi,rbio->nbo', hidden, mixed)
-    return out.reshape(num_dst, num_blocks * block_out)
+    return stacked_matmul(hidden, mixed, num_dst)

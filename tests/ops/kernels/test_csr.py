@@ -93,8 +93,9 @@ def test_normalize_values_match_torch_bit_for_bit(norm, dtype, weighted, always_
 
 
 def test_small_or_differentiable_inputs_stay_on_torch():
+    applies = dispatch.numba_kernel_applies
     small = torch.zeros(10, dtype=torch.long)
-    assert not csr_kernels.numba_applies(small)
+    assert not applies([small], dispatch.CSR_NUMBA_MIN_ENTRIES)
     large = torch.zeros(dispatch.CSR_NUMBA_MIN_ENTRIES, dtype=torch.long)
-    assert csr_kernels.numba_applies(large)
-    assert not csr_kernels.numba_applies(large, torch.zeros(3, requires_grad=True))
+    assert applies([large], dispatch.CSR_NUMBA_MIN_ENTRIES)
+    assert not applies([large, torch.zeros(3, requires_grad=True)], dispatch.CSR_NUMBA_MIN_ENTRIES)

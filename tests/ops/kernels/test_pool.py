@@ -5,7 +5,6 @@ import torch
 
 from graphops.ops import dispatch
 from graphops.ops.induced import induced_edge_index
-from graphops.ops.kernels import pool as pool_kernels
 from graphops.ops.optional import has_numba
 from graphops.ops.topk import topk
 from graphops.testing import random_batch_vector, random_graph
@@ -40,7 +39,7 @@ def test_topk_equals_torch_path(ratio, dtype, ties, monkeypatch):
         score = score.round()
         score[score == 0] *= torch.where(torch.rand(int((score == 0).sum())) < 0.5, -1.0, 1.0)
     score = score.to(dtype)
-    assert pool_kernels.numba_applies(score)
+    assert dispatch.numba_kernel_applies([score], dispatch.POOL_NUMBA_MIN_ENTRIES)
     fast = topk(score, ratio, batch, num_graphs=len(sizes))
     reference = torch_path(monkeypatch, lambda: topk(score, ratio, batch, num_graphs=len(sizes)))
     assert torch.equal(fast, reference)
