@@ -316,29 +316,17 @@ def precompute_out_of_core(
             for s in store.pending(group):
                 start, end = plan.slices[s]
                 started = time.perf_counter()
+                columns = partial(dataset.read_columns, start, end, chunk_bytes=chunk)
                 if spill and runs_in_place(operator):
                     # what the slice leaves of the budget holds product rows instead of the disk
-                    width = end - start
-                    spare = plan.column_budget_bytes - width * plan.bytes_per_column
+                    spare = plan.column_budget_bytes - (end - start) * plan.bytes_per_column
+                    scratch = store.path / f'{SCRATCH_PREFIX}{group}-{s}.f32'
+                    held = max(0, spare // (4 * (end - start)))
                     blocks = run_slice_in_place(
-                        operator,
-                        matrix,
-                        dataset.read_columns(start, end, chunk_bytes=chunk),
-                        rows,
-                        storage_dtype,
-                        store.path / f'{SCRATCH_PREFIX}{group}-{s}.f32',
-                        held_rows=max(0, spare // (4 * width)),
+                        operator, matrix, columns(), rows, storage_dtype, scratch, held
                     )
-                else:
-                    blocks = run_slice(
-                        operator,
-                        matrix,
-                        # unnamed: run_slice frees it after hop 1
-                        dataset.read_columns(start, end, chunk_bytes=chunk),
-                        rows,
-                        storage_dtype,
-                        device,
-                    )
+                else:  # columns() unnamed: run_slice frees the input after hop 1
+                    blocks = run_slice(operator, matrix, columns(), rows, storage_dtype, device)
                 store.write(group, s, blocks)
                 del blocks
                 if progress:

@@ -198,3 +198,24 @@ def dense_hgb_gtn(
         z = torch.relu(z @ lin_channels[0].t() + lin_channels[1])
     y = z @ lin_weight.t() + lin_bias
     return y if node_index is None else y[node_index]
+
+
+def dblp_subgraph(num_authors: int = 25, num_features: int = 6):
+    """HGB DBLP's typed subgraph around its first ``num_authors`` authors (their papers, those
+    papers' venues and co-authors: real structure, a few hundred nodes) as the homogeneous
+    edge-type stack GTN reads, with random float64 features per node type (drawn from torch's
+    global generator)."""
+    from graphops.datasets import load
+    from graphops.transforms import ToEdgeTypeStack
+
+    hetero = load('HGB/DBLP', val_ratio=0.2)[0].node_type_subgraph(['author', 'paper', 'venue'])
+    writes = hetero['author', 'to', 'paper'].edge_index
+    papers = writes[1][writes[0] < num_authors].unique()
+    authors = writes[0][torch.isin(writes[1], papers)]
+    authors = torch.cat([torch.arange(num_authors), authors]).unique()
+    published = hetero['paper', 'to', 'venue'].edge_index
+    venues = published[1][torch.isin(published[0], papers)].unique()
+    sub = hetero.subgraph({'author': authors, 'paper': papers, 'venue': venues})
+    for node_type in sub.node_types:
+        sub[node_type].x = torch.randn(sub[node_type].num_nodes, num_features, dtype=torch.float64)
+    return ToEdgeTypeStack()(sub)

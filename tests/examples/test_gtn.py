@@ -42,22 +42,11 @@ def test_hgb_gtn_on_a_dblp_subgraph_matches_hgb_code():
     # papers, those papers' venues and co-authors: real structure, ~400 nodes), float64.
     import torch
 
-    from graphops.datasets import load
     from graphops.nn.models.gtn import GTN
     from graphops.testing import tolerance
-    from graphops.testing.gtn import dense_edge_type_stack, dense_hgb_gtn
-    from graphops.transforms import ToEdgeTypeStack
+    from graphops.testing.gtn import dblp_subgraph, dense_edge_type_stack, dense_hgb_gtn
 
-    hetero = load('HGB/DBLP', val_ratio=0.2)[0].node_type_subgraph(['author', 'paper', 'venue'])
-    writes = hetero['author', 'to', 'paper'].edge_index
-    papers = writes[1][writes[0] < 25].unique()
-    authors = torch.cat([torch.arange(25), writes[0][torch.isin(writes[1], papers)]]).unique()
-    published = hetero['paper', 'to', 'venue'].edge_index
-    venues = published[1][torch.isin(published[0], papers)].unique()
-    sub = hetero.subgraph({'author': authors, 'paper': papers, 'venue': venues})
-    for t in sub.node_types:
-        sub[t].x = torch.randn(sub[t].num_nodes, 6, dtype=torch.float64)
-    data = ToEdgeTypeStack()(sub)
+    data = dblp_subgraph()
     n, k = data.num_nodes, data.num_relations
     rows = data.train_mask.nonzero().view(-1)
     assert rows.numel() > 5

@@ -14,8 +14,7 @@ from graphops.ops import to_csr
 from graphops.testing import dense_adjacency, tolerance
 from graphops.testing.diff_pool import dense_batch, diff_pool_layer_reference
 from graphops.testing.gpool import dense_graph_unet
-from graphops.testing.gtn import dense_edge_type_stack, dense_gtn
-from graphops.transforms import ToEdgeTypeStack
+from graphops.testing.gtn import dblp_subgraph, dense_edge_type_stack, dense_gtn
 
 pytestmark = pytest.mark.slow
 TOL = tolerance(torch.float64)
@@ -66,16 +65,7 @@ def test_graph_unet_on_citeseer_matches_reference(recipe):
 def test_gtn_on_a_dblp_subgraph_matches_reference():
     # The DBLP recipe's model (2 layers, raw 0/1 edge types) on the typed subgraph around 25
     # authors: their papers, those papers' venues and co-authors (real structure, ~400 nodes).
-    hetero = load('HGB/DBLP', val_ratio=0.2)[0].node_type_subgraph(['author', 'paper', 'venue'])
-    writes = hetero['author', 'to', 'paper'].edge_index
-    papers = writes[1][writes[0] < 25].unique()
-    authors = torch.cat([torch.arange(25), writes[0][torch.isin(writes[1], papers)]]).unique()
-    published = hetero['paper', 'to', 'venue'].edge_index
-    venues = published[1][torch.isin(published[0], papers)].unique()
-    sub = hetero.subgraph({'author': authors, 'paper': papers, 'venue': venues})
-    for t in sub.node_types:
-        sub[t].x = torch.randn(sub[t].num_nodes, 6, dtype=torch.float64)
-    data = ToEdgeTypeStack()(sub)
+    data = dblp_subgraph()
     n, k = data.num_nodes, data.num_relations
     torch.manual_seed(0)
     model = GTN(6, 8, 4, k, num_channels=2, num_layers=2).double()

@@ -92,18 +92,6 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize('graph,config,rows', CASES, ids=str)
-def test_matches_dense_reference(graph, config, rows):
-    model = randomized(GTN(IN, HIDDEN, OUT, NUM_TYPES, num_channels=2, **config).double())
-    x = random_features(graph.num_nodes, IN)
-    edge_type = typed(graph)
-    node_index = torch.tensor([graph.num_nodes - 1, 0]) if rows else None
-    out = model(x, graph.edge_index, edge_type, graph.edge_weight, node_index=node_index)
-    with torch.no_grad():
-        ref = reference(model, x, graph, edge_type, node_index, graph.edge_weight)
-    torch.testing.assert_close(out, ref, **tolerance(torch.float64))
-
-
 # --- HGB's benchmark GTN (product_norm='between', head='mlp', bias=False) ------------------
 
 
@@ -150,21 +138,6 @@ HGB_CASES = [
 ]
 
 
-@pytest.mark.parametrize('graph,config,rows', HGB_CASES, ids=str)
-def test_hgb_options_match_hgb_dense_code(graph, config, rows):
-    model = randomized(GTN(IN, HIDDEN, OUT, NUM_TYPES, num_channels=2, **config).double())
-    x = random_features(graph.num_nodes, IN)
-    edge_type = typed(graph)
-    node_index = torch.tensor([graph.num_nodes - 1, 0]) if rows else None
-    out = model(x, graph.edge_index, edge_type, graph.edge_weight, node_index=node_index)
-    with torch.no_grad():
-        if config.get('product_norm') == 'between':
-            ref = hgb_reference(model, x, graph, edge_type, node_index, graph.edge_weight)
-        else:  # the head alone: the paper's products, HGB's MLP on top
-            ref = reference_with_head(model, x, graph, edge_type, node_index, graph.edge_weight)
-    torch.testing.assert_close(out, ref, **tolerance(torch.float64))
-
-
 def reference_with_head(model, x, graph, edge_type, node_index, edge_weight):
     """The paper's dense GTN with HGB's MLP head: the linear layer's input is ReLU(lin1(z))."""
     captured = {}
@@ -181,6 +154,27 @@ def reference_with_head(model, x, graph, edge_type, node_index, edge_weight):
     return model.lin(torch.relu(model.lin_channels(concat)))
 
 
+def dense_for(config):
+    """The dense reference a GTN configuration is checked against."""
+    if config.get('product_norm') == 'between':
+        return hgb_reference  # HGB's model.py
+    if config.get('head') == 'mlp':
+        return reference_with_head  # the paper's products, HGB's MLP on top
+    return reference
+
+
+@pytest.mark.parametrize('graph,config,rows', CASES + HGB_CASES, ids=str)
+def test_matches_dense_reference(graph, config, rows):
+    model = randomized(GTN(IN, HIDDEN, OUT, NUM_TYPES, num_channels=2, **config).double())
+    x = random_features(graph.num_nodes, IN)
+    edge_type = typed(graph)
+    node_index = torch.tensor([graph.num_nodes - 1, 0]) if rows else None
+    out = model(x, graph.edge_index, edge_type, graph.edge_weight, node_index=node_index)
+    with torch.no_grad():
+        ref = dense_for(config)(model, x, graph, edge_type, node_index, graph.edge_weight)
+    torch.testing.assert_close(out, ref, **tolerance(torch.float64))
+
+
 def test_hgb_products_row_subset_is_exact_and_differs_from_the_paper():
     graph = random_graph(30, 120, seed=2)
     edge_type = typed(graph, seed=2)
@@ -192,20 +186,6 @@ def test_hgb_products_row_subset_is_exact_and_differs_from_the_paper():
     paper = GTN(IN, HIDDEN, OUT, NUM_TYPES, num_layers=3, head='mlp', bias=False).double()
     paper.load_state_dict(model.state_dict())
     assert not torch.allclose(paper(x, graph.edge_index, edge_type), full)
-
-
-def test_hgb_gradients_match_dense():
-    graph = GRAPHS[1]
-    edge_type = typed(graph, seed=5)
-    x = random_features(graph.num_nodes, IN, seed=5)
-    model = randomized(GTN(IN, HIDDEN, OUT, NUM_TYPES, num_layers=3, **HGB).double(), seed=5)
-    probe = torch.randn(graph.num_nodes, OUT, dtype=torch.float64)
-    (model(x, graph.edge_index, edge_type, graph.edge_weight) * probe).sum().backward()
-    grads = {name: p.grad.clone() for name, p in model.named_parameters()}
-    model.zero_grad()
-    (hgb_reference(model, x, graph, edge_type, None, graph.edge_weight) * probe).sum().backward()
-    for name, p in model.named_parameters():
-        torch.testing.assert_close(grads[name], p.grad, msg=name)
 
 
 def test_hgb_metapath_order_matches_the_product():
@@ -258,9 +238,15 @@ def test_node_index_equals_rows_of_the_full_output(config):
 
 
 @pytest.mark.parametrize(
-    'config', [{'num_layers': 2, 'topk': 3}, {'num_layers': 2, 'fast': True}], ids=str
+    ('config', 'dense'),
+    [
+        ({'num_layers': 2, 'topk': 3}, reference),
+        ({'num_layers': 2, 'fast': True}, reference),
+        ({'num_layers': 3, **HGB}, hgb_reference),
+    ],
+    ids=['topk', 'fast', 'hgb'],
 )
-def test_gradients_match_dense(config):
+def test_gradients_match_dense(config, dense):
     graph = GRAPHS[1]
     edge_type = typed(graph, seed=5)
     x = random_features(graph.num_nodes, IN, seed=5)
@@ -269,7 +255,7 @@ def test_gradients_match_dense(config):
     (model(x, graph.edge_index, edge_type, graph.edge_weight) * probe).sum().backward()
     grads = {name: p.grad.clone() for name, p in model.named_parameters()}
     model.zero_grad()
-    (reference(model, x, graph, edge_type, None, graph.edge_weight) * probe).sum().backward()
+    (dense(model, x, graph, edge_type, None, graph.edge_weight) * probe).sum().backward()
     for name, p in model.named_parameters():
         torch.testing.assert_close(grads[name], p.grad, msg=name)
 
