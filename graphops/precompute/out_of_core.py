@@ -93,8 +93,8 @@ def bytes_per_column(
 def column_slices(widest: int, features: int) -> list[tuple[int, int]]:
     """``[start, end)`` slices of at most ``widest`` columns covering ``0..features``: as few as
     fit, balanced, and whole 64-byte lines wide (multiples of 16 columns) from 16 columns on. A
-    gathered row of 15 or 26 float32 straddles one more cache line than one of 16 or 32 and costs
-    more a column (benchmarks/papers100m/README.md)."""
+    gathered row of 15 float32 straddles two cache lines in 15 of 16 rows: at 32M nodes a column
+    costs 1.5x more than at 16 (``benchmarks/gather_width.py``, benchmarks/papers100m/README.md)."""
     count = -(-features // widest)
     width = -(-features // count)
     if width >= LINE_COLUMNS and width % LINE_COLUMNS:
