@@ -59,8 +59,13 @@ class EigenPooling(BaseTransform):
     scaled by :math:`\mathbf{D}^{-1/2}`, the embedding of scikit-learn's ``SpectralClustering``
     that the authors run. Graphs up to ``dense_threshold`` nodes use a dense ``eigh`` (up to 48
     nodes one compiled numba call, above that LAPACK's subset driver for the :math:`K_l` needed
-    eigenpairs); larger ones a sparse Lanczos solver (``eigsh``) on the normalised adjacency,
-    never an :math:`N \times N` dense matrix. The k-means restarts run in one compiled loop
+    eigenpairs); larger ones are split into connected components, whose eigenvalue 1 (once per
+    component, with eigenvector :math:`\mathbf{D}^{1/2}\mathbf{1}_c`) is known, the rest of each
+    solved alone (LAPACK's subset driver up to ``dense_threshold`` nodes, or when over a
+    twelfth of its eigenpairs are wanted and it has at most 8,192 nodes; else shift-invert
+    Lanczos, re-run until no copy of a repeated eigenvalue is missing), the top
+    :math:`K_l` then taken over all components (ties: the larger component first), so the
+    embedding is exact when eigenvalues repeat. The k-means restarts run in one compiled loop
     (numpy array ops without numba). Subgraph :math:`k` (nodes :math:`\mathcal{V}_k`) gets the
     eigenvectors :math:`\mathbf{u}_k^{(1)}, \dots, \mathbf{u}_k^{(H)}` of the :math:`H` smallest
     eigenvalues of its Laplacian :math:`\mathbf{L}_k = \mathbf{D}_k - \mathbf{A}_k` (or
@@ -68,8 +73,8 @@ class EigenPooling(BaseTransform):
     ``normalized=True``), computed by small dense ``eigh`` calls (one per subgraph in a
     compiled loop with numba, where for :math:`H = 1` a connected subgraph takes its simple
     null vector, :math:`\mathbf{1}` or :math:`\mathbf{D}_k^{1/2}\mathbf{1}` normalised, with no
-    ``eigh``; one batched call over all subgraphs, padded, without; Lanczos for a subgraph above
-    ``dense_threshold`` nodes), and
+    ``eigh``; one batched call over all subgraphs, padded, without; a subgraph above
+    ``dense_threshold`` nodes is solved by connected components as the embedding is), and
 
     .. math::
         (\boldsymbol{\Theta}_h)_{i,k} = [i \in \mathcal{V}_k]\, \mathbf{u}_k^{(h)}(i), \qquad
@@ -116,8 +121,8 @@ class EigenPooling(BaseTransform):
         n_init (int, optional): k-means restarts. (default: ``10``)
         seed (int, optional): seed of the k-means seeding and the Lanczos start vector.
             (default: ``0``)
-        dense_threshold (int, optional): largest graph (or subgraph) solved with a dense
-            ``eigh``. (default: ``1024``)
+        dense_threshold (int, optional): largest graph (or subgraph, or connected component
+            of a larger one) solved with a dense ``eigh``. (default: ``1024``)
         max_iter (int, optional): k-means iterations per restart. (default: ``100``)
         prefix (str, optional): prefix of the stored keys. (default: ``'eigen'``)
 
