@@ -11,7 +11,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from scipy.linalg import lapack
-from scipy.sparse.linalg import eigsh
+from scipy.sparse.csgraph import connected_components
+from scipy.sparse.linalg import LinearOperator, eigsh, splu
 from torch_geometric.data import Data
 from torch_geometric.transforms import BaseTransform
 
@@ -58,8 +59,13 @@ class EigenPooling(BaseTransform):
     scaled by :math:`\mathbf{D}^{-1/2}`, the embedding of scikit-learn's ``SpectralClustering``
     that the authors run. Graphs up to ``dense_threshold`` nodes use a dense ``eigh`` (up to 48
     nodes one compiled numba call, above that LAPACK's subset driver for the :math:`K_l` needed
-    eigenpairs); larger ones a sparse Lanczos solver (``eigsh``) on the normalised adjacency,
-    never an :math:`N \times N` dense matrix. The k-means restarts run in one compiled loop
+    eigenpairs); larger ones are split into connected components, whose eigenvalue 1 (once per
+    component, with eigenvector :math:`\mathbf{D}^{1/2}\mathbf{1}_c`) is known, the rest of each
+    solved alone (LAPACK's subset driver up to ``dense_threshold`` nodes, or when over a
+    twelfth of its eigenpairs are wanted and it has at most 8,192 nodes; else shift-invert
+    Lanczos, re-run until no copy of a repeated eigenvalue is missing), the top
+    :math:`K_l` then taken over all components (ties: the larger component first), so the
+    embedding is exact when eigenvalues repeat. The k-means restarts run in one compiled loop
     (numpy array ops without numba). Subgraph :math:`k` (nodes :math:`\mathcal{V}_k`) gets the
     eigenvectors :math:`\mathbf{u}_k^{(1)}, \dots, \mathbf{u}_k^{(H)}` of the :math:`H` smallest
     eigenvalues of its Laplacian :math:`\mathbf{L}_k = \mathbf{D}_k - \mathbf{A}_k` (or
@@ -67,8 +73,8 @@ class EigenPooling(BaseTransform):
     ``normalized=True``), computed by small dense ``eigh`` calls (one per subgraph in a
     compiled loop with numba, where for :math:`H = 1` a connected subgraph takes its simple
     null vector, :math:`\mathbf{1}` or :math:`\mathbf{D}_k^{1/2}\mathbf{1}` normalised, with no
-    ``eigh``; one batched call over all subgraphs, padded, without; Lanczos for a subgraph above
-    ``dense_threshold`` nodes), and
+    ``eigh``; one batched call over all subgraphs, padded, without; a subgraph above
+    ``dense_threshold`` nodes is solved by connected components as the embedding is), and
 
     .. math::
         (\boldsymbol{\Theta}_h)_{i,k} = [i \in \mathcal{V}_k]\, \mathbf{u}_k^{(h)}(i), \qquad
@@ -115,8 +121,8 @@ class EigenPooling(BaseTransform):
         n_init (int, optional): k-means restarts. (default: ``10``)
         seed (int, optional): seed of the k-means seeding and the Lanczos start vector.
             (default: ``0``)
-        dense_threshold (int, optional): largest graph (or subgraph) solved with a dense
-            ``eigh``. (default: ``1024``)
+        dense_threshold (int, optional): largest graph (or subgraph, or connected component
+            of a larger one) solved with a dense ``eigh``. (default: ``1024``)
         max_iter (int, optional): k-means iterations per restart. (default: ``100``)
         prefix (str, optional): prefix of the stored keys. (default: ``'eigen'``)
 
@@ -247,7 +253,7 @@ class EigenPooling(BaseTransform):
             cluster = _compact(raw)
             k = int(cluster.max()) + 1
             theta = _subgraph_modes(
-                adj, cluster, k, modes, self.normalized, self.padding, self.dense_threshold
+                adj, cluster, k, modes, self.normalized, self.padding, self.dense_threshold, rng
             )
             coarse = _coarsen(adj, cluster, k)
             out.append(EigenLevel(cluster, theta, adj, coarse))
@@ -351,19 +357,12 @@ def spectral_embedding(
         if info != 0:
             raise np.linalg.LinAlgError(f'LAPACK dsyevr failed (info = {info})')
         vecs = vecs[:, :k][:, ::-1]
-    elif k < n - 1:
-        # Sparse: Lanczos in shift-invert mode about 2, above the spectrum of
-        # D^-1/2 A D^-1/2 (within [-1, 1]), so the factorised shift is well conditioned and the
-        # leading eigenvalues (near 1) converge first; scikit-learn's arpack path does the same.
-        a = sp.csr_matrix(adj)
-        d = sp.diags(inv)
-        m = (d @ a @ d + sp.diags(isolated.astype(float))).tocsc()
-        vals, vecs = eigsh(m, k=k, sigma=2.0, which='LM', v0=rng.uniform(-1.0, 1.0, n), tol=1e-8)
-        vecs = vecs[:, np.argsort(-vals, kind='stable')]
-    else:  # k = n - 1 is beyond arpack: a dense solve
-        m = sp.csr_matrix(adj).toarray() * inv[:, None] * inv[None, :]
-        m[isolated, isolated] = 1.0
-        vecs = np.linalg.eigh(m)[1][:, ::-1][:, :k]
+    else:
+        # Sparse: block-diagonal by connected components, each one's eigenvalue 1 (D^1/2 1_c)
+        # known; see _top_eigenpairs for why one Lanczos run over the whole graph is not enough.
+        m = (sp.diags(inv) @ sp.csr_matrix(adj) @ sp.diags(inv)).tocsr()
+        m = (m + sp.diags(isolated.astype(float))).tocsr()
+        _, vecs = _top_eigenpairs(m, k, dd, 1.0, rng, dense_threshold)
     emb = vecs * inv[:, None]
     top = np.abs(emb).argmax(axis=0)
     emb = emb * np.sign(emb[top, np.arange(emb.shape[1])])
@@ -488,6 +487,7 @@ def _subgraph_modes(
     normalized: bool,
     padding: str,
     dense_threshold: int,
+    rng: np.random.Generator,
 ) -> np.ndarray:
     """``theta`` ``[N, H]``: each node's entry of its subgraph's first ``H`` Laplacian
     eigenvectors: one padded batched ``eigh`` (dense graphs) or one per subgraph size."""
@@ -516,7 +516,9 @@ def _subgraph_modes(
             continue
         if s > dense_threshold:
             for g in range(members.size):
-                theta[nodes[g]] = _sparse_modes(adj, nodes[g], modes, normalized, padding)
+                theta[nodes[g]] = _sparse_modes(
+                    adj, nodes[g], modes, normalized, padding, rng, dense_threshold
+                )
             continue
         if dense:
             a = adj[nodes[:, :, None], nodes[:, None, :]]  # [G, s, s] induced blocks
@@ -576,17 +578,157 @@ def _pad(vecs: np.ndarray, modes: int, padding: str) -> np.ndarray:
 
 
 def _sparse_modes(
-    adj: sp.csr_matrix, nodes: np.ndarray, modes: int, normalized: bool, padding: str
+    adj: sp.csr_matrix,
+    nodes: np.ndarray,
+    modes: int,
+    normalized: bool,
+    padding: str,
+    rng: np.random.Generator,
+    dense_threshold: int,
 ) -> np.ndarray:
-    """Lanczos for one large subgraph: its ``H`` smallest Laplacian eigenpairs."""
+    """One large subgraph's ``H`` smallest Laplacian eigenpairs, exact when the subgraph is
+    disconnected (eigenvalue 0 once per component): the largest of ``-L``, by component."""
     sub = sp.csr_matrix(adj)[nodes][:, nodes].tocsr()
     deg = np.asarray(sub.sum(axis=1)).ravel()
     if normalized:
         inv = np.where(deg > 0, 1.0 / np.sqrt(np.where(deg > 0, deg, 1.0)), 0.0)
         lap = sp.identity(nodes.size) - sp.diags(inv) @ sub @ sp.diags(inv)
+        known = np.sqrt(deg)  # L D^1/2 1_c = 0 on each component
     else:
         lap = sp.diags(deg) - sub
-    k = min(modes, nodes.size - 1)
-    vals, vecs = eigsh(lap.tocsc(), k=k, sigma=-1e-3, which='LM')
-    vecs = _fix_sign(vecs[:, np.argsort(vals, kind='stable')])
-    return _pad(vecs, modes, padding)
+        known = np.ones(nodes.size)  # L 1_c = 0
+    k = min(modes, nodes.size)
+    _, vecs = _top_eigenpairs((-lap).tocsr(), k, known, 0.0, rng, dense_threshold)
+    return _pad(_fix_sign(vecs), modes, padding)
+
+
+# Shift-invert pole above the top of the spectrum, as a fraction of its radius bound: close
+# enough that the leading eigenvalues are far apart after the inversion, far enough that the
+# factorisation stays well conditioned.
+_SHIFT = 1e-2
+_LANCZOS_SHARE = 1 / 12  # more eigenpairs than this share of a component: dense is faster
+_DENSE_MAX = 8192  # largest component held as a dense matrix (512 MiB)
+
+
+def _top_eigenpairs(
+    mat: sp.csr_matrix,
+    k: int,
+    known: np.ndarray,
+    known_value: float,
+    rng: np.random.Generator,
+    dense_threshold: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    r"""The ``k`` largest eigenpairs of the symmetric ``mat`` (values descending, vectors
+    ``[N, k]``), exact when eigenvalues repeat.
+
+    ``mat`` is block-diagonal over the connected components of its pattern, and on each
+    multi-node component its largest eigenvalue is ``known_value``, simple, with eigenvector
+    ``known`` restricted to the component (normalised): 1 and :math:`D^{1/2}\mathbf{1}_c` for
+    :math:`D^{-1/2}AD^{-1/2}`, 0 and :math:`\mathbf{1}_c` or :math:`D^{1/2}\mathbf{1}_c` for
+    minus a Laplacian. One Lanczos run over the whole matrix finds one vector per eigenspace in
+    exact arithmetic and misses copies of a repeated eigenvalue (``known_value`` repeats once per
+    component). So each component is solved alone with its known pair deflated: a dense subset
+    ``dsyevr`` up to ``dense_threshold`` nodes, else shift-invert Lanczos just above the known
+    eigenvalue, then re-run on the complement of what it found until nothing left there exceeds
+    the smallest kept (repeats inside a component). A one-node component is its diagonal entry.
+    The global top ``k`` is then taken by value; ties go to the larger component, then the one
+    with the lowest node id, then the component's own order."""
+    n = mat.shape[0]
+    mat = sp.csr_matrix(mat, copy=True)
+    mat.eliminate_zeros()
+    num, labels = connected_components(mat, directed=False)
+    order = np.argsort(labels, kind='stable')  # nodes by component, ascending ids inside
+    sizes = np.bincount(labels, minlength=num)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    first = order[starts]  # each component's lowest node id
+    blocks = mat[order][:, order].tocsr()
+    diag = mat.diagonal()
+    vals, comp, rank, local = [], [], [], {}
+    single = np.nonzero(sizes == 1)[0]
+    vals.append(diag[first[single]])
+    comp.append(single)
+    rank.append(np.zeros(single.size, dtype=np.int64))
+    for c in np.nonzero(sizes > 1)[0]:
+        s, size = int(starts[c]), int(sizes[c])
+        v = known[order[s : s + size]].astype(np.float64)
+        v /= np.linalg.norm(v)
+        count = min(k, size)
+        if count == 1:
+            cv, cvecs = np.array([known_value]), v[:, None]
+        else:
+            block = blocks[s : s + size, s : s + size]
+            if size <= dense_threshold or (count > size * _LANCZOS_SHARE and size <= _DENSE_MAX):
+                ov, ovecs = _dense_top(block, count - 1, v, known_value)
+            else:
+                ov, ovecs = _lanczos_top(block, count - 1, v, known_value, rng)
+            cv = np.concatenate([[known_value], ov])
+            cvecs = np.concatenate([v[:, None], ovecs], axis=1)
+        local[int(c)] = cvecs
+        vals.append(cv)
+        comp.append(np.full(count, c))
+        rank.append(np.arange(count))
+    vals, comp, rank = np.concatenate(vals), np.concatenate(comp), np.concatenate(rank)
+    pick = np.lexsort((rank, first[comp], -sizes[comp], -vals))[:k]
+    out = np.zeros((n, pick.size))
+    for j, (c, r) in enumerate(zip(comp[pick], rank[pick])):
+        s, size = starts[c], sizes[c]
+        out[order[s : s + size], j] = local[int(c)][:, r] if size > 1 else 1.0
+    return vals[pick], out
+
+
+def _dense_top(
+    block: sp.csr_matrix, count: int, known: np.ndarray, known_value: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``count`` largest eigenpairs of ``block`` after its known top pair: that pair moved
+    below the spectrum (a rank-one update), then LAPACK's subset driver."""
+    size = block.shape[0]
+    b = block.toarray()
+    drop = known_value + float(np.abs(b).sum(1).max()) + 1.0  # past the Gershgorin bound
+    b -= drop * np.outer(known, known)
+    vals, vecs, _, _, info = lapack.dsyevr(
+        b, compute_v=1, range='I', il=size - count + 1, iu=size, lower=1, overwrite_a=1
+    )
+    if info != 0:
+        raise np.linalg.LinAlgError(f'LAPACK dsyevr failed (info = {info})')
+    return vals[:count][::-1], vecs[:, :count][:, ::-1]
+
+
+def _lanczos_top(
+    block: sp.csr_matrix, count: int, known: np.ndarray, known_value: float, rng
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``count`` largest eigenpairs of ``block`` after its known top pair, by shift-invert
+    Lanczos on the complement of the pairs found so far, repeated until the complement's top
+    does not exceed the smallest kept (a Krylov space from one start vector holds one vector
+    per eigenspace, so copies of a repeated eigenvalue are found one run at a time)."""
+    size = block.shape[0]
+    radius = float(np.abs(block).sum(1).max())
+    sigma = known_value + _SHIFT * max(radius, 1e-12)
+    lu = splu((block - sigma * sp.identity(size)).tocsc())
+    gap = 1e-8 * max(radius, 1e-12)
+
+    def complement_top(basis, how_many):
+        def apply(x):
+            x = np.asarray(x, dtype=np.float64).ravel()
+            x = x - basis @ (basis.T @ x)
+            y = lu.solve(x)
+            return y - basis @ (basis.T @ y)
+
+        op = LinearOperator((size, size), matvec=apply, dtype=np.float64)
+        start = apply(rng.uniform(-1.0, 1.0, size))
+        got, vecs = eigsh(block, k=how_many, sigma=sigma, which='LM', OPinv=op, v0=start, tol=1e-10)
+        keep = np.argsort(-got, kind='stable')
+        vecs = vecs[:, keep]
+        vecs -= basis @ (basis.T @ vecs)  # exactly in the complement
+        return got[keep], vecs
+
+    vals, vecs = complement_top(known[:, None], count)
+    while count + 2 < size:
+        basis, _ = np.linalg.qr(np.concatenate([known[:, None], vecs], axis=1))
+        more, extra = complement_top(basis, 1)
+        if more[0] <= vals[-1] + gap:
+            break
+        vals = np.concatenate([vals, more])
+        vecs = np.concatenate([vecs, extra / np.linalg.norm(extra)], axis=1)
+        keep = np.argsort(-vals, kind='stable')[:count]
+        vals, vecs = vals[keep], vecs[:, keep]
+    return vals, vecs

@@ -333,3 +333,112 @@ def test_kmeans_gram_and_direct_seeding_agree(monkeypatch, numba):
     assert (gram == direct).all()
     assert len(np.unique(gram)) == 4
     assert all(len(np.unique(gram[i : i + 15])) == 1 for i in range(0, 60, 15))
+
+
+def random_components(sizes, isolated=0, seed=0):
+    """Symmetric CSR: one random connected piece per size (a random tree plus half as many extra
+    edges, weights in [0.5, 1.5]), then ``isolated`` isolated nodes."""
+    import scipy.sparse as sp
+
+    gen = np.random.default_rng(seed)
+    rows, cols, off = [], [], 0
+    for s in sizes:
+        child = np.arange(1, s)
+        parent = (gen.random(s - 1) * child).astype(np.int64)
+        extra = gen.integers(0, s, (2, s // 2))
+        r, c = np.concatenate([child, extra[0]]), np.concatenate([parent, extra[1]])
+        keep = r != c
+        rows.append(r[keep] + off)
+        cols.append(c[keep] + off)
+        off += s
+    n = off + isolated
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    a = sp.coo_matrix((gen.uniform(0.5, 1.5, r.size), (r, c)), shape=(n, n)).tocsr()
+    return ((a + a.T) * 0.5).tocsr()
+
+
+def assert_top_eigenspace(mat, vecs, k, largest=True):
+    """``vecs`` ``[N, k]`` is an orthonormal basis of the ``k`` extreme eigenvectors of the
+    dense symmetric ``mat`` (eigenvalues and projector compared: the basis of a repeated
+    eigenvalue is not unique); the eigenvalue after the k-th must differ, so the space is unique."""
+    w, v = np.linalg.eigh(mat)
+    if largest:
+        w, v = w[::-1], v[:, ::-1]
+    assert abs(w[k - 1] - w[k]) > 1e-6  # the test's own premise
+    np.testing.assert_allclose(vecs.T @ vecs, np.eye(k), atol=1e-8)
+    got = np.sort(np.diag(vecs.T @ mat @ vecs))
+    np.testing.assert_allclose(got[::-1] if largest else got, w[:k], atol=1e-8)
+    np.testing.assert_allclose(vecs @ vecs.T, v[:, :k] @ v[:, :k].T, atol=1e-7)
+
+
+def normalized_affinity(adj):
+    """D^-1/2 A D^-1/2 (dense) with 1 on isolated nodes, and sqrt(d) (1 where isolated)."""
+    a = adj.toarray()
+    deg = a.sum(1)
+    dd = np.sqrt(np.where(deg > 0, deg, 1.0))
+    m = a / dd[:, None] / dd[None, :]
+    m[deg <= 0, deg <= 0] = 1.0
+    return m, dd
+
+
+@pytest.mark.parametrize(
+    'sizes, isolated, k',
+    [
+        # 40 components: eigenvalue 1 forty times; the components go dense, one by one.
+        (list(np.random.default_rng(1).integers(15, 60, 40)), 0, 120),
+        # One 1100-node component (shift-invert Lanczos) and 60 isolated nodes: 61 copies of 1.
+        ([1100], 60, 70),
+        # Lanczos and dense components side by side, and an isolated node.
+        ([1300, 400, 200], 1, 60),
+    ],
+)
+def test_sparse_spectral_embedding_exact_with_repeated_eigenvalues(sizes, isolated, k):
+    from graphops.transforms.eigen_pooling import spectral_embedding
+
+    adj = random_components(sizes, isolated, seed=len(sizes))
+    assert adj.shape[0] > 1024  # the sparse path
+    emb = spectral_embedding(adj, k, np.random.default_rng(0))
+    m, dd = normalized_affinity(adj)
+    assert_top_eigenspace(m, emb * dd[:, None], k)
+
+
+@pytest.mark.parametrize('normalized', [False, True])
+def test_sparse_subgraph_modes_exact_on_a_disconnected_subgraph(normalized):
+    # K = 1: the whole graph is one subgraph, over dense_threshold: three copies of a 150-node
+    # piece (Lanczos; every eigenvalue three times), a 40-node one and two isolated nodes:
+    # Laplacian eigenvalue 0 four (normalised) or six times, then the pieces' next one thrice.
+    import scipy.sparse as sp
+
+    piece = random_components([150], seed=5)
+    adj = sp.block_diag([piece, piece, piece, random_components([40], isolated=2)]).tocsr()
+    row, col = adj.nonzero()
+    weight = torch.from_numpy(np.asarray(adj[row, col]).ravel())
+    edge_index = torch.from_numpy(np.stack([row, col]).astype(np.int64))
+    modes = 7 if normalized else 9
+    t = EigenPooling(1000, num_modes=modes, normalized=normalized, dense_threshold=30)
+    (level,) = t.levels(edge_index, adj.shape[0], weight)
+    a = adj.toarray()
+    deg = a.sum(1)
+    if normalized:
+        inv = np.where(deg > 0, 1 / np.sqrt(np.where(deg > 0, deg, 1)), 0)
+        lap = np.eye(a.shape[0]) - a * inv[:, None] * inv[None, :]
+    else:
+        lap = np.diag(deg) - a
+    assert_top_eigenspace(lap, level.theta, modes, largest=False)
+
+
+def test_proteins_graph_sparse_path_matches_dense_path():
+    # The 336-node PROTEINS graph (8 components): eigenvalue 1 eight times in its top 33.
+    import scipy.sparse as sp
+
+    from graphops.datasets import load
+    from graphops.transforms.eigen_pooling import spectral_embedding
+
+    data = next(d for d in load('PROTEINS') if d.num_nodes == 336)
+    adj = dense_adj(data).numpy()
+    k = 33
+    dense = spectral_embedding(adj, k, np.random.default_rng(0))
+    sparse = spectral_embedding(sp.csr_matrix(adj), k, np.random.default_rng(0), 100)
+    m, dd = normalized_affinity(sp.csr_matrix(adj))
+    assert_top_eigenspace(m, dense * dd[:, None], k)
+    assert_top_eigenspace(m, sparse * dd[:, None], k)
