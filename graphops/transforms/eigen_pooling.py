@@ -61,9 +61,9 @@ class EigenPooling(BaseTransform):
     nodes one compiled numba call, above that LAPACK's subset driver for the :math:`K_l` needed
     eigenpairs); larger ones are split into connected components, whose eigenvalue 1 (once per
     component, with eigenvector :math:`\mathbf{D}^{1/2}\mathbf{1}_c`) is known, the rest of each
-    solved alone (LAPACK's subset driver up to ``dense_threshold`` nodes, or when over a
-    twelfth of its eigenpairs are wanted and it has at most 8,192 nodes; else shift-invert
-    Lanczos, re-run until no copy of a repeated eigenvalue is missing), the top
+    solved alone (LAPACK's subset driver up to ``dense_threshold`` nodes, else shift-invert
+    Lanczos, re-run until no copy of a repeated eigenvalue is missing; no dense matrix above
+    ``dense_threshold``), the top
     :math:`K_l` then taken over all components (ties: the larger component first), so the
     embedding is exact when eigenvalues repeat. The k-means restarts run in one compiled loop
     (numpy array ops without numba). Subgraph :math:`k` (nodes :math:`\mathcal{V}_k`) gets the
@@ -606,8 +606,6 @@ def _sparse_modes(
 # enough that the leading eigenvalues are far apart after the inversion, far enough that the
 # factorisation stays well conditioned.
 _SHIFT = 1e-2
-_LANCZOS_SHARE = 1 / 12  # more eigenpairs than this share of a component: dense is faster
-_DENSE_MAX = 8192  # largest component held as a dense matrix (512 MiB)
 
 
 def _top_eigenpairs(
@@ -657,7 +655,8 @@ def _top_eigenpairs(
             cv, cvecs = np.array([known_value]), v[:, None]
         else:
             block = blocks[s : s + size, s : s + size]
-            if size <= dense_threshold or (count > size * _LANCZOS_SHARE and size <= _DENSE_MAX):
+            # no dense matrix above dense_threshold: the caller's memory bound on a large graph
+            if size <= dense_threshold:
                 ov, ovecs = _dense_top(block, count - 1, v, known_value)
             else:
                 ov, ovecs = _lanczos_top(block, count - 1, v, known_value, rng)
