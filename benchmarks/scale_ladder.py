@@ -62,6 +62,21 @@ def peak_rss() -> dict:
     return {'ru_maxrss': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, 'vm_hwm': hwm}
 
 
+def storage_io() -> dict:
+    """This process's bytes through storage so far (``/proc/self/io``: ``read_bytes`` and
+    ``write_bytes`` reached the block device; ``rchar``/``wchar`` include the page cache)."""
+    with open('/proc/self/io') as io:
+        return {key: int(value) for key, value in (line.split(':') for line in io)}
+
+
+def thp_counts() -> dict:
+    """Transparent huge page faults served and fallen back to 4 KiB pages (``/proc/vmstat``,
+    machine-wide): a product gathering from a state that fell back misses the TLB far more."""
+    with open('/proc/vmstat') as vmstat:
+        pairs = (line.split() for line in vmstat)
+        return {k: int(v) for k, v in pairs if k in ('thp_fault_alloc', 'thp_fault_fallback')}
+
+
 def operators():
     from graphops.transforms.adjacency import Adjacency
 
@@ -130,6 +145,7 @@ def stage_precompute(rung: Path, budget: int) -> dict:
     for op, rate in operators():
         parts.setdefault(rate, []).append(op)
     start = time.perf_counter()
+    io_before, thp_before = storage_io(), thp_counts()
     stats = []
     for index, (rate, ops) in enumerate(parts.items()):
         record: dict = {}
@@ -146,7 +162,12 @@ def stage_precompute(rung: Path, budget: int) -> dict:
         )
         stats.append(record)
     seconds = time.perf_counter() - start
+    io = {key: value - io_before[key] for key, value in storage_io().items()}
     entries = sum(sum(s['nnz']) for s in stats)
+    phases: dict[str, float] = {}
+    for s in stats:
+        for key, value in s['seconds'].items():
+            phases[key] = phases.get(key, 0.0) + value
     return {
         'seconds': seconds,
         'num_rows': int(rows.numel()),
@@ -158,6 +179,10 @@ def stage_precompute(rung: Path, budget: int) -> dict:
         'slice_width': [s['slice_width'] for s in stats],
         'row_blocks': [s['row_blocks'] for s in stats],
         'store_bytes': dir_bytes(rung / 'store'),
+        'phase_seconds': phases,
+        'storage_read_bytes': io['read_bytes'],
+        'storage_write_bytes': io['write_bytes'],
+        'thp': {key: value - thp_before[key] for key, value in thp_counts().items()},
         'threads': torch.get_num_threads(),
         **peak_rss(),
     }

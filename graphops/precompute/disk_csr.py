@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -109,6 +110,9 @@ class DiskCSR:
         self.device = torch.device(device)
         self.bytes_read = 0
         self.bytes_spilled = 0  # written to and read back from spmm_spill's scratch files
+        # where the time goes, in seconds of the calling thread: waiting for a block's pages,
+        # the products, staging rows to disk and reading them back
+        self.seconds = dict.fromkeys(('wait', 'product', 'stage_write', 'stage_read'), 0.0)
         self._verified: set[int] = set()
         self._buffers = None
 
@@ -209,66 +213,72 @@ class DiskCSR:
             pass  # each product lands in its rows of out
         return out
 
-    def spmm_spill(
-        self,
-        x: Tensor,
-        held: Tensor,
-        scratch: str | os.PathLike,
-        on_block: Callable[[int, int, Tensor], None] | None = None,
-    ) -> Tensor:
-        r"""``M @ x`` on the CPU for a square matrix, with the product's first rows in ``held`` and
-        the rest staged on disk, so that a hop needs one ``[N, w]`` buffer plus what ``held``
-        holds.
+    def spmm_spill(self, buffer: Tensor, at: int, scratch: str | os.PathLike) -> int:
+        r"""``M @ x`` on the CPU for a square matrix, inside one buffer of :math:`N + H` rows that
+        holds ``x = buffer[at:at + N]``; returns ``p``, the product being ``buffer[p:p + N]``.
 
-        Row blocks that end within ``held``'s rows are multiplied into it; each later block is
-        multiplied into one ``[rows_blk, w]`` buffer and appended to the file ``scratch`` with
-        plain writes (page cache, not this process's resident memory). Every block is shown to
-        ``on_block(start, end, product)`` (to keep some of its rows). Once every block has read
-        ``x``, the staged rows are read back over ``x`` and the held rows copied in front of them,
-        and ``x`` is returned; when ``held`` holds every row nothing is staged and ``held`` itself
-        is returned (swap the two buffers for the next hop). Either way the bytes are those of
-        :meth:`spmm`: the same block products.
+        The :math:`H` rows around ``x`` (``buffer[:at]`` and ``buffer[at + N:]``) take the
+        product's first rows (when more of them lie below ``x``) or its last rows, whole row
+        blocks, each at the place it keeps in the result. Every other block's product goes
+        through one ``[rows_blk, w]`` buffer to the file ``scratch`` (plain writes: the page
+        cache, not this process's resident memory) and is read back over ``x`` once every block
+        has read it. So a hop holds one ``[N + H, w]`` buffer, no row is copied twice, the free
+        rows change ends from one hop to the next, and when :math:`H \ge N` nothing is staged.
+        The bytes are those of :meth:`spmm`: the same block products.
 
         Shapes:
-            ``x`` :math:`(N, w)`, ``held`` :math:`(H, w)` with :math:`0 \le H \le N`.
+            ``buffer`` :math:`(N + H, w)` with :math:`0 \le` ``at`` :math:`\le H`.
         """
         if self.num_rows != self.num_cols:
             raise ValueError(f'spmm_spill needs a square matrix, this one is {self.shape}')
-        for name, tensor in (('x', x), ('held', held)):
-            if tensor.device.type != 'cpu' or not tensor.is_contiguous() or tensor.dim() != 2:
-                raise ValueError(f'{name} must be a contiguous 2-D CPU tensor for spmm_spill')
-        if x.size(0) != self.num_cols:
-            raise ValueError(f'x must be [{self.num_cols}, w], got {tuple(x.shape)}')
-        if held.size(0) > x.size(0) or held.size(1) != x.size(1) or held.dtype != x.dtype:
+        if buffer.device.type != 'cpu' or not buffer.is_contiguous() or buffer.dim() != 2:
+            raise ValueError('buffer must be a contiguous 2-D CPU tensor for spmm_spill')
+        n, spare = self.num_rows, buffer.size(0) - self.num_rows
+        if spare < 0 or not 0 <= at <= spare:
             raise ValueError(
-                f'held must be [H, {x.size(1)}] {x.dtype} with H <= {x.size(0)}, got '
-                f'{tuple(held.shape)} {held.dtype}'
+                f'buffer must hold x = buffer[at:at + {n}] with 0 <= at <= rows - {n}, got '
+                f'{buffer.size(0)} rows and at={at}'
             )
-        kept_rows = max((end for _, end, _ in self.blocks if end <= held.size(0)), default=0)
-        spilled = self.max_block_rows if kept_rows < self.num_rows else 0
-        buffer = x.new_empty(spilled, x.size(1))
+        x = buffer[at : at + n]
+        first = at >= spare - at  # more free rows below x than above it
+        if first:  # hold rows [0, split): whole blocks that fit below x
+            split = max((e for _, e, _ in self.blocks if e <= at), default=0)
+            held, staged, placed = (0, split), (split, n), at - split
+        else:  # hold rows [split, n): whole blocks that fit above x
+            split = min((s for s, _, _ in self.blocks if n - s <= spare - at), default=n)
+            held, staged, placed = (split, n), (0, split), at + n - split
+        stage = buffer.new_empty(self.max_block_rows if staged[1] > staged[0] else 0, x.size(1))
         scratch = Path(scratch)
 
-        def target(start: int, end: int) -> Tensor:
-            return held[start:end] if end <= kept_rows else buffer[: end - start]
+        def is_held(start: int, end: int) -> bool:
+            return held[0] <= start and end <= held[1]
 
-        with open(scratch, 'wb') if spilled else nullcontext() as handle:
+        def target(start: int, end: int) -> Tensor:
+            return (
+                buffer[placed + start : placed + end]
+                if is_held(start, end)
+                else stage[: end - start]
+            )
+
+        with open(scratch, 'wb') if stage.numel() else nullcontext() as handle:
             for start, end, product in self._block_products(x, target):
-                if on_block is not None:
-                    on_block(start, end, product)
-                if end > kept_rows:
+                if not is_held(start, end):
+                    started = time.perf_counter()
                     handle.write(memoryview(product.numpy()).cast('B'))
-        if not spilled:
-            return held
-        expected = (self.num_rows - kept_rows) * x.size(1) * x.element_size()
+                    self.seconds['stage_write'] += time.perf_counter() - started
+        if not stage.numel():
+            return placed
+        started = time.perf_counter()
+        rows = buffer[placed + staged[0] : placed + staged[1]]
+        expected = rows.numel() * rows.element_size()
         self.bytes_spilled += expected
         with open(scratch, 'rb') as handle:
-            read = handle.readinto(memoryview(x[kept_rows:].numpy()).cast('B'))
+            read = handle.readinto(memoryview(rows.numpy()).cast('B'))
         scratch.unlink()
+        self.seconds['stage_read'] += time.perf_counter() - started
         if read != expected:
             raise OSError(f'{scratch}: read back {read} of {expected} bytes (disk full?)')
-        x[:kept_rows] = held[:kept_rows]
-        return x
+        return placed
 
     def _block_products(
         self, x: Tensor, target: Callable[[int, int], Tensor]
@@ -278,7 +288,9 @@ class DiskCSR:
         with ThreadPoolExecutor(1) as reader:
             pending = reader.submit(self._map, 0)
             for index, (start, end, _) in enumerate(self.blocks):
+                started = time.perf_counter()
                 views = pending.result()
+                self.seconds['wait'] += time.perf_counter() - started
                 if index + 1 < len(self.blocks):
                     pending = reader.submit(self._map, index + 1)
                 with warnings.catch_warnings():
@@ -293,7 +305,9 @@ class DiskCSR:
                         trust_data=True,
                     )
                 out = target(start, end)
+                started = time.perf_counter()
                 spmm(block, x, out=out)
+                self.seconds['product'] += time.perf_counter() - started
                 del block, views  # unmapped: at most two blocks are mapped at a time
                 yield start, end, out
 

@@ -32,13 +32,18 @@ the hop ends (:func:`plan_columns`). The plan (a
 :class:`~graphops.precompute.plan.PrecomputePlan`) takes the widest slice that
 fits. Nothing else grows with
 :math:`N` or :math:`|\mathcal{E}|`: the features are read one column slice at a time
-(:meth:`ConvertedDataset.read_columns`), every hop multiplies by the matrix one row block at a time
+(:meth:`ConvertedDataset.read_columns`; slices are the outer loop, so the operators after the
+first read a slice back from the page cache rather than the disk), every hop multiplies by the matrix one row block at a time
 (:class:`~graphops.precompute.disk_csr.DiskCSR`), and each hop's kept rows go to the store. So the
 peak resident memory is the budget plus the interpreter and libraries, whatever the graph size.
 
 Row sums run in CSR order as in the in-memory engine (:func:`graphops.precompute.precompute`), so
 the store's arrays are byte-identical to it for the same operators, DropEdge and rows, whatever the
 budget, slice width or row-block size. A run killed at any point resumes with the same bytes.
+
+``stats`` receives where the time went (``stats['seconds']``: reading features, waiting for
+matrix blocks, the products, keeping rows, staging rows on disk and reading them back, writing
+the store), so a slow rung can be told apart from a slow disk.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
@@ -53,6 +59,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from graphops.ops import host_empty
 from graphops.ops.validate import check_index_or_mask
 from graphops.precompute.converted_dataset import ConvertedDataset, check_budget, matrix_name
 from graphops.precompute.disk_csr import DiskCSR
@@ -176,49 +183,47 @@ def plan_budget(
 def run_slice_in_place(
     operator: SIGNOperator,
     matrix: DiskCSR,
-    state: Tensor,
+    read: Callable[[Tensor], Tensor],
+    num_columns: int,
     rows: Tensor | None,
     storage_dtype: torch.dtype,
     scratch: Path,
     held_rows: int,
 ) -> dict[str, np.ndarray]:
-    """All hops of a one-product ``operator`` for the float32 column slice ``state`` ``[N, w]``
-    (:meth:`DiskCSR.spmm_spill`: the first ``held_rows`` rows of each product in a second buffer,
-    the rest staged on disk); each hop's kept rows are copied out of every row block's product as
-    it is made. ``{key: [R, w] array in the storage dtype}``."""
-    n, width = state.shape
-    spare = state.new_empty(min(held_rows, n), width)
-    if rows is None:
-        positions, sorted_rows = None, None
-    else:
-        # rows may come in any order: find each block's rows by binary search in sorted order
-        sorted_rows, positions = torch.sort(rows, stable=True)
+    """All hops of a one-product ``operator`` for a float32 column slice of ``num_columns``,
+    which ``read(out)`` writes into ``out`` ``[N, w]``: one buffer of ``N + held_rows`` rows
+    (:meth:`DiskCSR.spmm_spill`: the rows the spare ones cannot take are staged on disk), and each
+    hop's kept rows gathered from its product. ``{key: [R, w] array in the storage dtype}``."""
+    n = matrix.num_rows
+    held = max(0, min(held_rows, n))
+    buffer = host_empty(n + held, num_columns)
+    at = held  # the features at the top: the first hop holds its first rows below them
+    read(buffer[at : at + n])
     out: dict[str, np.ndarray] = {}
     with torch.inference_mode():
         for hop in range(1, operator.hops + 1):
-            kept = torch.empty(n if rows is None else rows.numel(), width, dtype=storage_dtype)
-            keep = partial(_keep_rows, kept, sorted_rows, positions)
-            product = matrix.spmm_spill(state, spare, scratch, keep)
-            if product is spare:  # every row was held: the buffers swap roles
-                state, spare = spare, state
+            at = matrix.spmm_spill(buffer, at, scratch)
+            product = buffer[at : at + n]
+            kept = product.clone() if rows is None else product[rows]
             out[f'{operator.prefix}{hop}'] = to_storage(kept, storage_dtype)
+            del kept
     return out
 
 
-def _keep_rows(
-    kept: Tensor,
-    sorted_rows: Tensor | None,
-    positions: Tensor | None,
-    start: int,
-    end: int,
-    product: Tensor,
-) -> None:
-    """Copies the kept rows among ``start..end`` of one row block's ``product`` into ``kept``."""
-    if sorted_rows is None:
-        kept[start:end] = product
-        return
-    lo, hi = torch.searchsorted(sorted_rows, torch.tensor([start, end])).tolist()
-    kept[positions[lo:hi]] = product[sorted_rows[lo:hi] - start].to(kept.dtype)
+@contextmanager
+def _timed(seconds: dict[str, float], key: str):
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[key] += time.perf_counter() - started
+
+
+def _read_timed(
+    timer, dataset: ConvertedDataset, start: int, end: int, chunk: int, out: Tensor | None = None
+) -> Tensor:
+    with timer('read_features'):
+        return dataset.read_columns(start, end, out=out, chunk_bytes=chunk)
 
 
 def precompute_out_of_core(
@@ -301,33 +306,42 @@ def precompute_out_of_core(
     )
     read_before = dataset.bytes_read
     chunk = read_chunk_bytes(memory_budget_bytes)
+    seconds = dict.fromkeys(('read_features', 'store_write'), 0.0)
+    timer = partial(_timed, seconds)
+    started_all = time.perf_counter()
     if not store.complete:
         offset = 1 if include_input else 0
-        if include_input:
-            for s in store.pending(0):
-                block = dataset.read_columns(*plan.slices[s], chunk_bytes=chunk)
+        pending = [set(store.pending(g)) for g in range(len(groups))]
+        # slices outer, operators inner: the operators after the first read the slice's columns
+        # back from the page cache, where operators outer read all the features from disk again
+        for s, (start, end) in enumerate(plan.slices):
+            columns = partial(_read_timed, timer, dataset, start, end, chunk)
+            if include_input and s in pending[0]:
+                block = columns()
                 kept = block if rows is None else block[rows]
                 del block
-                store.write(0, s, {INPUT_KEY: to_storage(kept, storage_dtype)})
+                with timer('store_write'):
+                    store.write(0, s, {INPUT_KEY: to_storage(kept, storage_dtype)})
+                del kept
                 if on_slice is not None:
                     on_slice('input', s)
-        for index, (operator, matrix) in enumerate(zip(operators, matrices)):
-            group = index + offset
-            for s in store.pending(group):
-                start, end = plan.slices[s]
+            for index, (operator, matrix) in enumerate(zip(operators, matrices)):
+                group = index + offset
+                if s not in pending[group]:
+                    continue
                 started = time.perf_counter()
-                columns = partial(dataset.read_columns, start, end, chunk_bytes=chunk)
                 if spill and runs_in_place(operator):
                     # what the slice leaves of the budget holds product rows instead of the disk
                     spare = plan.column_budget_bytes - (end - start) * plan.bytes_per_column
                     scratch = store.path / f'{SCRATCH_PREFIX}{group}-{s}.f32'
                     held = max(0, spare // (4 * (end - start)))
                     blocks = run_slice_in_place(
-                        operator, matrix, columns(), rows, storage_dtype, scratch, held
+                        operator, matrix, columns, end - start, rows, storage_dtype, scratch, held
                     )
                 else:  # columns() unnamed: run_slice frees the input after hop 1
                     blocks = run_slice(operator, matrix, columns(), rows, storage_dtype, device)
-                store.write(group, s, blocks)
+                with timer('store_write'):
+                    store.write(group, s, blocks)
                 del blocks
                 if progress:
                     print(
@@ -348,4 +362,9 @@ def precompute_out_of_core(
         stats['slice_width'] = plan.slice_width
         stats['row_blocks'] = [len(m.blocks) for m in matrices]
         stats['nnz'] = [m.nnz for m in matrices]
+        for m in matrices:
+            for key, value in m.seconds.items():
+                seconds[key] = seconds.get(key, 0.0) + value
+        seconds['total'] = time.perf_counter() - started_all
+        stats['seconds'] = seconds
     return FeatureStore(store.path, verify=False)

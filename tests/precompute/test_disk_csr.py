@@ -48,26 +48,28 @@ def test_spmm_gives_the_bytes_of_the_whole_matrix_product(square):
     torch.testing.assert_close(got, torch.from_numpy(dense) @ x, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize('held_rows', [0, 5, 16, 20, 37])
-def test_spmm_spill_gives_spmm_bytes_and_shows_every_block(square, tmp_path, held_rows):
-    """0 rows held: everything staged; 16: two whole blocks held, the rest staged; 5 and 20 end
-    inside a block (only whole blocks are held); 37: nothing staged, the held buffer returned."""
+@pytest.mark.parametrize('spare', [0, 5, 16, 20, 37, 45])
+def test_spmm_spill_gives_spmm_bytes_hop_after_hop(square, tmp_path, spare):
+    """0 spare rows: everything staged; 16: two whole blocks held, the rest staged; 5 and 20 end
+    inside a block (only whole blocks are held); 37 and more: nothing staged. Three hops in one
+    buffer, the free rows changing ends, give the bytes of three spmm calls."""
     _, matrix = square
     x = torch.randn(37, 6)
-    expected = matrix.spmm(x)
-    seen = []
-
-    def on_block(start, end, product):
-        seen.append((start, end))
-        assert torch.equal(product, expected[start:end])
-
-    state, held = x.clone(), torch.empty(held_rows, 6)
+    buffer = torch.full((37 + spare, 6), float('nan'))
+    at = spare
+    buffer[at : at + 37] = x
     scratch = tmp_path / 'scratch.f32'
-    out = matrix.spmm_spill(state, held, scratch, on_block)
-    assert torch.equal(out, expected)  # the same bytes
-    assert out is (held if held_rows == 37 else state)
-    assert seen == [(start, end) for start, end, _ in matrix.blocks]
-    assert not scratch.exists()
+    expected, ends = x, []
+    for _ in range(3):
+        expected = matrix.spmm(expected)
+        at = matrix.spmm_spill(buffer, at, scratch)
+        assert 0 <= at <= spare
+        assert torch.equal(buffer[at : at + 37], expected)  # the same bytes
+        assert not scratch.exists()
+        ends.append(at)
+    assert (matrix.bytes_spilled == 0) == (spare >= 37)  # held whole: nothing went to disk
+    if 16 <= spare < 37:  # the free rows alternate between the two ends of the buffer
+        assert ends[0] < spare / 2 < ends[1]
 
 
 def test_a_leftover_scratch_file_is_overwritten_not_appended_to(square, tmp_path):
@@ -75,22 +77,19 @@ def test_a_leftover_scratch_file_is_overwritten_not_appended_to(square, tmp_path
     x = torch.randn(37, 3)
     scratch = tmp_path / 'scratch.f32'
     scratch.write_bytes(b'\xff' * 10_000)  # from a killed run
-    assert torch.equal(matrix.spmm_spill(x.clone(), torch.empty(8, 3), scratch), matrix.spmm(x))
+    buffer = torch.cat([torch.empty(8, 3), x])
+    at = matrix.spmm_spill(buffer, 8, scratch)
+    assert torch.equal(buffer[at : at + 37], matrix.spmm(x))
 
 
 def test_spmm_spill_rejects_what_it_cannot_overwrite(square, tmp_path):
     _, matrix = square
-    held = torch.empty(0, 2)
-    with pytest.raises(ValueError, match='x must be a contiguous'):
-        matrix.spmm_spill(torch.randn(2, 37).t(), held, tmp_path / 's')
-    with pytest.raises(ValueError, match=r'x must be \[37, w\]'):
-        matrix.spmm_spill(torch.randn(36, 2), held, tmp_path / 's')
-    with pytest.raises(ValueError, match='held must be'):
-        matrix.spmm_spill(torch.randn(37, 2), torch.empty(38, 2), tmp_path / 's')
-    with pytest.raises(ValueError, match='held must be'):
-        matrix.spmm_spill(
-            torch.randn(37, 2), torch.empty(3, 2, dtype=torch.float64), tmp_path / 's'
-        )
+    with pytest.raises(ValueError, match='buffer must be a contiguous'):
+        matrix.spmm_spill(torch.randn(2, 37).t(), 0, tmp_path / 's')
+    with pytest.raises(ValueError, match=r'buffer must hold x'):
+        matrix.spmm_spill(torch.randn(36, 2), 0, tmp_path / 's')
+    with pytest.raises(ValueError, match=r'buffer must hold x'):
+        matrix.spmm_spill(torch.randn(40, 2), 4, tmp_path / 's')
     rect = write(tmp_path / 'r', np.ones((4, 6), dtype=np.float32), 3)
     with pytest.raises(ValueError, match='square'):
-        rect.spmm_spill(torch.randn(6, 2), held, tmp_path / 's')
+        rect.spmm_spill(torch.randn(6, 2), 0, tmp_path / 's')

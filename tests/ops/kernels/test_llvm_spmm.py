@@ -107,6 +107,14 @@ def test_generated_ir_names_its_constants():
     assert 'llvm.prefetch' in ir
 
 
+@pytest.mark.parametrize('width, ahead', [(8, 64), (16, 64), (32, 32), (64, 16), (512, 16)])
+def test_prefetch_keeps_a_fixed_number_of_lines_in_flight(width, ahead):
+    # narrow rows are prefetched more rows ahead: one line a row needs 64 rows to keep 64 lines
+    assert llvm_spmm.prefetch_distance(width * 4) == ahead
+    ir = llvm_spmm.kernel_ir(width, torch.float32, torch.int32, True, False, 32)
+    assert f'%p0_ahead = add i64 %p0_k, {ahead}' in ir
+
+
 def test_row_chunks_cover_rows_with_even_work():
     rowptr = torch.tensor([0, 100, 100, 100, 101, 102, 300]).numpy()
     bounds = row_chunks(rowptr, 3)
