@@ -221,11 +221,19 @@ def run_stage(stage: str, rung: Path, value: int) -> dict:
     return result
 
 
-def run_rung(root: Path, num_nodes: int, budget: int) -> dict:
+def converted_complete(rung: Path) -> bool:
+    manifest = rung / 'converted' / 'manifest.json'
+    return manifest.is_file() and bool(json.loads(manifest.read_text()).get('complete'))
+
+
+def run_rung(root: Path, num_nodes: int, budget: int, keep: bool = False) -> dict:
+    """One rung: generate, convert, precompute. ``keep``: leave the rung's folder in place and
+    reuse its finished generate and convert stages (their recorded results), so the precompute
+    can be measured again on the same converted arrays."""
     rung = root / f'n{num_nodes}'
-    if rung.exists():
+    if rung.exists() and not keep:
         shutil.rmtree(rung)
-    rung.mkdir(parents=True)
+    rung.mkdir(parents=True, exist_ok=True)
     print(f'rung N={num_nodes:,} (budget {budget / GIB:.1f} GiB) in {rung}', flush=True)
     record = {
         'num_nodes': num_nodes,
@@ -233,17 +241,26 @@ def run_rung(root: Path, num_nodes: int, budget: int) -> dict:
         'date': time.strftime('%Y-%m-%d'),
         'cpu_count': os.cpu_count(),
     }
+    raw = rung / 'data' / 'ogbn_papers100M' / 'raw' / 'data.npz'
     try:
-        record['generate'] = run_stage('generate', rung, num_nodes)
-        record['num_edges'] = record['generate']['num_edges']
-        record['convert'] = run_stage('convert', rung, budget)
-        (rung / 'data' / 'ogbn_papers100M' / 'raw' / 'data.npz').unlink()  # converted: not needed
+        for stage, value in (('generate', num_nodes), ('convert', budget)):
+            done = rung / f'.{stage}.json'
+            if keep and done.is_file() and converted_complete(rung):
+                record[stage] = json.loads(done.read_text())
+                print(f'  {stage}: reused', flush=True)
+            else:
+                record[stage] = run_stage(stage, rung, value)
+            if stage == 'generate':
+                record['num_edges'] = record['generate']['num_edges']
+        raw.unlink(missing_ok=True)  # converted: not needed
+        shutil.rmtree(rung / 'store', ignore_errors=True)
         record['precompute'] = run_stage('precompute', rung, budget)
         record['disk_peak_bytes'] = (
             record['generate']['raw_bytes'] + record['convert']['converted_bytes']
         )
     finally:
-        shutil.rmtree(rung, ignore_errors=True)  # the next rung starts on a clean disk
+        if not keep:
+            shutil.rmtree(rung, ignore_errors=True)  # the next rung starts on a clean disk
     return record
 
 
@@ -391,12 +408,51 @@ def table(records: list[dict]) -> str:
     return '\n'.join(lines), proj
 
 
+PHASES = ('read_features', 'wait', 'product', 'stage_write', 'stage_read', 'store_write')
+
+
+def phases_table(records: list[dict]) -> str:
+    """Where each rung's precompute time went (``stats['seconds']``), in ns per edge."""
+    lines = [
+        '| N | slices x width | '
+        + ' | '.join(PHASES)
+        + ' | other | total | disk read (GB) | THP faults (fell back) |',
+        '|---' * (len(PHASES) + 6) + '|',
+    ]
+    for r in records:
+        p = r['precompute']
+        seconds = p.get('phase_seconds')
+        if not seconds:
+            continue
+        per_edge = 1e9 / r['num_edges']
+        other = seconds['total'] - sum(seconds[k] for k in PHASES)
+        thp = p.get('thp', {})
+        lines.append(
+            f'| {r["num_nodes"] / 1e6:.0f}M | {p["slices"][0]} x {p["slice_width"][0]} | '
+            + ' | '.join(f'{seconds[k] * per_edge:.0f}' for k in PHASES)
+            + f' | {other * per_edge:.0f} | {seconds["total"] * per_edge:.0f} '
+            f'| {p["storage_read_bytes"] / 1e9:.1f} '
+            f'| {thp.get("thp_fault_alloc", 0)} ({thp.get("thp_fault_fallback", 0)}) |'
+        )
+    return '\n'.join(lines)
+
+
+def replace_between(doc: str, start: str, end: str, text: str) -> str:
+    head, rest = doc.split(start, 1)
+    first_line, _ = rest.split('\n', 1)
+    _, tail = rest.split(end, 1)
+    return f'{head}{start}{first_line}\n{text}\n{end}{tail}'
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--nodes', type=int, nargs='*', default=[])
     parser.add_argument('--root', type=Path, default=Path('/work/scratch/ladder'))
     parser.add_argument('--budget', type=int, default=4 * GIB)
     parser.add_argument('--plot', action='store_true')
+    parser.add_argument(
+        '--keep', action='store_true', help='keep each rung folder; reuse its generate/convert'
+    )
     parser.add_argument('--child')
     parser.add_argument('--rung', type=Path)
     parser.add_argument('--value', type=int)
@@ -406,7 +462,7 @@ def main(argv=None) -> None:
         child(args.child, args.rung, args.value, args.child_out)
         return
     for num_nodes in args.nodes:
-        record = run_rung(args.root, num_nodes, args.budget)
+        record = run_rung(args.root, num_nodes, args.budget, args.keep)
         save(record)
         print(json.dumps({k: record[k] for k in ('num_nodes', 'num_edges')}), flush=True)
     if args.plot:
@@ -414,13 +470,15 @@ def main(argv=None) -> None:
         plot(records)
         text, proj = table(records)
         print(text)
+        phases = phases_table(records)
+        print(phases)
         readme = HERE / 'papers100m' / 'README.md'
-        start, end = '<!-- ladder table', '<!-- /ladder table -->'
-        doc = readme.read_text()
-        head, rest = doc.split(start, 1)
-        first_line, _ = rest.split('\n', 1)
-        _, tail = rest.split(end, 1)
-        readme.write_text(f'{head}{start}{first_line}\n{text}\n{end}{tail}')
+        doc = replace_between(
+            readme.read_text(), '<!-- ladder table', '<!-- /ladder table -->', text
+        )
+        if '<!-- ladder phases' in doc:
+            doc = replace_between(doc, '<!-- ladder phases', '<!-- /ladder phases -->', phases)
+        readme.write_text(doc)
         print(json.dumps(proj, indent=1))
 
 
