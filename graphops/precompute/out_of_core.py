@@ -189,14 +189,22 @@ def run_slice_in_place(
     storage_dtype: torch.dtype,
     scratch: Path,
     held_rows: int,
+    workspace: dict | None = None,
 ) -> dict[str, np.ndarray]:
     """All hops of a one-product ``operator`` for a float32 column slice of ``num_columns``,
     which ``read(out)`` writes into ``out`` ``[N, w]``: one buffer of ``N + held_rows`` rows
     (:meth:`DiskCSR.spmm_spill`: the rows the spare ones cannot take are staged on disk), and each
-    hop's kept rows gathered from its product. ``{key: [R, w] array in the storage dtype}``."""
+    hop's kept rows gathered from its product. ``{key: [R, w] array in the storage dtype}``.
+    ``workspace`` (a dict) keeps the buffer for the next slice of the same shape: allocated once,
+    its huge pages are faulted in once, not once a slice while the page cache fills the memory."""
     n = matrix.num_rows
     held = max(0, min(held_rows, n))
-    buffer = host_empty(n + held, num_columns)
+    shape = (n + held, num_columns)
+    workspace = {} if workspace is None else workspace
+    if workspace.get('shape') != shape:
+        workspace.clear()  # the old buffer goes before the new one comes: one at a time
+        workspace.update(shape=shape, buffer=host_empty(*shape))
+    buffer = workspace['buffer']
     at = held  # the features at the top: the first hop holds its first rows below them
     read(buffer[at : at + n])
     out: dict[str, np.ndarray] = {}
@@ -312,12 +320,15 @@ def precompute_out_of_core(
     if not store.complete:
         offset = 1 if include_input else 0
         pending = [set(store.pending(g)) for g in range(len(groups))]
+        workspace: dict = {}  # run_slice_in_place's buffer, reused from slice to slice
         # slices outer, operators inner: the operators after the first read the slice's columns
         # back from the page cache, where operators outer read all the features from disk again
         for s, (start, end) in enumerate(plan.slices):
             columns = partial(_read_timed, timer, dataset, start, end, chunk)
             if include_input and s in pending[0]:
-                block = columns()
+                # into the reused buffer when there is one: a second [N, w] would pass the budget
+                reuse = workspace.get('shape', (0, None))[1] == end - start
+                block = columns(workspace['buffer'][:n]) if reuse else columns()
                 kept = block if rows is None else block[rows]
                 del block
                 with timer('store_write'):
@@ -336,7 +347,15 @@ def precompute_out_of_core(
                     scratch = store.path / f'{SCRATCH_PREFIX}{group}-{s}.f32'
                     held = max(0, spare // (4 * (end - start)))
                     blocks = run_slice_in_place(
-                        operator, matrix, columns, end - start, rows, storage_dtype, scratch, held
+                        operator,
+                        matrix,
+                        columns,
+                        end - start,
+                        rows,
+                        storage_dtype,
+                        scratch,
+                        held,
+                        workspace,
                     )
                 else:  # columns() unnamed: run_slice frees the input after hop 1
                     blocks = run_slice(operator, matrix, columns(), rows, storage_dtype, device)
@@ -351,6 +370,7 @@ def precompute_out_of_core(
                     )
                 if on_slice is not None:
                     on_slice(groups[group]['name'], s)
+        workspace.clear()
         store.finalize()
         for leftover in Path(store.path).glob(f'{SCRATCH_PREFIX}*'):
             leftover.unlink()
