@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from graphops.ops import CSR, host_empty, spmm
-from graphops.precompute.feature_store import atomic_write_bytes
+from graphops.precompute.feature_store import atomic_write_bytes, npy_data_offset
 
 META = 'meta.json'
 FORMAT = 'graphops.DiskCSR'
@@ -45,16 +45,6 @@ _PARTS = (('rowptr', np.int32), ('col', np.int32), ('value', np.float32))
 
 class DiskCSRCorruptError(ValueError):
     """A block's bytes do not match the checksum recorded when it was written."""
-
-
-def npy_data_offset(handle) -> tuple[tuple[int, ...], np.dtype]:
-    """Reads an ``.npy`` header from ``handle`` (left at the first data byte): ``(shape, dtype)``."""
-    version = np.lib.format.read_magic(handle)
-    if version == (1, 0):
-        shape, fortran, dtype = np.lib.format.read_array_header_1_0(handle)
-    else:
-        shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
-    return tuple(shape), np.dtype(dtype)
 
 
 def read_npy_into(path: Path, out: np.ndarray) -> np.ndarray:

@@ -13,10 +13,17 @@ compute dtype the products ran on); which
 ``(group, column slice)`` units are done, each with the SHA-256 of the bytes it wrote into each
 array; and, once every unit is done, the SHA-256 of every array file.
 
-Crash safety: every file is written through a temporary file, ``fsync`` and ``os.replace``; a
-unit's columns are flushed to disk (``msync``) *before* the manifest records it as done, so a run
-killed at any point resumes by redoing only the units the manifest does not list, and (the
-computation being deterministic) ends with byte-identical files.
+Until the store is complete, each unit's columns of each key sit in their own file
+(``.<key>.s<slice>.npy``, ``[num_rows, w]``, contiguous); :meth:`FeatureStore.finalize` copies
+them into the row-major arrays a block of rows at a time and deletes them. So every byte is
+written twice, whatever the number of slices: writing a column slice straight into a row-major
+array dirtied every page of it, and each of the ``S`` slices wrote the whole file again.
+
+Crash safety: every file is written through a temporary file, ``fsync`` and ``os.replace``, so a
+unit's slice files are on disk *before* the manifest records it as done; a run killed at any point
+resumes by redoing only the units the manifest does not list (a killed ``finalize`` copies again
+from the slice files), and (the computation being deterministic) ends with byte-identical
+files.
 
 Opening a store checks every recorded checksum (a flipped byte raises
 :class:`FeatureStoreCorruptError`); a writer that finds a store made from another graph, other
@@ -114,6 +121,16 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def npy_data_offset(handle) -> tuple[tuple[int, ...], np.dtype]:
+    """Reads an ``.npy`` header from ``handle`` (left at the first data byte): ``(shape, dtype)``."""
+    version = np.lib.format.read_magic(handle)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(handle)
+    else:
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
+    return tuple(shape), np.dtype(dtype)
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -172,7 +189,6 @@ class FeatureStore:
                 f'{manifest_path} has format version {self.manifest.get("version")}, this '
                 f'graphops reads version {VERSION}; recompute the store'
             )
-        self._arrays: dict[str, np.memmap] = {}
         if verify:
             self.verify()
 
@@ -282,13 +298,8 @@ class FeatureStore:
         numpy_dtype = _STORAGE[self.storage_dtype][1]
         for key in self.keys():
             target = self.path / self.manifest['arrays'][key]['file']
-            if target.exists():
+            if target.exists():  # (filled by finalize: the done units live in slice files)
                 continue
-            if any(key in unit for unit in self.manifest['done'].values()):
-                raise FeatureStoreCorruptError(
-                    f'{target} is missing but the manifest lists work done on it; recompute '
-                    'with overwrite=True'
-                )
             tmp = target.with_name(f'.{target.name}.tmp{os.getpid()}')
             array = np.lib.format.open_memmap(tmp, mode='w+', dtype=numpy_dtype, shape=shape)
             array.flush()
@@ -303,7 +314,8 @@ class FeatureStore:
         return [s for s in range(len(self.slices)) if _unit(group, s) not in done]
 
     def write(self, group: int, slice_index: int, blocks: dict[str, np.ndarray]) -> None:
-        """Writes one column slice of every key of ``group``, flushes it, then records it done.
+        """Writes one column slice of every key of ``group`` (each to its slice file, with
+        ``fsync``), then records it done.
 
         Args:
             blocks: ``{key: [num_rows, end - start] array in the storage dtype}``.
@@ -312,51 +324,72 @@ class FeatureStore:
         keys = self.manifest['groups'][group]['keys']
         if set(blocks) != set(keys):
             raise ValueError(f'group {group} writes keys {keys}, got {sorted(blocks)}')
+        dtype = np.dtype(_STORAGE[self.storage_dtype][1])
         digests = {}
         for key in keys:
-            array = self._writable(key)
             block = blocks[key]
-            if block.shape != (self.num_rows, end - start) or block.dtype != array.dtype:
+            if block.shape != (self.num_rows, end - start) or block.dtype != dtype:
                 raise ValueError(
-                    f'block for {key!r} must be [{self.num_rows}, {end - start}] {array.dtype}, '
+                    f'block for {key!r} must be [{self.num_rows}, {end - start}] {dtype}, '
                     f'got {list(block.shape)} {block.dtype}'
                 )
-            array[:, start:end] = block
-            array.flush()
-            # unmapped after each key: a column slice touches every page of the file, and mapped
-            # pages count towards the process's resident memory (the out-of-core path's budget)
-            del self._arrays[key], array
+            block = np.ascontiguousarray(block)
+            target = self._slice_file(key, slice_index)
+            tmp = target.with_name(f'{target.name}.tmp{os.getpid()}')
+            with open(tmp, 'wb') as handle:
+                np.lib.format.write_array(handle, block, allow_pickle=False)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
             digests[key] = sha256_bytes(block)
+        _fsync_dir(self.path)
         self.manifest['done'][_unit(group, slice_index)] = digests
         self._save_manifest()
 
     def finalize(self) -> None:
-        """Records the SHA-256 of every array file once every unit is done."""
+        """Once every unit is done: copies the slice files into each key's row-major array a
+        block of rows at a time (each page written once), records the SHA-256 of every array
+        file, and deletes the slice files."""
         missing = [(g, s) for g in range(len(self.manifest['groups'])) for s in self.pending(g)]
         if missing:
             raise FeatureStoreError(f'cannot finalize: {len(missing)} column slices not done')
-        self._close()
+        itemsize = np.dtype(_STORAGE[self.storage_dtype][1]).itemsize
+        rows = max(1, _HASH_BLOCK // max(1, self.num_features * itemsize))
+        for key in self.keys():
+            parts = [self._slice(key, s) for s in range(len(self.slices))]
+            # plain writes after the header, not a writable map: its pages would count as this
+            # process's resident memory (the out-of-core path's budget)
+            with open(self.path / self.manifest['arrays'][key]['file'], 'r+b') as handle:
+                npy_data_offset(handle)
+                for r0 in range(0, self.num_rows, rows):
+                    r1 = min(self.num_rows, r0 + rows)
+                    handle.write(np.concatenate([part[r0:r1] for part in parts], axis=1).data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            del parts
         self.manifest['checksums'] = {
             key: sha256_file(self.path / self.manifest['arrays'][key]['file'])
             for key in self.keys()
         }
         self.manifest['complete'] = True
         self._save_manifest()
+        for key in self.keys():
+            for s in range(len(self.slices)):
+                self._slice_file(key, s).unlink(missing_ok=True)
+
+    def _slice_file(self, key: str, slice_index: int) -> Path:
+        return self.path / f'.{key}.s{slice_index}.npy'
+
+    def _slice(self, key: str, slice_index: int) -> np.ndarray:
+        file = self._slice_file(key, slice_index)
+        if not file.is_file():
+            raise FeatureStoreCorruptError(
+                f'{file} is missing but the manifest lists it done; recompute with overwrite=True'
+            )
+        return np.load(file, mmap_mode='r')
 
     def _save_manifest(self) -> None:
         atomic_write_bytes(self.path / MANIFEST, json.dumps(self.manifest, indent=1).encode())
-
-    def _writable(self, key: str) -> np.memmap:
-        if key not in self._arrays or self._arrays[key].mode != 'r+':
-            file = self.path / self.manifest['arrays'][key]['file']
-            self._arrays[key] = np.load(file, mmap_mode='r+')
-        return self._arrays[key]
-
-    def _close(self) -> None:
-        for array in self._arrays.values():
-            if array.mode == 'r+':
-                array.flush()
-        self._arrays.clear()
 
     # --- reading --------------------------------------------------------------------------------
     def keys(self) -> list[str]:
@@ -436,7 +469,7 @@ class FeatureStore:
     # --- checks ---------------------------------------------------------------------------------
     def verify(self) -> None:
         """Checks every recorded checksum: whole files once the store is complete, else the
-        columns of every done unit.
+        slice file of every done unit.
 
         Raises:
             FeatureStoreCorruptError: naming the first file or slice whose bytes differ.
@@ -449,16 +482,14 @@ class FeatureStore:
                 self._check_file(file, self.manifest['checksums'][key])
             return
         for unit, digests in self.manifest['done'].items():
-            start, end = self.slices[int(unit.split('/')[1])]
+            slice_index = int(unit.split('/')[1])
+            start, end = self.slices[slice_index]
             for key, expected in digests.items():
-                file = self.path / self.manifest['arrays'][key]['file']
-                if not file.is_file():
-                    raise FeatureStoreCorruptError(f'{file} is missing')
-                columns = np.load(file, mmap_mode='r')[:, start:end]
-                if sha256_bytes(columns) != expected:
+                if sha256_bytes(self._slice(key, slice_index)) != expected:
                     raise FeatureStoreCorruptError(
-                        f'{file}: columns [{start}, {end}) do not match their recorded SHA-256; '
-                        'the file was modified or damaged. Recompute with overwrite=True'
+                        f'{self._slice_file(key, slice_index)}: columns [{start}, {end}) of '
+                        f'{key!r} do not match their recorded SHA-256; the file was modified or '
+                        'damaged. Recompute with overwrite=True'
                     )
 
     @staticmethod

@@ -77,14 +77,31 @@ def test_flipped_byte_is_detected(tmp_path):
 def test_flipped_byte_in_done_slice_of_incomplete_store(tmp_path):
     store = make(tmp_path / 's')
     store.write(1, 0, {k: np.ones((5, 2), np.float32) for k in ['a1', 'a2']})
-    array = np.load(tmp_path / 's' / 'a2.npy', mmap_mode='r+')
+    array = np.load(tmp_path / 's' / '.a2.s0.npy', mmap_mode='r+')  # the unit's slice file
     array[3, 1] = 7.0
     array.flush()
     del array
-    with pytest.raises(FeatureStoreCorruptError, match=r'columns \[0, 2\)'):
+    with pytest.raises(FeatureStoreCorruptError, match=r"columns \[0, 2\) of 'a2'"):
         FeatureStore(tmp_path / 's')
     with pytest.raises(FeatureStoreCorruptError):
         make(tmp_path / 's')  # resuming checks the done slices too
+    (tmp_path / 's' / '.a2.s0.npy').unlink()
+    with pytest.raises(FeatureStoreCorruptError, match='missing'):
+        FeatureStore(tmp_path / 's')
+
+
+def test_slices_wait_in_their_own_files_until_finalize(tmp_path):
+    store = make(tmp_path / 's')
+    fill(store)
+    assert sorted(p.name for p in (tmp_path / 's').glob('.*.npy')) == [
+        f'.{k}.s{s}.npy' for k in ('a1', 'a2', 'x') for s in (0, 1)
+    ]
+    assert not np.load(tmp_path / 's' / 'a1.npy').any()  # written once, by finalize
+    store.finalize()
+    assert not list((tmp_path / 's').glob('.*.npy'))
+    np.testing.assert_array_equal(
+        np.load(tmp_path / 's' / 'a1.npy'), np.array([[2.0, 2, 3, 3]] * 5, np.float32)
+    )
 
 
 def test_resume_keeps_done_slices_and_mismatch_is_reported(tmp_path):
