@@ -42,9 +42,13 @@ from torch import Tensor
 
 from graphops.ops import host_empty
 from graphops.ops.validate import check_finite
-from graphops.precompute.disk_csr import DiskCSR, DiskCSRCorruptError, save_npy_atomic
+from graphops.precompute.disk_csr import DiskCSR, DiskCSRCorruptError
 from graphops.precompute.dropedge import keep_mask
-from graphops.precompute.feature_store import atomic_write_bytes, npy_data_offset
+from graphops.precompute.feature_store import (
+    atomic_write_bytes,
+    npy_data_offset,
+    save_npy_atomic,
+)
 from graphops.precompute.npy_member import NpyMember
 from graphops.transforms.adjacency import Adjacency
 

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from graphops.ops import CSR, host_empty, spmm
-from graphops.precompute.feature_store import atomic_write_bytes, npy_data_offset
+from graphops.precompute.feature_store import atomic_write_bytes, npy_data_offset, save_npy_atomic
 
 META = 'meta.json'
 FORMAT = 'graphops.DiskCSR'
@@ -58,17 +58,6 @@ def read_npy_into(path: Path, out: np.ndarray) -> np.ndarray:
         if handle.readinto(memoryview(view).cast('B')) != view.nbytes:
             raise DiskCSRCorruptError(f'{path} is truncated')
     return view
-
-
-def save_npy_atomic(path: Path, array: np.ndarray) -> str:
-    """``np.save`` to a temporary name, fsync, rename; returns the SHA-256 of the data bytes."""
-    tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
-    with open(tmp, 'wb') as handle:
-        np.lib.format.write_array(handle, np.ascontiguousarray(array), allow_pickle=False)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    return hashlib.sha256(np.ascontiguousarray(array).data).hexdigest()
 
 
 class DiskCSR:

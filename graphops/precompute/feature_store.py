@@ -131,6 +131,17 @@ def npy_data_offset(handle) -> tuple[tuple[int, ...], np.dtype]:
     return tuple(shape), np.dtype(dtype)
 
 
+def save_npy_atomic(path: Path, array: np.ndarray) -> str:
+    """``np.save`` to a temporary name, fsync, rename; returns the SHA-256 of the data bytes."""
+    tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
+    with open(tmp, 'wb') as handle:
+        np.lib.format.write_array(handle, np.ascontiguousarray(array), allow_pickle=False)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    return hashlib.sha256(np.ascontiguousarray(array).data).hexdigest()
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -333,15 +344,7 @@ class FeatureStore:
                     f'block for {key!r} must be [{self.num_rows}, {end - start}] {dtype}, '
                     f'got {list(block.shape)} {block.dtype}'
                 )
-            block = np.ascontiguousarray(block)
-            target = self._slice_file(key, slice_index)
-            tmp = target.with_name(f'{target.name}.tmp{os.getpid()}')
-            with open(tmp, 'wb') as handle:
-                np.lib.format.write_array(handle, block, allow_pickle=False)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, target)
-            digests[key] = sha256_bytes(block)
+            digests[key] = save_npy_atomic(self._slice_file(key, slice_index), block)
         _fsync_dir(self.path)
         self.manifest['done'][_unit(group, slice_index)] = digests
         self._save_manifest()

@@ -33,8 +33,8 @@ the hop ends (:func:`plan_columns`). The plan (a
 fits. Nothing else grows with
 :math:`N` or :math:`|\mathcal{E}|`: the features are read one column slice at a time
 (:meth:`ConvertedDataset.read_columns`; slices are the outer loop, so the operators after the
-first read a slice back from the page cache rather than the disk), every hop multiplies by the matrix one row block at a time
-(:class:`~graphops.precompute.disk_csr.DiskCSR`), and each hop's kept rows go to the store. So the
+first read a slice back from the page cache rather than the disk), every hop multiplies by the
+matrix one row block at a time (:class:`~graphops.precompute.disk_csr.DiskCSR`), and each hop's kept rows go to the store. So the
 peak resident memory is the budget plus the interpreter and libraries, whatever the graph size.
 
 Row sums run in CSR order as in the in-memory engine (:func:`graphops.precompute.precompute`), so
@@ -42,8 +42,8 @@ the store's arrays are byte-identical to it for the same operators, DropEdge and
 budget, slice width or row-block size. A run killed at any point resumes with the same bytes.
 
 ``stats`` receives where the time went (``stats['seconds']``: reading features, waiting for
-matrix blocks, the products, keeping rows, staging rows on disk and reading them back, writing
-the store), so a slow rung can be told apart from a slow disk.
+matrix blocks, the products, staging rows on disk and reading them back, writing the store), so
+a slow rung can be told apart from a slow disk.
 """
 
 from __future__ import annotations
@@ -183,30 +183,17 @@ def plan_budget(
 def run_slice_in_place(
     operator: SIGNOperator,
     matrix: DiskCSR,
-    read: Callable[[Tensor], Tensor],
-    num_columns: int,
+    buffer: Tensor,
+    at: int,
     rows: Tensor | None,
     storage_dtype: torch.dtype,
     scratch: Path,
-    held_rows: int,
-    workspace: dict | None = None,
 ) -> dict[str, np.ndarray]:
-    """All hops of a one-product ``operator`` for a float32 column slice of ``num_columns``,
-    which ``read(out)`` writes into ``out`` ``[N, w]``: one buffer of ``N + held_rows`` rows
-    (:meth:`DiskCSR.spmm_spill`: the rows the spare ones cannot take are staged on disk), and each
-    hop's kept rows gathered from its product. ``{key: [R, w] array in the storage dtype}``.
-    ``workspace`` (a dict) keeps the buffer for the next slice of the same shape: allocated once,
-    its huge pages are faulted in once, not once a slice while the page cache fills the memory."""
+    """All hops of a one-product ``operator`` for the float32 column slice ``buffer[at:at + N]``
+    inside one ``[N + H, w]`` buffer (:meth:`DiskCSR.spmm_spill`: the rows the ``H`` spare ones
+    cannot take are staged on disk; the slice is overwritten), each hop's kept rows gathered from
+    its product. ``{key: [R, w] array in the storage dtype}``."""
     n = matrix.num_rows
-    held = max(0, min(held_rows, n))
-    shape = (n + held, num_columns)
-    workspace = {} if workspace is None else workspace
-    if workspace.get('shape') != shape:
-        workspace.clear()  # the old buffer goes before the new one comes: one at a time
-        workspace.update(shape=shape, buffer=host_empty(*shape))
-    buffer = workspace['buffer']
-    at = held  # the features at the top: the first hop holds its first rows below them
-    read(buffer[at : at + n])
     out: dict[str, np.ndarray] = {}
     with torch.inference_mode():
         for hop in range(1, operator.hops + 1):
@@ -225,6 +212,15 @@ def _timed(seconds: dict[str, float], key: str):
         yield
     finally:
         seconds[key] += time.perf_counter() - started
+
+
+def _buffer(reused: dict[tuple[int, int], Tensor], num_rows: int, width: int) -> Tensor:
+    """The ``[num_rows, width]`` float32 host buffer kept in ``reused``; a buffer of another shape
+    is dropped before the new one is allocated, so one is held at a time."""
+    if (num_rows, width) not in reused:
+        reused.clear()
+        reused[num_rows, width] = host_empty(num_rows, width)
+    return reused[num_rows, width]
 
 
 def _read_timed(
@@ -320,15 +316,22 @@ def precompute_out_of_core(
     if not store.complete:
         offset = 1 if include_input else 0
         pending = [set(store.pending(g)) for g in range(len(groups))]
-        workspace: dict = {}  # run_slice_in_place's buffer, reused from slice to slice
+        # a staged hop's [N + H, w] buffer, allocated once and reused slice after slice: its huge
+        # pages are faulted in once, not once a slice while the page cache fills the memory
+        reused: dict[tuple[int, int], Tensor] = {}
         # slices outer, operators inner: the operators after the first read the slice's columns
         # back from the page cache, where operators outer read all the features from disk again
         for s, (start, end) in enumerate(plan.slices):
+            width = end - start
             columns = partial(_read_timed, timer, dataset, start, end, chunk)
+            # what the slice leaves of the budget holds product rows instead of the disk
+            spare = plan.column_budget_bytes - width * plan.bytes_per_column
+            held = min(n, max(0, spare // (4 * width)))
+            loaded = False  # whether the buffer holds this slice's features at row `held`
             if include_input and s in pending[0]:
-                # into the reused buffer when there is one: a second [N, w] would pass the budget
-                reuse = workspace.get('shape', (0, None))[1] == end - start
-                block = columns(workspace['buffer'][:n]) if reuse else columns()
+                into = _buffer(reused, n + held, width)[held : held + n] if spill else None
+                block = columns(into)
+                loaded = spill
                 kept = block if rows is None else block[rows]
                 del block
                 with timer('store_write'):
@@ -342,22 +345,18 @@ def precompute_out_of_core(
                     continue
                 started = time.perf_counter()
                 if spill and runs_in_place(operator):
-                    # what the slice leaves of the budget holds product rows instead of the disk
-                    spare = plan.column_budget_bytes - (end - start) * plan.bytes_per_column
+                    buffer = _buffer(reused, n + held, width)
+                    if not loaded:
+                        columns(buffer[held : held + n])
+                    loaded = False  # the hops overwrite it
                     scratch = store.path / f'{SCRATCH_PREFIX}{group}-{s}.f32'
-                    held = max(0, spare // (4 * (end - start)))
                     blocks = run_slice_in_place(
-                        operator,
-                        matrix,
-                        columns,
-                        end - start,
-                        rows,
-                        storage_dtype,
-                        scratch,
-                        held,
-                        workspace,
+                        operator, matrix, buffer, held, rows, storage_dtype, scratch
                     )
+                    del buffer
                 else:  # columns() unnamed: run_slice frees the input after hop 1
+                    reused.clear()  # its two [N, w] buffers take the budget
+                    loaded = False
                     blocks = run_slice(operator, matrix, columns(), rows, storage_dtype, device)
                 with timer('store_write'):
                     store.write(group, s, blocks)
@@ -370,7 +369,7 @@ def precompute_out_of_core(
                     )
                 if on_slice is not None:
                     on_slice(groups[group]['name'], s)
-        workspace.clear()
+        reused.clear()
         store.finalize()
         for leftover in Path(store.path).glob(f'{SCRATCH_PREFIX}*'):
             leftover.unlink()
