@@ -37,6 +37,7 @@ from graphops.ops.validate import (
     check_num_nodes,
     check_same_device,
     defers_value_checks,
+    named_size,
 )
 
 _INT32_MAX = 2**31 - 1
@@ -129,8 +130,8 @@ class CSR:
         ends = torch.stack([self.rowptr[0], self.rowptr[-1] - self.nnz]).long()
         check_condition(
             (ends == 0).all() & (steps >= 0).all(),
-            f'CSR rowptr must start at 0, never decrease and end at nnz = {self.nnz}; build the '
-            'matrix with graphops.ops.to_csr',
+            f'CSR rowptr must start at 0, never decrease and end at {named_size("nnz", self.nnz)}; '
+            'build the matrix with graphops.ops.to_csr',
         )
         return self
 

@@ -15,7 +15,13 @@ from torch import Tensor
 
 from graphops.ops import dispatch
 from graphops.ops.kernels import pool as pool_kernels
-from graphops.ops.validate import check_float, check_index, check_length, check_same_device
+from graphops.ops.validate import (
+    check_condition,
+    check_float,
+    check_index,
+    check_length,
+    check_same_device,
+)
 
 
 def check_ratio(ratio) -> float | int:
@@ -43,11 +49,11 @@ def check_batch(batch, num_nodes: int, name: str = 'batch') -> Tensor:
     :class:`~torch_geometric.data.Batch` makes it."""
     check_index(batch, name)
     check_length(batch, num_nodes, name, 'the number of nodes (x.size(0))')
-    if batch.numel() > 1 and not bool((batch[1:] >= batch[:-1]).all()):
-        raise ValueError(
-            f'{name} must be sorted (non-decreasing), as torch_geometric.data.Batch makes it: '
-            'the nodes of each graph must be contiguous; reorder the nodes by graph first'
-        )
+    check_condition(
+        (batch[1:] >= batch[:-1]).all(),
+        f'{name} must be sorted (non-decreasing), as torch_geometric.data.Batch makes it: the '
+        'nodes of each graph must be contiguous; reorder the nodes by graph first',
+    )
     return batch
 
 

@@ -88,6 +88,13 @@ def defers_value_checks(tensor: Tensor) -> bool:
     return torch.compiler.is_compiling() or tensor.device.type != 'cpu'
 
 
+def named_size(name: str, value) -> str:
+    """``'name = value'`` for an error message; only ``name`` under ``torch.compile``, where the
+    size may be symbolic and formatting it would specialise the graph to it (a recompile for
+    every other size)."""
+    return name if torch.compiler.is_compiling() else f'{name} = {value}'
+
+
 def check_tensor(value, name: str) -> Tensor:
     if not isinstance(value, Tensor):
         raise TypeError(f'{name} must be a torch.Tensor, got {type(value).__name__}')
@@ -119,7 +126,7 @@ def check_index(
     if index.numel() == 0:
         return index
     if defers_value_checks(index):
-        bound = f' and < {upper_name or upper} = {upper}' if upper is not None else ''
+        bound = '' if upper is None else f' and < {named_size(upper_name or "the size", upper)}'
         ok = (index >= 0).all()
         if upper is not None:
             ok = ok & (index < upper).all()
@@ -170,13 +177,16 @@ def check_edge_index(edge_index, name: str = 'edge_index') -> Tensor:
 
 
 def check_finite(value: Tensor, name: str) -> Tensor:
-    floating = value.is_floating_point() or value.is_complex()
-    if not floating or value.numel() == 0:
+    if not (value.is_floating_point() or value.is_complex()):
         return value
     if defers_value_checks(value):
+        # No early return on an empty tensor here: its size may be data-dependent under compile
+        # (a guard on it cannot be traced), and all() of an empty tensor is true anyway.
         with torch.no_grad():
             finite = torch.isfinite(value).all()
         torch._assert_async(finite, f'{name} contains NaN or Inf; clean it (e.g. torch.nan_to_num)')
+        return value
+    if value.numel() == 0:
         return value
     # Any NaN/Inf makes the sum non-finite, so a finite sum clears the tensor in one reduction
     # without a bool tensor; a non-finite sum (or a finite tensor whose sum overflows) gets the

@@ -68,7 +68,7 @@ def test_value_checks_trace_without_a_graph_break_and_still_fail():
     assert explained.graph_break_count == 0
     compiled = torch.compile(_checked, backend='aot_eager', fullgraph=True)
     assert torch.equal(compiled(index, x), x[index])
-    with pytest.raises(RuntimeError, match='index must hold indices >= 0 and < num_nodes = 4'):
+    with pytest.raises(RuntimeError, match='index must hold indices >= 0 and < num_nodes'):
         compiled(torch.tensor([0, 4, 1]), x)
     with pytest.raises(RuntimeError, match='index must hold indices >= 0'):
         compiled(torch.tensor([0, -1, 1]), x)
