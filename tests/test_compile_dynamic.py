@@ -142,3 +142,20 @@ def test_score_dependent_pooling_compiles_with_graph_breaks(name):
     compiled = torch.compile(model, backend='eager')
     for args in calls:
         torch.testing.assert_close(_first(compiled(*args)), _first(model(*args)))
+
+
+def test_default_compile_settles_after_one_recompile():
+    """``torch.compile(fullgraph=True)`` with the default ``dynamic=None``, as most loops call it:
+    the first size is traced static, the second marks the sizes dynamic, and no later batch
+    recompiles; ten sizes pass the recompile limit (eight) that failed the loop before."""
+    torch.manual_seed(0)
+    conv = RGCNConv(IN, 4, 3, cached=False)
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    compiled = torch.compile(conv, backend=counter, fullgraph=True)
+    for seed, num_nodes in enumerate(range(10, 30, 2)):
+        graph = _graph(num_nodes, seed)
+        edge_type = torch.arange(graph.edge_index.size(1)) % 3
+        args = (graph.x, graph.edge_index, edge_type)
+        torch.testing.assert_close(compiled(*args), conv(*args))
+    assert counter.frame_count == 2
