@@ -14,8 +14,8 @@ import torch
 from torch import Tensor
 
 from graphops.ops.validate import (
+    check_batch,
     check_condition,
-    check_index,
     check_length,
     check_same_device,
     check_tensor,
@@ -46,22 +46,13 @@ def graph_sizes(batch: Tensor | None, num_nodes: int, name: str = 'batch') -> Te
         if num_nodes == 0:
             raise ValueError('the graph has no nodes; pass a graph with at least one node')
         return torch.tensor([num_nodes], dtype=torch.long)
-    check_index(batch, name)
-    check_length(batch, num_nodes, name, 'the number of nodes')
+    check_batch(batch, num_nodes, name)
     if num_nodes == 0:
         raise ValueError(f'{name} is empty: the batch has no nodes; pass at least one graph')
-    if torch.compiler.is_compiling():  # the same checks without reading values back
+    if torch.compiler.is_compiling():  # the same check without reading values back
         sizes = torch.bincount(batch.long())
-        check_condition(
-            (batch[1:] >= batch[:-1]).all() & (sizes > 0).all(),
-            f'{name} must be sorted (non-decreasing) and use every graph id from 0 up',
-        )
+        check_condition((sizes > 0).all(), f'{name} must use every graph id from 0 up')
         return sizes
-    if bool((batch[1:] < batch[:-1]).any()):
-        raise ValueError(
-            f'{name} must be sorted (non-decreasing), as PyG batches are; sort the nodes by graph '
-            f'first (e.g. perm = {name}.argsort(stable=True))'
-        )
     sizes = torch.bincount(batch.long())
     if bool((sizes == 0).any()):
         empty = int((sizes == 0).nonzero()[0])

@@ -15,13 +15,7 @@ from torch import Tensor
 
 from graphops.ops import dispatch
 from graphops.ops.kernels import pool as pool_kernels
-from graphops.ops.validate import (
-    check_condition,
-    check_float,
-    check_index,
-    check_length,
-    check_same_device,
-)
+from graphops.ops.validate import check_batch, check_float, check_same_device
 
 
 def check_ratio(ratio) -> float | int:
@@ -42,19 +36,6 @@ def check_ratio(ratio) -> float | int:
             f'ratio as an int is the number k of nodes to keep, must be >= 1, got {ratio}'
         )
     return ratio
-
-
-def check_batch(batch, num_nodes: int, name: str = 'batch') -> Tensor:
-    """A ``[num_nodes]`` integer graph-assignment vector, sorted (non-decreasing), as PyG's
-    :class:`~torch_geometric.data.Batch` makes it."""
-    check_index(batch, name)
-    check_length(batch, num_nodes, name, 'the number of nodes (x.size(0))')
-    check_condition(
-        (batch[1:] >= batch[:-1]).all(),
-        f'{name} must be sorted (non-decreasing), as torch_geometric.data.Batch makes it: the '
-        'nodes of each graph must be contiguous; reorder the nodes by graph first',
-    )
-    return batch
 
 
 def keep_counts(num_nodes_per_graph: Tensor, ratio: float | int) -> Tensor:

@@ -146,6 +146,20 @@ def check_index(
     return index
 
 
+def check_batch(batch, num_nodes: int, name: str = 'batch') -> Tensor:
+    """A ``[num_nodes]`` integer graph-assignment vector, sorted (non-decreasing), as PyG's
+    :class:`~torch_geometric.data.Batch` makes it (graph ids may be skipped)."""
+    check_index(batch, name)
+    check_length(batch, num_nodes, name, 'the number of nodes (x.size(0))')
+    check_condition(
+        (batch[1:] >= batch[:-1]).all(),
+        f'{name} must be sorted (non-decreasing), as torch_geometric.data.Batch makes it: the '
+        f'nodes of each graph must be contiguous; sort them by graph first (e.g. perm = '
+        f'{name}.argsort(stable=True))',
+    )
+    return batch
+
+
 def check_index_or_mask(index, name: str, *, size: int, size_name: str = 'num_nodes') -> Tensor:
     """Node ids in ``[0, size)`` or, as PyG accepts, a bool mask of length ``size``; returns the
     ids as ``torch.long`` (a mask becomes ``mask.nonzero().view(-1)``, in increasing order)."""

@@ -11,8 +11,13 @@ from graphops.nn.models.gcn_propagation import GCNPropagation
 from graphops.nn.pool.gpool import GPool
 from graphops.nn.pool.gunpool import GUnpool
 from graphops.ops import to_csr
-from graphops.ops.topk import check_batch, check_ratio
-from graphops.ops.validate import check_node_features, check_nonempty_graph, check_same_device
+from graphops.ops.topk import check_ratio
+from graphops.ops.validate import (
+    check_batch,
+    check_node_features,
+    check_nonempty_graph,
+    check_same_device,
+)
 
 
 def resolve_activation(act) -> Callable[[Tensor], Tensor]:

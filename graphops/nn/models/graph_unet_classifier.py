@@ -15,8 +15,12 @@ from graphops.nn.models.graph_unet import (
 from graphops.nn.pool.gpool import GPool
 from graphops.nn.pool.gunpool import GUnpool
 from graphops.ops import to_csr
-from graphops.ops.topk import check_batch
-from graphops.ops.validate import check_node_features, check_nonempty_graph, check_same_device
+from graphops.ops.validate import (
+    check_batch,
+    check_node_features,
+    check_nonempty_graph,
+    check_same_device,
+)
 
 
 def graph_readout(x: Tensor, batch: Tensor, num_graphs: int) -> Tensor:

@@ -10,8 +10,9 @@ from graphops.ops import to_csr
 from graphops.ops.csr import CSR
 from graphops.ops.induced import augmented_subgraph, induced_edge_index, induced_subgraph
 from graphops.ops.optional import is_sparse_tensor
-from graphops.ops.topk import check_batch, check_ratio, topk
+from graphops.ops.topk import check_ratio, topk
 from graphops.ops.validate import (
+    check_batch,
     check_condition,
     check_edge_index,
     check_edge_weight,
