@@ -106,8 +106,9 @@ class GTLayer(Module):
         product_norm (str, optional): ``'each'`` (every product row-normalised, the new
             selection on the source side: the paper's eq. 5) or ``'between'`` (HGB's code: the
             previous product's diagonal dropped and its rows normalised, the new selection on
-            the aggregating side, the product itself left raw). ``'between'`` runs eagerly only
-            (no :meth:`prepare`). (default: ``'each'``)
+            the aggregating side, the product itself left raw). A ``'between'`` layer is planned
+            through :meth:`GTN.prepare <graphops.nn.models.GTN.prepare>` (its rows depend on
+            the next layer's), not by its own :meth:`prepare`. (default: ``'each'``)
 
     Shapes:
         - **input:** ``edge_index`` :math:`(2, E)`, ``edge_type`` :math:`(E)`, ``num_nodes``
@@ -212,8 +213,8 @@ class GTLayer(Module):
             )
         if self.product_norm != 'each':
             raise ValueError(
-                "prepare() plans product_norm='each' only; product_norm='between' runs eagerly "
-                '(call the layer without prepare(), outside torch.compile)'
+                "GTLayer.prepare() plans product_norm='each' only; a 'between' layer's rows "
+                'depend on the next layer: prepare the GTN that holds it (GTN.prepare)'
             )
         num_nodes = check_edge_type_stack(
             edge_index, edge_type, num_nodes, None, self.num_edge_types
@@ -291,11 +292,26 @@ class GTLayer(Module):
         product: ProductPlan,
         prev_values: Tensor | None = None,
         select: Tensor | None = None,
+        *,
+        step: BetweenStep | None = None,
     ) -> Tensor:
         """:meth:`propagate` on a planned product (static shapes, for ``torch.compile``):
-        ``[C, product.nnz]`` values of the row-normalised products. ``prev_values`` ``[C, nnz]``
-        are the previous layer's values (later layers); ``select`` the stack entries of the
-        first layer's rows (``node_index``)."""
+        ``[C, product.nnz]`` values of the products (row-normalised with ``'each'``).
+        ``prev_values`` ``[C, nnz]`` are the previous layer's values (later layers); ``select``
+        the stack entries of the first layer's rows (``node_index``); with
+        ``product_norm='between'``, ``step`` is the layer's :meth:`plan_between`."""
+        if self.product_norm == 'between':
+            if step is None:
+                raise ValueError("product_norm='between' needs the layer's plan_between() step")
+            left = self.conv1.combine(stack, element_weight)
+            if step.select is not None:
+                left = left.index_select(1, step.select)
+            if self.first:
+                right = self.conv2.combine(stack, element_weight)
+            else:  # HGB's norm of the previous product: diagonal dropped, rows summing to one
+                kept = prev_values.index_select(1, step.keep)
+                right = _row_normalized(kept, step.kept_row, step.prev_rows)
+            return planned_spgemm(product, left, right)
         if self.first:
             left = self.conv1.combine(stack, element_weight)
             if select is not None:
@@ -304,10 +320,43 @@ class GTLayer(Module):
         else:
             left, right = prev_values, self.conv1.combine(stack, element_weight)
         values = planned_spgemm(product, left, right)
-        degree = values.new_zeros(values.size(0), product.num_rows)
-        degree = degree.index_add(1, product.row, values)
-        inverse = torch.where(degree != 0, 1.0 / degree, torch.zeros_like(degree))
-        return values * inverse.index_select(1, product.row)
+        return _row_normalized(values, product.row, product.num_rows)
+
+    def plan_between(
+        self,
+        pattern: CSR,
+        rows: Tensor | None,
+        prev: ProductPlan | None = None,
+        prev_rows: Tensor | None = None,
+    ) -> tuple[BetweenStep, ProductPlan]:
+        """Eagerly, for ``product_norm='between'``: the structure of this layer's product on the
+        edge-type union ``pattern``, for the rows ``rows`` (``None``: every node) and, for a later
+        layer, the previous layer's product ``prev`` with its rows ``prev_rows`` (as
+        :meth:`propagate` takes them). :meth:`propagate_planned` then forms the values."""
+        select, left = None, pattern
+        if rows is not None:
+            entry = pattern.with_value(
+                torch.arange(pattern.nnz, dtype=torch.float64, device=pattern.col.device)
+            )
+            chosen = entry.select_rows(rows)
+            select, left = chosen.value.long(), chosen.with_value(None)
+        if self.first:
+            return BetweenStep(select, None, None, 0), product_plan(left, pattern)
+        h = prev.csr()
+        if prev_rows is not None:
+            left = _columns_to_rows_of(left, prev_rows)
+        keep = _off_diagonal(h, prev_rows).nonzero().view(-1)
+        kept_row = h.row().long().index_select(0, keep)
+        right = CSR.from_coo(
+            kept_row,
+            h.col.long().index_select(0, keep),
+            None,
+            h.num_rows,
+            h.num_cols,
+            is_sorted=True,
+            trust_data=True,
+        )
+        return BetweenStep(select, keep, kept_row, h.num_rows), product_plan(left, right)
 
     def propagate(
         self,
@@ -418,17 +467,47 @@ def _columns_to_rows_of(q: CSR, rows: Tensor) -> CSR:
     return CSR(q.rowptr, col.to(dtype), q.value, q.num_rows, rows.numel(), trust_data=True)
 
 
+def _off_diagonal(h: CSR, rows: Tensor | None) -> Tensor:
+    """``[nnz]`` bool: the entries of ``h`` off the diagonal (row ``r`` is node ``rows[r]``, or
+    node ``r``)."""
+    row = h.row()  # index dtype (int32 for most graphs): these are the widest products
+    node = row if rows is None else rows.to(row.dtype)[row.long()]
+    return node != h.col
+
+
+def _row_normalized(values: Tensor, row: Tensor, num_rows: int) -> Tensor:
+    """``[C, nnz]`` entry values divided by their row's sum (rows summing to zero stay zero)."""
+    degree = values.new_zeros(values.size(0), num_rows).index_add(1, row, values)
+    inverse = torch.where(degree != 0, 1.0 / degree, torch.zeros_like(degree))
+    return values * inverse.index_select(1, row)
+
+
 def _drop_diagonal_rw(h: CSR, rows: Tensor | None) -> CSR:
     """HGB's ``GTN.norm`` between layers: the diagonal dropped (row ``r`` is node ``rows[r]``,
     or node ``r``), then every row divided by its sum (empty rows stay empty)."""
-    row = h.row()  # index dtype (int32 for most graphs): these are the widest products
-    node = row if rows is None else rows.to(row.dtype)[row.long()]
-    keep = node != h.col
+    row = h.row()
+    keep = _off_diagonal(h, rows)
     value = h.values()[keep]
     kept = CSR.from_coo(
         row[keep], h.col[keep], value, h.num_rows, h.num_cols, is_sorted=True, trust_data=True
     )
     return normalize(kept, 'rw', dtype=value.dtype)
+
+
+@dataclass(eq=False)
+class BetweenStep:
+    """One layer of a planned ``product_norm='between'`` GTN (:meth:`GTLayer.plan_between`): the
+    stack entries of the layer's rows (``None``: every node) and, for a later layer, the entries
+    of the previous product off the diagonal, their rows and the previous product's row count.
+
+    Shapes:
+        ``select``: :math:`(nnz_{rows})`; ``keep``, ``kept_row``: :math:`(nnz_{kept})`.
+    """
+
+    select: Tensor | None
+    keep: Tensor | None
+    kept_row: Tensor | None
+    prev_rows: int
 
 
 @dataclass(eq=False)

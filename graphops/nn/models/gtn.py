@@ -12,7 +12,7 @@ from torch import Tensor
 from torch.nn import Linear, Module, ModuleList, Parameter
 
 from graphops.nn.conv.gt_conv import GTConv
-from graphops.nn.conv.gt_layer import PRODUCT_NORMS, GTLayer
+from graphops.nn.conv.gt_layer import PRODUCT_NORMS, BetweenStep, GTLayer
 from graphops.ops.cache import InputCache
 from graphops.ops.csr import CSR
 from graphops.ops.edge_type import (
@@ -135,7 +135,7 @@ class GTN(Module):
         topk (int, optional): GTN's per-row pruning of every product. (default: :obj:`None`)
         product_norm (str, optional, keyword-only): GTN's products, ``'each'`` (the paper) or
             ``'between'`` (HGB's code); see :class:`~graphops.nn.conv.GTLayer`.
-            ``'between'`` runs eagerly (no :meth:`prepare`). (default: ``'each'``)
+            Both compile after :meth:`prepare`. (default: ``'each'``)
         head (str, optional, keyword-only): GTN's classifier on the concatenated channels,
             ``'linear'`` (the authors') or ``'mlp'`` (HGB's: a ``hidden_channels`` ReLU layer
             first). FastGTN's head is set by ``channel_agg``. (default: ``'linear'``)
@@ -314,11 +314,6 @@ class GTN(Module):
                 'prepare() plans products without pruning: top-k pruning depends on values and '
                 'runs eagerly (build the model with topk=None to compile it)'
             )
-        if self.product_norm != 'each':
-            raise ValueError(
-                "prepare() plans product_norm='each' only; product_norm='between' runs eagerly "
-                '(call the model without prepare(), outside torch.compile)'
-            )
         self._prepare(x, edge_index, edge_type, edge_weight)
         num_nodes = x.size(0)
         if node_index is not None:
@@ -342,8 +337,15 @@ class GTN(Module):
             chosen = entry.select_rows(node_index)
             select, select_row = chosen.value.long(), chosen.row().long()
             left = chosen.with_value(None)
-        products = []
-        if not self.fast:
+        products, steps = [], None
+        if self.product_norm == 'between':
+            steps, layer_rows = [], self._between_rows(pattern, node_index)
+            for i, layer in enumerate(self.layers):
+                prev, prev_rows = (products[-1], layer_rows[i - 1]) if i else (None, None)
+                step, product = layer.plan_between(pattern, layer_rows[i], prev, prev_rows)
+                steps.append(step)
+                products.append(product)
+        elif not self.fast:
             for _ in self.layers:
                 product = product_plan(left, pattern)
                 products.append(product)
@@ -357,6 +359,7 @@ class GTN(Module):
             rows=rows,
             select=select,
             products=products,
+            steps=steps,
             num_loops=num_loops,
             entry_row=pattern.row().long(),
             select_row=select_row,
@@ -403,9 +406,10 @@ class GTN(Module):
             return self._forward_fast_planned(x, plan, edge_weight)
         weight = stack_weight(edge_weight, plan.stack.num_nodes, self.identity)
         values = None
-        for layer, product in zip(self.layers, plan.products):
+        for i, (layer, product) in enumerate(zip(self.layers, plan.products)):
             select = plan.select if layer.first else None
-            values = layer.propagate_planned(plan.stack, weight, product, values, select)
+            step = plan.steps[i] if plan.steps is not None else None
+            values = layer.propagate_planned(plan.stack, weight, product, values, select, step=step)
         last = plan.products[-1]
         xw = x @ self.weight
         xw_self = xw.index_select(0, plan.rows)
@@ -478,19 +482,22 @@ class GTN(Module):
         )
         return self._propagate(stack, node_index)
 
+    def _between_rows(self, pattern: CSR, node_index: Tensor | None) -> list[Tensor | None]:
+        """``product_norm='between'``: the nodes each layer computes (``None``: all). A later
+        layer's selection acts on the aggregating side, so its rows need the previous product at
+        their neighbours in the edge-type union ``pattern``."""
+        rows = [node_index]
+        if node_index is None:
+            return rows * len(self.layers)
+        for _ in range(len(self.layers) - 1):
+            reach = pattern.select_rows(rows[0]).col.long()
+            rows.insert(0, torch.unique(torch.cat([rows[0].long(), reach])))
+        return rows
+
     def _propagate(self, stack, node_index):
         hs = None
         if self.product_norm == 'between':
-            # A later layer's selection acts on the aggregating side: its rows need the
-            # previous product at their neighbours. rows[i]: the nodes layer i computes.
-            rows = [node_index]
-            if node_index is not None:
-                pattern = stack.csr(None)
-                for _ in range(len(self.layers) - 1):
-                    reach = pattern.select_rows(rows[0]).col.long()
-                    rows.insert(0, torch.unique(torch.cat([rows[0].long(), reach])))
-            else:
-                rows = rows * len(self.layers)
+            rows = self._between_rows(stack.csr(None), node_index)
             for i, layer in enumerate(self.layers):
                 prev_rows = rows[i - 1] if i > 0 else None
                 hs = layer.propagate(stack, hs, rows[i], prev_rows=prev_rows)
@@ -799,6 +806,7 @@ class _GTNPlan:
     rows: Tensor
     select: Tensor | None
     products: list[ProductPlan]
+    steps: list[BetweenStep] | None
     num_loops: int
     entry_row: Tensor
     select_row: Tensor | None

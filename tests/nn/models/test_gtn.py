@@ -219,11 +219,6 @@ def test_hgb_options_refused_where_they_do_not_apply():
         GTN(IN, HIDDEN, OUT, NUM_TYPES, bias=0)
     with pytest.raises(ValueError, match='FastGTN forms no products'):
         GTN(IN, HIDDEN, OUT, NUM_TYPES, fast=True, head='mlp')
-    x, edge_index, edge_type, _ = compile_inputs()
-    with pytest.raises(ValueError, match="product_norm='between' runs eagerly"):
-        GTN(IN, HIDDEN, OUT, NUM_TYPES, product_norm='between').double().prepare(
-            x, edge_index, edge_type
-        )
 
 
 @pytest.mark.parametrize('config', [{'num_layers': 2}, {'num_layers': 2, 'fast': True}], ids=str)
@@ -349,20 +344,35 @@ def compile_inputs(seed=7):
     return x, graph.edge_index, edge_type, edge_weight
 
 
-COMPILE_CASES = [
-    pytest.param(layers, identity, rows, id=f'{layers}-{identity}-{rows}')
-    for layers, identity, rows in product([1, 2], [True, False], ['all', 'some'])
-] + [
-    pytest.param(f'fast{layers}', True, rows, id=f'fast-{layers}-{rows}')
-    for layers, rows in product([1, 2], ['all', 'some', 'mean'])
-]
+COMPILE_CASES = (
+    [
+        pytest.param(layers, identity, rows, id=f'{layers}-{identity}-{rows}')
+        for layers, identity, rows in product([1, 2], [True, False], ['all', 'some'])
+    ]
+    + [
+        pytest.param(f'fast{layers}', True, rows, id=f'fast-{layers}-{rows}')
+        for layers, rows in product([1, 2], ['all', 'some', 'mean'])
+    ]
+    + [
+        # HGB's GTN (the DBLP recipe): diagonal dropped between layers, rows grown per layer
+        pytest.param(f'between{layers}', identity, rows, id=f'between-{layers}-{identity}-{rows}')
+        for layers, identity, rows in [
+            *product([1, 2, 3], [True], ['all', 'some']),
+            (2, False, 'some'),
+        ]
+    ]
+)
 
 
 def prepared(layers, identity, rows):
     x, edge_index, edge_type, edge_weight = compile_inputs()
     node_index = None if rows == 'all' else torch.tensor([4, 0, 17, 4, 24])
-    fast = {'fast': True, 'beta': 0.25} if isinstance(layers, str) else {}
-    layers = int(str(layers).removeprefix('fast'))
+    fast = {}
+    if str(layers).startswith('fast'):
+        fast = {'fast': True, 'beta': 0.25}
+    elif str(layers).startswith('between'):
+        fast = dict(HGB)
+    layers = int(str(layers).removeprefix('fast').removeprefix('between'))
     if rows == 'mean':
         fast['channel_agg'] = 'mean'
     model = GTN(IN, HIDDEN, OUT, NUM_TYPES, num_layers=layers, identity=identity, **fast)
