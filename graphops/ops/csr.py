@@ -360,6 +360,11 @@ class CSR:
 
     def select_rows(self, rows: Tensor) -> CSR:
         """The sub-matrix ``M[rows, :]`` (rows in the given order)."""
+        return self.select_rows_entries(rows)[0]
+
+    def select_rows_entries(self, rows: Tensor) -> tuple[CSR, Tensor]:
+        """:meth:`select_rows`, and the ``[nnz']`` (``int64``) entries of ``self`` it took, in
+        its order: what a plan needs to gather the values of ``M[rows, :]`` later."""
         check_index(rows, 'rows', upper=self.num_rows, upper_name='num_rows')
         rows = rows.to(self.device).long()
         start, end = self.rowptr[rows].long(), self.rowptr[rows + 1].long()
@@ -369,7 +374,8 @@ class CSR:
         nnz = int(new_rowptr[-1])
         offsets, _ = segment_arange(start, counts, nnz)
         value = None if self.value is None else self.value[offsets]
-        return CSR.from_csr(new_rowptr, self.col[offsets], value, rows.numel(), self.num_cols)
+        sub = CSR.from_csr(new_rowptr, self.col[offsets], value, rows.numel(), self.num_cols)
+        return sub, offsets.long()
 
     def _require_square(self, what: str) -> None:
         if self.num_rows != self.num_cols:

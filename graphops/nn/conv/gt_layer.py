@@ -230,11 +230,7 @@ class GTLayer(Module):
             left = pattern
             if node_index is not None:
                 node_index = check_index_or_mask(node_index, 'node_index', size=num_nodes)
-                entry = pattern.with_value(
-                    torch.arange(stack.nnz, dtype=torch.float64, device=stack.col.device)
-                )
-                chosen = entry.select_rows(node_index)
-                select, left = chosen.value.long(), chosen.with_value(None)
+                left, select = pattern.select_rows_entries(node_index)
         else:
             if node_index is not None:
                 raise ValueError(
@@ -335,11 +331,7 @@ class GTLayer(Module):
         :meth:`propagate` takes them). :meth:`propagate_planned` then forms the values."""
         select, left = None, pattern
         if rows is not None:
-            entry = pattern.with_value(
-                torch.arange(pattern.nnz, dtype=torch.float64, device=pattern.col.device)
-            )
-            chosen = entry.select_rows(rows)
-            select, left = chosen.value.long(), chosen.with_value(None)
+            left, select = pattern.with_value(None).select_rows_entries(rows)
         if self.first:
             return BetweenStep(select, None, None, 0), product_plan(left, pattern)
         h = prev.csr()

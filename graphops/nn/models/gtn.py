@@ -331,12 +331,8 @@ class GTN(Module):
         pattern = stack.csr(None)
         select, select_row, left = None, None, pattern
         if node_index is not None:
-            entry = pattern.with_value(
-                torch.arange(stack.nnz, dtype=torch.float64, device=stack.col.device)
-            )
-            chosen = entry.select_rows(node_index)
-            select, select_row = chosen.value.long(), chosen.row().long()
-            left = chosen.with_value(None)
+            left, select = pattern.select_rows_entries(node_index)
+            select_row = left.row().long()
         products, steps = [], None
         if self.product_norm == 'between':
             steps, layer_rows = [], self._between_rows(pattern, node_index)
