@@ -2,7 +2,10 @@
 
 PyG's ``Planetoid``, ``TUDataset`` and ``Entities`` skip their download when the raw files are
 already in ``raw_dir``; :func:`load` links the shipped raw folder into a cache root so the
-processed files land in the cache and the shipped data stays untouched.
+processed files land in the cache and the shipped data stays untouched. Any TU dataset is found
+by its raw files (``<root>/<name>/raw/<name>_A.txt``), not only the names listed here, so the
+examples run on every TU benchmark a paper reports (NCI109, Mutagenicity, REDDIT-MULTI-12K...)
+once its files are in place.
 """
 
 from __future__ import annotations
@@ -13,21 +16,48 @@ from pathlib import Path
 from graphops.datasets.paths import cache_root, data_root
 
 PLANETOID = ('Cora', 'CiteSeer', 'PubMed')
-TU = ('PROTEINS', 'MUTAG', 'ENZYMES', 'DD', 'COLLAB', 'IMDB-BINARY', 'NCI1')
+# The TU sets the examples' papers report (DiffPool, Graph U-Nets, EigenPool); others are found
+# on disk by their raw files.
+TU = (
+    'PROTEINS',
+    'MUTAG',
+    'ENZYMES',
+    'DD',
+    'COLLAB',
+    'IMDB-BINARY',
+    'NCI1',
+    'NCI109',
+    'Mutagenicity',
+    'REDDIT-MULTI-12K',
+)
 ENTITIES = ('AIFB', 'MUTAG', 'BGS', 'AM')
 HGB = ('ACM', 'DBLP', 'IMDB')
 
 
-def available() -> list[str]:
+def available(root: str | os.PathLike | None = None) -> list[str]:
     """Names :func:`load` accepts. ``'MUTAG'`` is the TU graph set; the RDF one is
-    ``'Entities/MUTAG'``. HGB sets are ``'HGB/ACM'`` etc."""
-    return [
+    ``'Entities/MUTAG'``. HGB sets are ``'HGB/ACM'`` etc. TU datasets found in ``root`` (default:
+    the data folder, when there is one) are listed after the known names."""
+    known = [
         *PLANETOID,
         *TU,
         *(f'Entities/{n}' for n in ENTITIES),
         'AIFB',
         *(f'HGB/{n}' for n in HGB),
     ]
+    try:
+        data_dir = Path(root) if root is not None else data_root()
+    except FileNotFoundError:  # an installed wheel without $GRAPHOPS_DATA: nothing to discover
+        return known
+    if not data_dir.is_dir():
+        return known
+    found = (p.name for p in data_dir.iterdir() if p.name not in known)
+    return known + sorted(name for name in found if _is_tu_folder(name, data_dir))
+
+
+def _is_tu_folder(name: str, data_dir: Path) -> bool:
+    """A TU dataset's raw folder holds ``<name>_A.txt`` (TUDataset's naming)."""
+    return '/' not in name and (data_dir / name / 'raw' / f'{name}_A.txt').is_file()
 
 
 def _link_raw(source: Path, target: Path) -> None:
@@ -77,7 +107,7 @@ def load(name: str, root: str | os.PathLike | None = None, **kwargs):
 
         _link_raw(_raw_folder(name, data_dir), cache / 'Planetoid' / name / 'raw')
         return Planetoid(str(cache / 'Planetoid'), name, **kwargs)
-    if name in TU:
+    if name in TU or _is_tu_folder(name, data_dir):
         from torch_geometric.datasets import TUDataset
 
         _link_raw(_raw_folder(name, data_dir), cache / 'TU' / name / 'raw')
@@ -88,4 +118,7 @@ def load(name: str, root: str | os.PathLike | None = None, **kwargs):
 
         _link_raw(_raw_folder(entity, data_dir), cache / 'Entities' / entity.lower() / 'raw')
         return Entities(str(cache / 'Entities'), entity, **kwargs)
-    raise ValueError(f'unknown dataset {name!r}; choose one of {available()}')
+    raise ValueError(
+        f"unknown dataset {name!r}; choose one of {available(data_dir)}, or put a TU dataset's "
+        f'raw files at {data_dir / name / "raw"} ({name}_A.txt, {name}_graph_indicator.txt, ...)'
+    )

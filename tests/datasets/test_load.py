@@ -1,3 +1,5 @@
+import shutil
+
 import pytest
 import torch
 
@@ -35,8 +37,24 @@ def test_processed_files_go_to_the_cache_not_the_data_folder(tmp_path, monkeypat
     assert not (data_root() / 'Cora' / 'processed').exists()
 
 
+def test_any_tu_dataset_is_found_by_its_raw_files(tmp_path, monkeypatch):
+    # A TU name graphops does not list (held-out benchmarks): MUTAG's files under a new name.
+    monkeypatch.setenv('GRAPHOPS_CACHE', str(tmp_path / 'cache'))
+    raw = tmp_path / 'data' / 'FRANKENSTEIN' / 'raw'
+    raw.mkdir(parents=True)
+    for source in (data_root() / 'MUTAG' / 'raw').glob('MUTAG_*.txt'):
+        shutil.copy(source, raw / source.name.replace('MUTAG', 'FRANKENSTEIN'))
+    assert 'FRANKENSTEIN' in available(tmp_path / 'data')
+    assert 'FRANKENSTEIN' not in available()
+    dataset = load('FRANKENSTEIN', root=tmp_path / 'data')
+    assert len(dataset) == 188 and dataset.num_node_labels == 7
+    # Listed TU names a paper reports but whose files are absent say where the files go.
+    with pytest.raises(FileNotFoundError, match='NCI109'):
+        load('NCI109', root=tmp_path / 'data')
+
+
 def test_unknown_name_and_missing_raw_files(tmp_path):
-    with pytest.raises(ValueError, match='unknown dataset'):
+    with pytest.raises(ValueError, match=r'unknown dataset .*NotADataset_A\.txt'):
         load('NotADataset')
     with pytest.raises(FileNotFoundError, match='graphops never downloads'):
         load('CiteSeer', root=tmp_path)

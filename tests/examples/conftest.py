@@ -13,8 +13,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def run_example():
-    def run(script: str, *arguments: str, timeout: int = 600) -> str:
-        env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS='1')
+    def run(script: str, *arguments: str, timeout: int = 600, env: dict | None = None) -> str:
+        env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS='1', **(env or {}))
         done = subprocess.run(
             [sys.executable, str(ROOT / 'examples' / script), *arguments],
             cwd=ROOT,
