@@ -221,30 +221,38 @@ class CSR:
 
     # --- conversions out ----------------------------------------------------------------------
     def with_value(self, value: Tensor | None) -> CSR:
-        """The same pattern with other weights (it shares the cached transposed pattern)."""
+        """The same pattern with other weights. It shares this matrix's structural caches (the
+        transposed pattern), also those built later on either of them."""
         csr = CSR(self.rowptr, self.col, value, self.num_rows, self.num_cols, trust_data=True)
-        transposed = self.__dict__.get('_transposed')
-        if transposed is not None:
-            object.__setattr__(csr, '_transposed', transposed)
+        object.__setattr__(csr, '_structure_cache', self._pattern_cache())
         return csr
+
+    def _pattern_cache(self) -> dict:
+        """Caches of the structure alone, one dict shared by every :meth:`with_value` copy: a
+        copy made before the first backward (one per basis in R-GCN's basis sum) then builds
+        the transpose once for all of them, not once each."""
+        cache = self.__dict__.get('_structure_cache')
+        if cache is None:
+            cache = {}
+            object.__setattr__(self, '_structure_cache', cache)
+        return cache
 
     def transposed_pattern(self) -> tuple[CSR, Tensor]:
         """``(pattern, perm)``: the transpose's unweighted structure and, for each of its entries,
         the index of the same entry here, so ``pattern.with_value(self.value[perm])`` equals
-        :meth:`t`. Built on the first call and kept on this matrix (a cache, not state: it is
+        :meth:`t`. Built on the first call and kept with this pattern (a cache, not state: it is
         left out of pickles)."""
-        cached = self.__dict__.get('_transposed')
-        if cached is None:
+        cache = self._pattern_cache()
+        if 'transposed' not in cache:
             pattern, perm = sort_coo(self.col, self.row(), self.num_cols, self.num_rows, True)
             if perm is None:  # already in transposed order
                 perm = torch.arange(self.nnz, device=self.device)
-            cached = (pattern, perm)
-            object.__setattr__(self, '_transposed', cached)
-        return cached
+            cache['transposed'] = (pattern, perm)
+        return cache['transposed']
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state.pop('_transposed', None)
+        state.pop('_structure_cache', None)
         return state
 
     def to(self, device=None, index_dtype: torch.dtype | None = None) -> CSR:

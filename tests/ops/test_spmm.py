@@ -126,10 +126,15 @@ def test_transposed_pattern_is_cached_and_not_pickled():
     pattern, perm = csr.transposed_pattern()
     assert csr.transposed_pattern()[0] is pattern  # built once
     assert csr.with_value(None).transposed_pattern()[0] is pattern  # shared by with_value
+    # ... also when the copy is made first and the transpose built later, on either side.
+    fresh = to_csr(g.edge_index, g.edge_weight, g.num_nodes)
+    copies = [fresh.with_value(fresh.value * k) for k in range(3)]
+    built = copies[1].transposed_pattern()[0]
+    assert all(c.transposed_pattern()[0] is built for c in (fresh, *copies))
     torch.testing.assert_close(pattern.with_value(csr.value[perm]).to_dense(), csr.t().to_dense())
     torch.testing.assert_close(csr.t().to_dense(), csr.to_dense().t())
     restored = pickle.loads(pickle.dumps(csr))
-    assert '_transposed' not in restored.__dict__
+    assert '_structure_cache' not in restored.__dict__
     torch.testing.assert_close(restored.to_dense(), csr.to_dense())
 
 

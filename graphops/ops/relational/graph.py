@@ -146,5 +146,7 @@ class RelationalGraph:
         """:meth:`edge_matrix` ``kind`` with edge ``e`` of relation ``r`` weighing
         ``c_{i,r} * coefficient[r]`` (differentiable in ``coefficient``)."""
         pattern, edge = self.edge_matrix(kind)
-        scale = self.edge_scale(aggr, coefficient.dtype)
-        return pattern.with_value((scale * coefficient.index_select(0, self.sorted_rel))[edge])
+        scale = self.edge_values(kind, aggr, coefficient.dtype).value
+        rel = self.cached(('entry_rel', kind), lambda: self.sorted_rel.index_select(0, edge))
+        # One [E] gather and one product a basis (the product saves the gather for backward).
+        return pattern.with_value(scale * coefficient.index_select(0, rel))

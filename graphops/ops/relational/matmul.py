@@ -179,10 +179,12 @@ def relational_matmul(
 
 def _per_basis_sum(graph: RelationalGraph, aggr: str, comp: Tensor, inputs) -> Tensor:
     """``sum_b M_b @ inputs(b)``, ``M_b`` the ``'target'`` matrix weighting an edge of relation
-    ``r`` by ``c_{i,r} a_{rb}``: a loop over the bases, never over relations."""
+    ``r`` by ``c_{i,r} a_{rb}``: a loop over the bases, never over relations. ``inputs`` gets
+    basis ``b``'s ``[B, ...]`` slice from ``unbind`` (its backward stacks the B gradients once;
+    indexing ``bases[b]`` would allocate and sum B full-size gradients)."""
     out = None
-    for b in range(comp.size(1)):
-        part = spmm_unchecked(graph.mixed_values('target', aggr, comp[:, b]), inputs(b))
+    for b, coefficient in enumerate(comp.unbind(1)):
+        part = spmm_unchecked(graph.mixed_values('target', aggr, coefficient), inputs(b))
         out = part if out is None else out + part
     return out
 
@@ -204,7 +206,8 @@ def _aggregate(graph, x, weight, comp, aggr):
 
 def _transform(graph, x, weight, comp, aggr):
     if comp is not None:
-        return _per_basis_sum(graph, aggr, comp, lambda b: x @ weight[b])
+        bases = weight.unbind(0)
+        return _per_basis_sum(graph, aggr, comp, lambda b: x @ bases[b])
     if weight.dim() == 3:
         transformed = torch.matmul(x.unsqueeze(0), weight)  # [R, N_src, out]
     else:
@@ -222,7 +225,7 @@ def _featureless(graph, weight, comp, aggr):
         if comp is None:
             matrix = graph.edge_values('relation_source', aggr, dtype)
             return spmm_unchecked(matrix, weight.reshape(-1, out_channels))
-        return _per_basis_sum(graph, aggr, comp, lambda b: weight[b])
+        return _per_basis_sum(graph, aggr, comp, weight.unbind(0).__getitem__)
     # max / min: form each edge's message, reduce per pair, sum the pairs of each target.
     src, rel = graph.sorted_src, graph.sorted_rel
     if comp is None:
