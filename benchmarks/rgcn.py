@@ -11,7 +11,10 @@ Cases (``--cases``):
   a: AIFB-shaped: the shipped AIFB graph (8,285 nodes, 58,086 edges, 90 relations), 16 -> 16;
   b: 100k nodes, 1M random edges, 50 relations, 64 -> 64;
   c: 200k nodes, 2M random edges, 100 relations, 32 -> 32 (many relations: PyG loops over them);
-each without and with bases (30, 10, 20). ``--strategies`` also times every graphops strategy and
+  d: AM-shaped at 1/50 (the paper's largest set: 1.9M featureless nodes, 5.7M triples in both
+     directions, 266 relation types, 10 hidden): 37,703 nodes, 226,748 random edges, 266
+     relations, featureless input (in = nodes) -> 10;
+each without and with bases (30, 10, 20, 40). ``--strategies`` also times every graphops strategy and
 prints the cost model's estimate beside it (how the model's constants were set).
 
     python -m benchmarks.rgcn --cases a,b --plot rgcn.png
@@ -39,6 +42,14 @@ CASES = {
     'a': {'nodes': 8285, 'edges': 58086, 'relations': 90, 'channels': 16, 'bases': 30},
     'b': {'nodes': 100_000, 'edges': 1_000_000, 'relations': 50, 'channels': 64, 'bases': 10},
     'c': {'nodes': 200_000, 'edges': 2_000_000, 'relations': 100, 'channels': 32, 'bases': 20},
+    'd': {
+        'nodes': 37_703,
+        'edges': 226_748,
+        'relations': 266,
+        'channels': 10,
+        'bases': 40,
+        'featureless': True,
+    },
     'quick': {'nodes': 2000, 'edges': 10_000, 'relations': 20, 'channels': 16, 'bases': 4},
 }
 # FastRGCNConv gathers one [in, out] weight per edge; skip it above this many bytes.
@@ -73,7 +84,8 @@ def fwd_bwd(conv, x, edge_index, edge_type, grad_out):
     def run():
         for p in conv.parameters():
             p.grad = None
-        x.grad = None
+        if x is not None:
+            x.grad = None
         out = conv(x, edge_index, edge_type)
         out.backward(grad_out)
 
@@ -87,11 +99,13 @@ def check_agree(ours, reference, x, edge_index, edge_type, grad_out, name: str) 
     for conv in (ours, reference):
         for p in conv.parameters():
             p.grad = None
-        x.grad = None
+        if x is not None:
+            x.grad = None
         out = conv(x, edge_index, edge_type)
         out.backward(grad_out)
         grads = {k: p.grad.clone() for k, p in conv.named_parameters()}
-        results.append((out.detach(), grads, x.grad.clone()))
+        grad_x = out.new_zeros(()) if x is None else x.grad.clone()  # featureless: no x
+        results.append((out.detach(), grads, grad_x))
     (out_a, grads_a, gx_a), (out_b, grads_b, gx_b) = results
     pairs = [(out_a, out_b), (gx_a, gx_b), *((grads_a[k], grads_b[k]) for k in grads_b)]
     for a, b in pairs:
@@ -108,18 +122,20 @@ def run_case(case: str, bases: int | None, args) -> dict:
     device = torch.device(args.device)
     edge_index, edge_type, num_nodes, source = make_graph(case)
     channels, relations = spec['channels'], spec['relations']
+    featureless = spec.get('featureless', False)
+    in_channels = num_nodes if featureless else channels
     torch.manual_seed(0)
-    x = torch.randn(num_nodes, channels).to(device).requires_grad_()
+    x = None if featureless else torch.randn(num_nodes, channels).to(device).requires_grad_()
     grad_out = torch.randn(num_nodes, channels).to(device)
 
-    ours = RGCNConv(channels, channels, relations, num_bases=bases)
-    ours_cached = RGCNConv(channels, channels, relations, num_bases=bases, cached=True)
-    pyg = PyGRGCNConv(channels, channels, relations, num_bases=bases)
+    ours = RGCNConv(in_channels, channels, relations, num_bases=bases)
+    ours_cached = RGCNConv(in_channels, channels, relations, num_bases=bases, cached=True)
+    pyg = PyGRGCNConv(in_channels, channels, relations, num_bases=bases)
     for conv in (ours_cached, pyg):
         conv.load_state_dict(ours.state_dict())
     impls = {'graphops': ours, 'graphops_cached': ours_cached, 'pyg': pyg}
     fast_bytes = edge_index.size(1) * channels * channels * 4 * 3
-    if fast_bytes <= FAST_LIMIT_BYTES:
+    if fast_bytes <= FAST_LIMIT_BYTES and not featureless:  # FastRGCNConv ignores node ids
         fast = FastRGCNConv(channels, channels, relations, num_bases=bases)
         fast.load_state_dict(ours.state_dict())
         impls['pyg_fast'] = fast
@@ -127,7 +143,7 @@ def run_case(case: str, bases: int | None, args) -> dict:
     graph = RelationalGraph(
         edge_index[0], edge_index[1], edge_type, num_nodes, num_nodes, relations
     )
-    costs = strategy_costs(graph, channels, channels, num_bases=bases)
+    costs = strategy_costs(graph, in_channels, channels, num_bases=bases, featureless=featureless)
     auto = min(costs, key=costs.get)
     edge_index, edge_type = edge_index.to(device), edge_type.to(device)
     for conv in impls.values():
@@ -165,6 +181,7 @@ def run_case(case: str, bases: int | None, args) -> dict:
         'pairs': graph.num_pairs,
         'relations': relations,
         'channels': channels,
+        'featureless': featureless,
         'bases': bases,
         'device': str(device),
         'threads': torch.get_num_threads(),
@@ -188,7 +205,7 @@ def run_case(case: str, bases: int | None, args) -> dict:
     if args.strategies:
         record['strategies'] = {}
         for strategy, estimate in costs.items():
-            conv = RGCNConv(channels, channels, relations, num_bases=bases, strategy=strategy)
+            conv = RGCNConv(in_channels, channels, relations, num_bases=bases, strategy=strategy)
             conv.load_state_dict(ours.state_dict())
             conv.to(device)
             run = _synchronized(fwd_bwd(conv, x, edge_index, edge_type, grad_out), device)
@@ -219,7 +236,7 @@ def _timed(run) -> float:
 
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--cases', default='a,b,c', help='comma-separated: a, b, c')
+    parser.add_argument('--cases', default='a,b,c,d', help='comma-separated: a, b, c, d')
     parser.add_argument('--repeat', type=int, default=3, help='timed rounds (median reported)')
     parser.add_argument('--quick', action='store_true', help='one tiny case, for a smoke run')
     parser.add_argument('--no-bases', action='store_true', help='skip the basis variants')
