@@ -8,7 +8,9 @@ keeping 8% of input features and 80% of edges, L2 weight 0.001; the test accurac
 validation epoch, mean ± std over seeds (paper: Cora 84.4 ± 0.6, CiteSeer 73.2 ± 0.5).
 ``--model pyg`` runs PyG's own ``GraphUNet`` with PyG's example settings
 (``examples/graph_unet.py``: depth 3, 32 hidden, ratios 2000/N then 0.5, ReLU, tanh gate) on the
-same split and seeds; ``--recipe pyg-example`` runs graphops' ``GraphUNet`` with those settings.
+same split and seeds; ``--recipe pyg-example`` runs graphops' ``GraphUNet`` with those settings,
+and ``--model pyg --recipe dataset`` runs PyG's ``GraphUNet`` with the dataset's (paper) recipe
+(its activation, and the sigmoid gate set on each ``TopKPooling``).
 
     python examples/graph_unet.py --dataset Cora --seeds 10
     python examples/graph_unet.py --dataset CiteSeer --seeds 10 --model pyg
@@ -93,9 +95,10 @@ parser.add_argument(
 )
 parser.add_argument(
     '--recipe',
-    default='dataset',
+    default=None,
     choices=['dataset', 'pyg-example'],
-    help="node task: the dataset's recipe, or PyG's example settings",
+    help="node task: the dataset's recipe, or PyG's example settings (default: the dataset's "
+    "for graphops, PyG's example for --model pyg)",
 )
 parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
 args = parser.parse_args()
@@ -103,7 +106,8 @@ device = torch.device(args.device)
 dataset = load(args.dataset)
 node_task = len(dataset) == 1 and 'train_mask' in dataset[0]
 if node_task:
-    use_pyg_example = args.model == 'pyg' or args.recipe == 'pyg-example'
+    recipe_name = args.recipe or ('pyg-example' if args.model == 'pyg' else 'dataset')
+    use_pyg_example = recipe_name == 'pyg-example'
     recipe = dict(PYG_EXAMPLE if use_pyg_example else NODE_RECIPES.get(args.dataset, PAPER_NODE))
     if recipe['pool_ratios'] is None:
         recipe['pool_ratios'] = [2000 / dataset[0].num_nodes, 0.5]
@@ -117,14 +121,19 @@ if node_task:
 def node_model():
     if args.model == 'pyg':
         from torch_geometric.nn import GraphUNet as PyGGraphUNet
+        from torch_geometric.nn.resolver import activation_resolver
 
-        return PyGGraphUNet(
+        model = PyGGraphUNet(
             dataset.num_features,
             recipe['hidden'],
             dataset.num_classes,
             depth=recipe['depth'],
             pool_ratios=recipe['pool_ratios'],
+            act=recipe['act'] or torch.nn.Identity(),
         )
+        for pool in model.pools:  # PyG's GraphUNet has no gate argument: set it on each pool
+            pool.select.act = activation_resolver(recipe['nonlinearity'])
+        return model
     return GraphUNet(
         dataset.num_features,
         recipe['hidden'],

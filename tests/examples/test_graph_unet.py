@@ -32,3 +32,13 @@ def test_proteins_recipe(run_example):
     out = run_example('graph_unet.py', '--dataset', 'PROTEINS', '--folds', '0', '--epochs', '2')
     found = re.search(r'at best validation epoch: ([\d.]+)', out)
     assert float(found.group(1)) > 55.0
+
+
+def test_pyg_with_the_paper_recipe(run_example):
+    """``--model pyg --recipe dataset``: PyG's GraphUNet on the paper's settings (identity
+    activations, sigmoid gates on every TopKPooling), the same-settings comparison."""
+    args = ('--dataset', 'Cora', '--seeds', '1', '--epochs', '5', '--model', 'pyg')
+    out = run_example('graph_unet.py', *args, '--recipe', 'dataset')
+    assert "'act': None" in out and "'nonlinearity': 'sigmoid'" in out and "'depth': 4" in out
+    assert accuracy(out, 'pyg') > 40.0
+    assert "'depth': 3" in run_example('graph_unet.py', *args)  # PyG's example stays the default
