@@ -224,17 +224,17 @@ class CSR:
         """The same pattern with other weights. It shares this matrix's structural caches (the
         transposed pattern), also those built later on either of them."""
         csr = CSR(self.rowptr, self.col, value, self.num_rows, self.num_cols, trust_data=True)
-        object.__setattr__(csr, '_structure_cache', self._pattern_cache())
+        object.__setattr__(csr, '_structure', self._structure_cache())
         return csr
 
-    def _pattern_cache(self) -> dict:
+    def _structure_cache(self) -> dict:
         """Caches of the structure alone, one dict shared by every :meth:`with_value` copy: a
         copy made before the first backward (one per basis in R-GCN's basis sum) then builds
         the transpose once for all of them, not once each."""
-        cache = self.__dict__.get('_structure_cache')
+        cache = self.__dict__.get('_structure')
         if cache is None:
             cache = {}
-            object.__setattr__(self, '_structure_cache', cache)
+            object.__setattr__(self, '_structure', cache)
         return cache
 
     def transposed_pattern(self) -> tuple[CSR, Tensor]:
@@ -242,7 +242,7 @@ class CSR:
         the index of the same entry here, so ``pattern.with_value(self.value[perm])`` equals
         :meth:`t`. Built on the first call and kept with this pattern (a cache, not state: it is
         left out of pickles)."""
-        cache = self._pattern_cache()
+        cache = self._structure_cache()
         if 'transposed' not in cache:
             pattern, perm = sort_coo(self.col, self.row(), self.num_cols, self.num_rows, True)
             if perm is None:  # already in transposed order
@@ -252,7 +252,7 @@ class CSR:
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state.pop('_structure_cache', None)
+        state.pop('_structure', None)
         return state
 
     def to(self, device=None, index_dtype: torch.dtype | None = None) -> CSR:

@@ -134,7 +134,7 @@ def test_transposed_pattern_is_cached_and_not_pickled():
     torch.testing.assert_close(pattern.with_value(csr.value[perm]).to_dense(), csr.t().to_dense())
     torch.testing.assert_close(csr.t().to_dense(), csr.to_dense().t())
     restored = pickle.loads(pickle.dumps(csr))
-    assert '_structure_cache' not in restored.__dict__
+    assert '_structure' not in restored.__dict__
     torch.testing.assert_close(restored.to_dense(), csr.to_dense())
 
 

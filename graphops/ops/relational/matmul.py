@@ -177,14 +177,16 @@ def relational_matmul(
     return _transform(graph, x, weight, comp, aggr)
 
 
-def _per_basis_sum(graph: RelationalGraph, aggr: str, comp: Tensor, inputs) -> Tensor:
-    """``sum_b M_b @ inputs(b)``, ``M_b`` the ``'target'`` matrix weighting an edge of relation
-    ``r`` by ``c_{i,r} a_{rb}``: a loop over the bases, never over relations. ``inputs`` gets
-    basis ``b``'s ``[B, ...]`` slice from ``unbind`` (its backward stacks the B gradients once;
-    indexing ``bases[b]`` would allocate and sum B full-size gradients)."""
+def _per_basis_sum(graph: RelationalGraph, aggr: str, comp: Tensor, weight: Tensor, x=None):
+    """``sum_b M_b @ X_b``, ``M_b`` the ``'target'`` matrix weighting an edge of relation ``r`` by
+    ``c_{i,r} a_{rb}`` and ``X_b`` basis ``b`` (featureless) or ``x @ V_b``: a loop over the
+    bases, never over relations. The bases are unbound once, so the backward stacks their B
+    gradients into one tensor (indexing ``weight[b]`` would allocate and sum B full-size ones)."""
     out = None
-    for b, coefficient in enumerate(comp.unbind(1)):
-        part = spmm_unchecked(graph.mixed_values('target', aggr, coefficient), inputs(b))
+    for coefficient, basis in zip(comp.unbind(1), weight.unbind(0), strict=True):
+        part = spmm_unchecked(
+            graph.mixed_values('target', aggr, coefficient), basis if x is None else x @ basis
+        )
         out = part if out is None else out + part
     return out
 
@@ -206,8 +208,7 @@ def _aggregate(graph, x, weight, comp, aggr):
 
 def _transform(graph, x, weight, comp, aggr):
     if comp is not None:
-        bases = weight.unbind(0)
-        return _per_basis_sum(graph, aggr, comp, lambda b: x @ bases[b])
+        return _per_basis_sum(graph, aggr, comp, weight, x)
     if weight.dim() == 3:
         transformed = torch.matmul(x.unsqueeze(0), weight)  # [R, N_src, out]
     else:
@@ -225,7 +226,7 @@ def _featureless(graph, weight, comp, aggr):
         if comp is None:
             matrix = graph.edge_values('relation_source', aggr, dtype)
             return spmm_unchecked(matrix, weight.reshape(-1, out_channels))
-        return _per_basis_sum(graph, aggr, comp, weight.unbind(0).__getitem__)
+        return _per_basis_sum(graph, aggr, comp, weight)
     # max / min: form each edge's message, reduce per pair, sum the pairs of each target.
     src, rel = graph.sorted_src, graph.sorted_rel
     if comp is None:
