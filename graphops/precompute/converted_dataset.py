@@ -152,6 +152,23 @@ class ConvertedDataset:
             raise KeyError(f'{self.path} has no matrix {name!r}; convert with its operator')
         return DiskCSR(self.path / 'matrices' / name, device)
 
+    @property
+    def features_bytes(self) -> int:
+        """Bytes of the feature array on disk (header excluded)."""
+        return self.num_nodes * self.num_features * self.dtype.itemsize
+
+    def drop_cached_columns(self, start: int, end: int) -> None:
+        """Advises the kernel to drop columns ``[start, end)`` from the page cache (they are
+        contiguous: the file is column-major); a no-op where ``posix_fadvise`` is missing."""
+        if not hasattr(os, 'posix_fadvise'):
+            return
+        column = self.num_nodes * self.dtype.itemsize
+        with open(self.path / FEATURES, 'rb') as handle:
+            offset = self._offset + start * column
+            os.posix_fadvise(
+                handle.fileno(), offset, (end - start) * column, os.POSIX_FADV_DONTNEED
+            )
+
     def read_columns(
         self, start: int, end: int, out: Tensor | None = None, chunk_bytes: int = 32 << 20
     ) -> Tensor:

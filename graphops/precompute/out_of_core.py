@@ -310,6 +310,10 @@ def precompute_out_of_core(
     )
     read_before = dataset.bytes_read
     chunk = read_chunk_bytes(memory_budget_bytes)
+    # Features larger than the budget would not stay cached anyway; each slice's columns are
+    # dropped from the page cache once its operators are done, so they do not evict the CSR
+    # blocks every hop of every slice reads again.
+    out_of_cache = dataset.features_bytes > memory_budget_bytes
     seconds = dict.fromkeys(('read_features', 'store_write'), 0.0)
     timer = partial(_timed, seconds)
     started_all = time.perf_counter()
@@ -369,6 +373,8 @@ def precompute_out_of_core(
                     )
                 if on_slice is not None:
                     on_slice(groups[group]['name'], s)
+            if out_of_cache:  # read for the last time: let the matrices have the page cache
+                dataset.drop_cached_columns(start, end)
         reused.clear()
         store.finalize()
         for leftover in Path(store.path).glob(f'{SCRATCH_PREFIX}*'):
