@@ -133,7 +133,7 @@ class ConvertedDataset:
             self._offset = handle.tell()
         if shape != (self.num_nodes, self.num_features) or dtype != self.dtype:
             raise DiskCSRCorruptError(f'{self.path / FEATURES} has shape {shape} {dtype}')
-        size = self._offset + self.num_nodes * self.num_features * self.dtype.itemsize
+        size = self._offset + self.features_bytes
         if (self.path / FEATURES).stat().st_size != size:
             raise DiskCSRCorruptError(f'{self.path / FEATURES} is truncated')
 
