@@ -294,29 +294,25 @@ class GTLayer(Module):
         """:meth:`propagate` on a planned product (static shapes, for ``torch.compile``):
         ``[C, product.nnz]`` values of the products (row-normalised with ``'each'``).
         ``prev_values`` ``[C, nnz]`` are the previous layer's values (later layers); ``select``
-        the stack entries of the first layer's rows (``node_index``); with
-        ``product_norm='between'``, ``step`` is the layer's :meth:`plan_between`."""
-        if self.product_norm == 'between':
-            if step is None:
-                raise ValueError("product_norm='between' needs the layer's plan_between() step")
-            left = self.conv1.combine(stack, element_weight)
-            if step.select is not None:
-                left = left.index_select(1, step.select)
-            if self.first:
-                right = self.conv2.combine(stack, element_weight)
-            else:  # HGB's norm of the previous product: diagonal dropped, rows summing to one
-                kept = prev_values.index_select(1, step.keep)
-                right = _row_normalized(kept, step.kept_row, step.prev_rows)
-            return planned_spgemm(product, left, right)
-        if self.first:
+        the stack entries of the layer's rows (the first layer's ``node_index``; with
+        ``product_norm='between'`` every layer's, ``step.select``), and ``step`` the layer's
+        :meth:`plan_between`."""
+        between = self.product_norm == 'between'
+        if between and step is None:
+            raise ValueError("product_norm='between' needs the layer's plan_between() step")
+        if self.first or between:  # the selection acts on this side, with its rows chosen
             left = self.conv1.combine(stack, element_weight)
             if select is not None:
                 left = left.index_select(1, select)
+        if self.first:
             right = self.conv2.combine(stack, element_weight)
+        elif between:  # HGB's norm of the previous product: diagonal dropped, rows summing to one
+            kept = prev_values.index_select(1, step.keep)
+            right = _row_normalized(kept, step.kept_row, step.prev_rows)
         else:
             left, right = prev_values, self.conv1.combine(stack, element_weight)
         values = planned_spgemm(product, left, right)
-        return _row_normalized(values, product.row, product.num_rows)
+        return values if between else _row_normalized(values, product.row, product.num_rows)
 
     def plan_between(
         self,

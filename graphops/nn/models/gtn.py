@@ -403,8 +403,8 @@ class GTN(Module):
         weight = stack_weight(edge_weight, plan.stack.num_nodes, self.identity)
         values = None
         for i, (layer, product) in enumerate(zip(self.layers, plan.products)):
-            select = plan.select if layer.first else None
             step = plan.steps[i] if plan.steps is not None else None
+            select = step.select if step is not None else plan.select if layer.first else None
             values = layer.propagate_planned(plan.stack, weight, product, values, select, step=step)
         last = plan.products[-1]
         xw = x @ self.weight
