@@ -50,6 +50,28 @@ def test_eigen_pool_default_recipe(run_example, heldout, kind):
     assert 0.0 <= _accuracy(rf'{name}: test accuracy ([\d.]+)', out) <= 100.0
 
 
+@pytest.mark.parametrize(
+    'name, expected',
+    [
+        ('DD', 'recipe: DD, pool_size 10, modes 3, final_modes 2, layers 3, hidden 128, mlp 128'),
+        ('NCI1', 'recipe: NCI1, pool_size 8, modes 3, final_modes 1, layers 5, hidden 40, mlp 256'),
+    ],
+)
+def test_eigen_pool_released_recipes(run_example, tmp_path, name, expected):
+    # The authors' released D&D and NCI1 settings are picked by the dataset's name.
+    (tmp_path / 'data' / name / 'raw').mkdir(parents=True)
+    for suffix in FILES['labelled']:
+        shutil.copy(
+            data_root() / 'MUTAG' / 'raw' / f'MUTAG_{suffix}.txt',
+            tmp_path / 'data' / name / 'raw' / f'{name}_{suffix}.txt',
+        )
+    env = {'GRAPHOPS_DATA': str(tmp_path / 'data'), 'GRAPHOPS_CACHE': str(tmp_path / 'cache')}
+    out = run_example('eigen_pool.py', '--dataset', name, '--splits', '1', '--epochs', '2', env=env)
+    assert expected in out
+    assert f'{name}: 188 graphs, 7 features (label), 2 classes' in out
+    assert 0.0 <= _accuracy(rf'{name}: test accuracy ([\d.]+)', out) <= 100.0
+
+
 @pytest.mark.parametrize('kind', sorted(FILES))
 @pytest.mark.parametrize('model', ['graphops', 'pyg'])
 def test_diff_pool_default_recipe(run_example, heldout, kind, model):
