@@ -33,12 +33,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch_geometric.loader import DataLoader
-from torch_geometric.transforms import OneHotDegree
-from torch_geometric.utils import degree, dropout_edge
+from torch_geometric.utils import dropout_edge
 
 from graphops.datasets import load
 from graphops.nn.models.graph_unet import GraphUNet
 from graphops.nn.models.graph_unet_classifier import GraphUNetClassifier
+from graphops.transforms import DegreeFeatures
 
 # The authors' configs/<name> (layer_dim, batch, pool rates, dropouts, degree as node tag).
 GRAPH_CONFIGS = {
@@ -275,8 +275,8 @@ if node_task:
 else:
     data = list(dataset)
     if dataset.num_features == 0:  # no node features (COLLAB): the degree as a one-hot tag
-        max_degree = max(int(degree(g.edge_index[0], g.num_nodes).max()) for g in data)
-        data = [OneHotDegree(max_degree)(g) for g in data]
+        degree_features = DegreeFeatures.fit(data)  # (standardised past degree 999: REDDIT)
+        data = [degree_features(g) for g in data]
     labels = np.array([int(g.y) for g in data])
     folds = stratified_folds(labels, 10, seed=0)
     chosen = range(10) if args.folds == 'all' else [int(f) for f in args.folds.split(',')]

@@ -1,6 +1,8 @@
-"""Transforms (``BaseTransform`` subclasses): SIGN operators, edge-type stacks."""
+"""Transforms (``BaseTransform`` subclasses): SIGN operators, edge-type stacks, EigenPooling,
+degree features."""
 
 from graphops.transforms.adjacency import Adjacency
+from graphops.transforms.degree_features import DegreeFeatures
 from graphops.transforms.eigen_pooling import EigenPooling
 from graphops.transforms.operator import SIGNOperator
 from graphops.transforms.ppr import PPR
@@ -12,6 +14,7 @@ __all__ = [
     'PPR',
     'SIGN',
     'Adjacency',
+    'DegreeFeatures',
     'EigenPooling',
     'SIGNOperator',
     'ToEdgeTypeStack',
