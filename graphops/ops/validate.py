@@ -132,17 +132,18 @@ def check_index(
             ok = ok & (index < upper).all()
         torch._assert_async(ok, f'{name} must hold indices >= 0{bound}')
         return index
-    low = int(index.min())
+    if upper is None:
+        low = int(index.min())
+    else:  # one pass for both bounds
+        low, high = (int(v) for v in torch.aminmax(index))
     if low < 0:
         raise ValueError(f'{name} contains a negative index ({low}); indices must be >= 0')
-    if upper is not None:
-        high = int(index.max())
-        if high >= upper:
-            bound = upper_name or str(upper)
-            raise ValueError(
-                f'{name} contains index {high}, out of range for {bound} = {upper}; '
-                f'indices must lie in [0, {upper})'
-            )
+    if upper is not None and high >= upper:
+        bound = upper_name or str(upper)
+        raise ValueError(
+            f'{name} contains index {high}, out of range for {bound} = {upper}; '
+            f'indices must lie in [0, {upper})'
+        )
     return index
 
 
