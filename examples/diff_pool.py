@@ -3,6 +3,7 @@
     python examples/diff_pool.py --dataset PROTEINS
     python examples/diff_pool.py --dataset ENZYMES
     python examples/diff_pool.py --dataset ENZYMES --model pyg
+    python examples/diff_pool.py --dataset DD          # the authors' D&D settings, not run here
 
 Every setting comes from ``RECIPES`` below, one entry per dataset, each citing its source (the
 paper, or the authors' RexYing/diffpool ``example.sh`` and ``train.py``) or saying it was chosen
@@ -89,6 +90,24 @@ RECIPES = {
         'source': 'RexYing/diffpool example.sh (ENZYMES - Diffpool) + train.py defaults; '
         '100 of their 1000 epochs (CPU budget; fold 0 peaked on validation at epoch 69); node '
         'attributes chosen on validation (fold 0: 68.33 with, 56.67 without)',
+    },
+    # RexYing/diffpool example.sh "DD - Diffpool": --assign-ratio=0.1 --hidden-dim=64
+    # --output-dim=64 --method=soft-assign --num-classes=2 (the line passes --bmname=ENZYMES, a
+    # slip under the DD heading: ENZYMES has 6 classes); the rest are train.py's defaults, as for
+    # ENZYMES, and train.py's benchmark_task_val feeds the one-hot node labels (feat='node-label').
+    'DD': {
+        'hidden': 64,
+        'num_pools': 1,
+        'pool_ratio': 0.1,
+        'epochs': 100,
+        'patience': None,
+        'batch_norm': True,
+        'readout': 'max',
+        'node_attr': False,
+        'lr': 1e-3,
+        'batch_size': 20,
+        'source': 'RexYing/diffpool example.sh (DD - Diffpool) + train.py defaults; 100 of '
+        'their 1000 epochs (CPU budget, as ENZYMES); one-hot node labels (benchmark_task_val)',
     },
 }
 DEFAULT_RECIPE = RECIPES['PROTEINS']

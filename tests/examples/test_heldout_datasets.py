@@ -51,6 +51,17 @@ def test_eigen_pool_default_recipe(run_example, heldout, kind):
     assert 0.0 <= _accuracy(rf'{name}: test accuracy ([\d.]+)', out) <= 100.0
 
 
+def _named_standin(root, name: str) -> dict:
+    """MUTAG's labelled files under ``name`` in ``root``; the environment that points there."""
+    (root / 'data' / name / 'raw').mkdir(parents=True)
+    for suffix in FILES['labelled']:
+        shutil.copy(
+            data_root() / 'MUTAG' / 'raw' / f'MUTAG_{suffix}.txt',
+            root / 'data' / name / 'raw' / f'{name}_{suffix}.txt',
+        )
+    return {'GRAPHOPS_DATA': str(root / 'data'), 'GRAPHOPS_CACHE': str(root / 'cache')}
+
+
 @pytest.mark.parametrize(
     'name, expected',
     [
@@ -60,17 +71,23 @@ def test_eigen_pool_default_recipe(run_example, heldout, kind):
 )
 def test_eigen_pool_released_recipes(run_example, tmp_path, name, expected):
     # The authors' released D&D and NCI1 settings are picked by the dataset's name.
-    (tmp_path / 'data' / name / 'raw').mkdir(parents=True)
-    for suffix in FILES['labelled']:
-        shutil.copy(
-            data_root() / 'MUTAG' / 'raw' / f'MUTAG_{suffix}.txt',
-            tmp_path / 'data' / name / 'raw' / f'{name}_{suffix}.txt',
-        )
-    env = {'GRAPHOPS_DATA': str(tmp_path / 'data'), 'GRAPHOPS_CACHE': str(tmp_path / 'cache')}
+    env = _named_standin(tmp_path, name)
     out = run_example('eigen_pool.py', '--dataset', name, '--splits', '1', '--epochs', '2', env=env)
     assert expected in out
     assert f'{name}: 188 graphs, 7 features (label), 2 classes' in out
     assert 0.0 <= _accuracy(rf'{name}: test accuracy ([\d.]+)', out) <= 100.0
+
+
+def test_diff_pool_released_dd_recipe(run_example, tmp_path):
+    # The authors' "DD - Diffpool" line: 64 wide, 10% clusters, batch norm, max readout.
+    env = _named_standin(tmp_path, 'DD')
+    out = run_example(
+        'diff_pool.py', '--dataset', 'DD', '--run-folds', '0', '--epochs', '2', env=env
+    )
+    assert "'hidden': 64, 'num_pools': 1, 'pool_ratio': 0.1" in out
+    assert "'batch_norm': True, 'readout': 'max', 'node_attr': False" in out
+    assert 'DD: 188 graphs, 7 features, 2 classes' in out
+    _accuracy(r"\(graphops\): authors' protocol .*? ([\d.]+) ±", out)
 
 
 @pytest.mark.parametrize('kind', sorted(FILES))
