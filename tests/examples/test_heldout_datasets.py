@@ -106,6 +106,17 @@ def test_diff_pool_default_recipe(run_example, heldout, kind, model):
     _accuracy(rf'\({model}\): authors\' protocol .*? ([\d.]+) ±', out)
 
 
+def test_graph_unet_authors_imdb_multi_config(run_example, tmp_path):
+    # The authors' configs/IMDBMULTI: 48 wide, 0.9 pooling rates, LeakyReLU GCNs, ELU MLP.
+    env = _named_standin(tmp_path, 'IMDB-MULTI')
+    out = run_example(
+        'graph_unet.py', *('--dataset', 'IMDB-MULTI', '--folds', '0', '--epochs', '2'), env=env
+    )
+    assert "config IMDB-MULTI: {'hidden': 48, 'batch_size': 64, 'ratios': [0.9, 0.9, 0.9]" in out
+    assert "'act': ('leaky_relu', 'elu')" in out
+    _accuracy(r'at best validation epoch: ([\d.]+)', out)
+
+
 @pytest.mark.parametrize('kind', sorted(FILES))
 def test_graph_unet_default_recipe(run_example, heldout, kind):
     out = run_example(

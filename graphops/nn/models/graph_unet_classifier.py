@@ -65,11 +65,14 @@ class GraphUNetClassifier(torch.nn.Module):
         mlp_channels (int): hidden size of the classifier MLP. (default: ``512``)
         dropout (float): dropout on the input of every GCN and GPool score. (default: ``0.3``)
         classifier_dropout (float): dropout before each MLP layer. (default: ``0.3``)
-        act (str or callable, optional): activation of the GCNs and the MLP.
-            (default: ``'elu'``)
+        act (str or callable, optional): activation of the GCNs (and of the MLP, unless
+            ``classifier_act`` says otherwise). (default: ``'elu'``)
         augment (bool): graph-power connectivity augmentation in every GPool.
             (default: ``True``)
         nonlinearity (str or callable): GPool's gate. (default: ``'sigmoid'``)
+        classifier_act (str or callable, optional): activation of the MLP's hidden layer, the
+            authors' ``activation_classifier`` (their COLLAB config pairs ELU GCNs with a ReLU
+            MLP); ``'same'`` for ``act``. Keyword-only. (default: ``'same'``)
 
     Shapes:
         - **input:** node features :math:`(N, F_{in})`, ``edge_index`` :math:`(2, E)` (or any
@@ -91,6 +94,8 @@ class GraphUNetClassifier(torch.nn.Module):
         act: str | Callable | None = 'elu',
         augment: bool = True,
         nonlinearity: str | Callable = 'sigmoid',
+        *,
+        classifier_act: str | Callable | None = 'same',
     ):
         super().__init__()
         for name, value in (
@@ -115,6 +120,12 @@ class GraphUNetClassifier(torch.nn.Module):
         self.classifier_dropout = classifier_dropout
         self.act_name = act if isinstance(act, str) or act is None else 'callable'
         self.act = resolve_activation(act)
+        if isinstance(classifier_act, str) and classifier_act == 'same':
+            self.classifier_act_name, self.classifier_act = self.act_name, self.act
+        else:
+            named = isinstance(classifier_act, str) or classifier_act is None
+            self.classifier_act_name = classifier_act if named else 'callable'
+            self.classifier_act = resolve_activation(classifier_act)
         self.augment = augment
         self.nonlinearity = nonlinearity
 
@@ -192,7 +203,7 @@ class GraphUNetClassifier(torch.nn.Module):
         z = torch.cat([p[j] for j in range(3) for p in parts], dim=-1)
 
         z = F.dropout(z, self.classifier_dropout, self.training)
-        z = self.act(self.lin1(z))
+        z = self.classifier_act(self.lin1(z))
         z = F.dropout(z, self.classifier_dropout, self.training)
         return self.lin2(z)
 
@@ -202,10 +213,14 @@ class GraphUNetClassifier(torch.nn.Module):
     def __repr__(self) -> str:
         gate = self.nonlinearity if isinstance(self.nonlinearity, str) else 'callable'
         act = f"'{self.act_name}'" if isinstance(self.act_name, str) else None
+        extra = ''
+        if self.classifier_act_name != self.act_name:
+            name = self.classifier_act_name
+            extra = f', classifier_act={f"{name!r}" if name is not None else None}'
         return (
             f'{self.__class__.__name__}({self.in_channels}, {self.hidden_channels}, '
             f'{self.out_channels}, depth={self.depth}, pool_ratios={self.pool_ratios}, '
             f'mlp_channels={self.mlp_channels}, dropout={self.dropout}, '
             f'classifier_dropout={self.classifier_dropout}, act={act}, '
-            f"augment={self.augment}, nonlinearity='{gate}')"
+            f"augment={self.augment}, nonlinearity='{gate}'{extra})"
         )

@@ -1,3 +1,4 @@
+import math
 from itertools import product
 
 import pytest
@@ -118,6 +119,34 @@ def test_classifier_batched_equals_graph_by_graph():
         torch.testing.assert_close(logits[graph_id : graph_id + 1], model(x[nodes], ei), **TOL)
 
 
+@pytest.mark.parametrize('classifier_act', ['relu', 'elu', None, 'same'])
+def test_classifier_act_is_the_mlps_alone(classifier_act):
+    # The MLP's hidden layer sees only classifier_act: with lin1 giving -1 everywhere, ReLU
+    # leaves lin2's bias, ELU lin2 of exp(-1) - 1, identity lin2 of -1; 'same' follows act.
+    x, edge_index, _, batch, _ = batched(False, seed=4)
+    torch.manual_seed(4)
+    kwargs = {} if classifier_act == 'same' else {'classifier_act': classifier_act}
+    model = GraphUNetClassifier(5, 6, 3, depth=2, pool_ratios=0.8, act='relu', **kwargs)
+    reference = GraphUNetClassifier(5, 6, 3, depth=2, pool_ratios=0.8, act='relu')
+    model, reference = model.double().eval(), reference.double().eval()
+    reference.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        for m in (model, reference):
+            m.lin1.weight.zero_()
+            m.lin1.bias.fill_(-1.0)
+    seen = []
+    for m in (model, reference):  # what reaches the MLP: the GCNs keep act
+        m.lin1.register_forward_hook(lambda _, args, __: seen.append(args[0]))
+    out = model(x, edge_index, batch)
+    reference(x, edge_index, batch)
+    torch.testing.assert_close(seen[0], seen[1], rtol=0, atol=0)
+    hidden = {'relu': 0.0, 'same': 0.0, 'elu': math.expm1(-1.0), None: -1.0}
+    expected = model.lin2(
+        torch.full((1, model.mlp_channels), hidden[classifier_act], dtype=torch.float64)
+    )
+    torch.testing.assert_close(out, expected.expand_as(out), **TOL)
+
+
 def test_classifier_trains_and_has_gradients_everywhere():
     x, edge_index, _, batch, _ = batched(False, seed=3)
     torch.manual_seed(3)
@@ -154,6 +183,10 @@ def test_repr():
     assert repr(model) == (
         'GraphUNetClassifier(3, 64, 2, depth=3, pool_ratios=[0.9, 0.8, 0.7], mlp_channels=512, '
         "dropout=0.3, classifier_dropout=0.3, act='elu', augment=True, nonlinearity='sigmoid')"
+    )
+    model = GraphUNetClassifier(3, 64, 2, act='leaky_relu', classifier_act='elu')
+    assert repr(model).endswith(
+        "act='leaky_relu', augment=True, nonlinearity='sigmoid', " + "classifier_act='elu')"
     )
 
 
