@@ -141,6 +141,12 @@ parser.add_argument('--modes', type=int, default=None, help='default: the recipe
 parser.add_argument('--final-modes', type=int, default=None, help='default: the recipe')
 parser.add_argument('--normalized', action='store_true', help='normalised subgraph Laplacian')
 parser.add_argument(
+    '--propagation',
+    default='gcn',
+    choices=['gcn', 'sum'],
+    help="'gcn': the paper's normalised GCN (default); 'sum': the authors' code, raw adjacency",
+)
+parser.add_argument(
     '--features', default=None, choices=['attr', 'label', 'both', 'const', 'degree', 'auto']
 )
 parser.add_argument('--threads', type=int, default=None)
@@ -227,6 +233,7 @@ def run_split(split: int) -> tuple[float, float, int]:
         num_layers=args.layers,
         mlp_channels=args.mlp,
         dropout=args.dropout,
+        propagation=args.propagation,
     )
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     train_loader = DataLoader(train, batch_size=args.batch_size, shuffle=True)

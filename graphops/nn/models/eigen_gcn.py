@@ -60,6 +60,11 @@ class EigenGCN(Module):
             (the authors' placement). (default: ``0.0``)
         batch_norm (bool, optional): batch norm after every GCN layer but a stage's last.
             (default: ``True``)
+        propagation (str, optional): ``'gcn'``, the paper's
+            :math:`\hat{\mathbf{D}}^{-1/2}(\mathbf{A}+\mathbf{I})\hat{\mathbf{D}}^{-1/2}`
+            (GCNConv's), or ``'sum'``, the authors' code: :math:`\mathbf{A}\mathbf{X}\mathbf{W}`
+            over the raw (pooled) adjacency, no self-loops, no normalisation. Keyword-only.
+            (default: ``'gcn'``)
 
     Shapes:
         - **input:** ``x`` :math:`(N, F_{in})`, ``edge_index`` :math:`(2, E)`, ``batch``
@@ -83,8 +88,12 @@ class EigenGCN(Module):
         mlp_channels: int = 50,
         dropout: float = 0.0,
         batch_norm: bool = True,
+        *,
+        propagation: str = 'gcn',
     ):
         super().__init__()
+        if propagation not in ('gcn', 'sum'):
+            raise ValueError(f"propagation must be 'gcn' or 'sum', got {propagation!r}")
         for name, value in [
             ('in_channels', in_channels),
             ('hidden_channels', hidden_channels),
@@ -113,6 +122,7 @@ class EigenGCN(Module):
         self.mlp_channels = mlp_channels
         self.dropout = dropout
         self.batch_norm = batch_norm
+        self.propagation = propagation
         self.stage_channels = hidden_channels * (num_layers - 1) + embedding_channels
 
         self.convs = ModuleList()
@@ -210,10 +220,13 @@ class EigenGCN(Module):
         return self._head(torch.cat(readouts, dim=-1))
 
     def _stage(self, stage: int, x: Tensor, edge_index: Tensor, weight: Tensor) -> Tensor:
+        num_nodes = x.size(0)
+        if self.propagation == 'sum':  # the authors' code: A X W on the raw adjacency
+            prop = normalize(from_edge_index(edge_index, weight, num_nodes), None, dtype=x.dtype)
+            return self._layers(stage, x, prop)
         # Self-loops of weight 1 on every node, added here rather than by GCNConv: after pooling
         # the intra-cluster edges are zero-weight self-loops, which GCNConv's add_remaining
         # would keep as the loop weight.
-        num_nodes = x.size(0)
         loops = torch.arange(num_nodes, device=x.device)
         edge_index = torch.cat([edge_index, torch.stack([loops, loops])], dim=1)
         weight = torch.cat([weight, weight.new_ones(num_nodes)])
@@ -221,6 +234,9 @@ class EigenGCN(Module):
         # source to target), normalised once for all of the stage's layers rather than by each
         # call, as a CSR SpMM: no [E, F] message tensor forward or backward.
         prop = normalize(from_edge_index(edge_index, weight, num_nodes), 'sym', dtype=x.dtype)
+        return self._layers(stage, x, prop)
+
+    def _layers(self, stage: int, x: Tensor, prop) -> Tensor:
         outs = []
         convs, norms = self.convs[stage], self.norms[stage]
         for i, conv in enumerate(convs):
@@ -265,11 +281,14 @@ class EigenGCN(Module):
 
     def _dense_stage(self, stage: int, x: Tensor, adj: Tensor, mask: Tensor) -> Tensor:
         m = mask.to(x.dtype)
-        a_hat = adj * m.unsqueeze(1) * m.unsqueeze(2) + torch.diag_embed(m)
-        deg = a_hat.sum(1)  # GCNConv's in-degree (target side), loops included
-        inv = torch.where(deg > 0, deg.clamp(min=1e-30).rsqrt(), torch.zeros_like(deg))
+        a_hat = adj * m.unsqueeze(1) * m.unsqueeze(2)
+        if self.propagation == 'gcn':
+            a_hat = a_hat + torch.diag_embed(m)
+            deg = a_hat.sum(1)  # GCNConv's in-degree (target side), loops included
+            inv = torch.where(deg > 0, deg.clamp(min=1e-30).rsqrt(), torch.zeros_like(deg))
+            a_hat = inv.unsqueeze(1) * a_hat * inv.unsqueeze(2)
         # a_hat[b, j, i] = weight of edge j -> i; GCNConv sums messages over sources j.
-        prop = (inv.unsqueeze(1) * a_hat * inv.unsqueeze(2)).transpose(1, 2)
+        prop = a_hat.transpose(1, 2)
         outs = []
         convs, norms = self.convs[stage], self.norms[stage]
         for i, conv in enumerate(convs):
@@ -290,7 +309,9 @@ class EigenGCN(Module):
         return (
             f'{self.__class__.__name__}({self.in_channels}, {self.hidden_channels}, '
             f'{self.out_channels}, num_pools={self.num_pools}, num_modes={self.num_modes}, '
-            f'final_modes={self.final_modes}, num_layers={self.num_layers})'
+            f'final_modes={self.final_modes}, num_layers={self.num_layers}'
+            + (f", propagation='{self.propagation}'" if self.propagation != 'gcn' else '')
+            + ')'
         )
 
 

@@ -63,10 +63,11 @@ def test_batched_equals_one_graph_at_a_time(cfg):
 
 
 @pytest.mark.parametrize('cfg', CONFIGS)
-def test_dense_form_equals_sparse_form(cfg):
+@pytest.mark.parametrize('propagation', ['gcn', 'sum'])
+def test_dense_form_equals_sparse_form(cfg, propagation):
     t = EigenPooling(**cfg)
     data = [t(g.clone()) for g in GRAPHS]
-    model = model_for(cfg).eval()
+    model = model_for(cfg, propagation=propagation).eval()
     batch = Batch.from_data_list(data)
     clusters, thetas, batches = inputs(batch, t)
     sparse = model(batch.x, batch.edge_index, batch.batch, clusters, thetas, batches)
@@ -85,19 +86,24 @@ def test_dense_form_equals_sparse_form(cfg):
 
 def gcnconv_forward(model, x, edge_index, batch, clusters, thetas, batches, edge_weight=None):
     """EigenGCN's sparse forward as first written: every layer a GCNConv call that normalises
-    the adjacency itself, every level through EigenPool.forward."""
+    the adjacency itself (or, for ``propagation='sum'``, a GCNConv with ``normalize=False``:
+    the raw adjacency, no self-loops), every level through EigenPool.forward."""
+    raw = model.propagation == 'sum'
     num_graphs = batches[-1].numel() if model.final_modes else None
     weight = edge_weight if edge_weight is not None else x.new_ones(edge_index.size(1))
 
     def stage(s, x, edge_index, weight):
-        loops = torch.arange(x.size(0))
-        edge_index = torch.cat([edge_index, torch.stack([loops, loops])], dim=1)
-        weight = torch.cat([weight, weight.new_ones(x.size(0))])
+        if not raw:
+            loops = torch.arange(x.size(0))
+            edge_index = torch.cat([edge_index, torch.stack([loops, loops])], dim=1)
+            weight = torch.cat([weight, weight.new_ones(x.size(0))])
         outs, convs, norms = [], model.convs[s], model.norms[s]
         for i, conv in enumerate(convs):
             if 0 < i < len(convs) - 1:
                 x = F.dropout(x, model.dropout, model.training)
+            conv.normalize = not raw
             x = F.normalize(conv(x, edge_index, weight), p=2.0, dim=-1)
+            conv.normalize = True
             if i < len(convs) - 1:
                 x = norms[i](F.relu(x))
             outs.append(x)
@@ -129,7 +135,8 @@ def gcnconv_forward(model, x, edge_index, batch, clusters, thetas, batches, edge
 @pytest.mark.parametrize('cfg', CONFIGS)
 @pytest.mark.parametrize('training', [False, True])
 @pytest.mark.parametrize('directed_weighted', [False, True])
-def test_matches_the_gcnconv_formulation(cfg, training, directed_weighted):
+@pytest.mark.parametrize('propagation', ['gcn', 'sum'])
+def test_matches_the_gcnconv_formulation(cfg, training, directed_weighted, propagation):
     # The stage normalises its adjacency once and propagates by SpMM; the same weights must
     # give the per-call GCNConv formulation's outputs and gradients (dropout masks alike: the
     # same random stream), in-degree normalisation on directed edges included.
@@ -147,7 +154,7 @@ def test_matches_the_gcnconv_formulation(cfg, training, directed_weighted):
     if directed_weighted:  # a weight per direction: the normalised adjacency is not symmetric
         gen = torch.Generator().manual_seed(2)
         weight = torch.rand(edge_index.size(1), generator=gen, dtype=torch.float64) + 0.1
-    model = model_for(cfg, dropout=0.3).train(training)
+    model = model_for(cfg, dropout=0.3, propagation=propagation).train(training)
     ins = inputs(batch, t)
     results = []
     for forward in (model, lambda *a, **k: gcnconv_forward(model, *a, **k)):
@@ -207,6 +214,10 @@ def test_repr():
     assert repr(model) == (
         'EigenGCN(3, 8, 2, num_pools=1, num_modes=2, final_modes=1, num_layers=3)'
     )
+    model = EigenGCN(3, 8, 2, propagation='sum')
+    assert repr(model).endswith("num_layers=3, propagation='sum')")
+    with pytest.raises(ValueError, match='propagation'):
+        EigenGCN(3, 8, 2, propagation='mean')
 
 
 # --- CUDA (gpu-marked) ---
