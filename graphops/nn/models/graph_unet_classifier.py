@@ -121,7 +121,8 @@ class GraphUNetClassifier(torch.nn.Module):
         self.act_name = act if isinstance(act, str) or act is None else 'callable'
         self.act = resolve_activation(act)
         if isinstance(classifier_act, str) and classifier_act == 'same':
-            self.classifier_act_name, self.classifier_act = self.act_name, self.act
+            # no second module: the state_dict stays the one a model without it saved
+            self.classifier_act_name, self.classifier_act = self.act_name, None
         else:
             named = isinstance(classifier_act, str) or classifier_act is None
             self.classifier_act_name = classifier_act if named else 'callable'
@@ -203,7 +204,8 @@ class GraphUNetClassifier(torch.nn.Module):
         z = torch.cat([p[j] for j in range(3) for p in parts], dim=-1)
 
         z = F.dropout(z, self.classifier_dropout, self.training)
-        z = self.classifier_act(self.lin1(z))
+        act = self.act if self.classifier_act is None else self.classifier_act
+        z = act(self.lin1(z))
         z = F.dropout(z, self.classifier_dropout, self.training)
         return self.lin2(z)
 

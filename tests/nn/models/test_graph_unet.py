@@ -184,6 +184,8 @@ def test_repr():
         'GraphUNetClassifier(3, 64, 2, depth=3, pool_ratios=[0.9, 0.8, 0.7], mlp_channels=512, '
         "dropout=0.3, classifier_dropout=0.3, act='elu', augment=True, nonlinearity='sigmoid')"
     )
+    # 'same' adds no module: a PReLU's weight is saved once, as before classifier_act existed
+    assert list(GraphUNetClassifier(3, 8, 2, act='prelu').state_dict()).count('act.weight') == 1
     model = GraphUNetClassifier(3, 64, 2, act='leaky_relu', classifier_act='elu')
     assert repr(model).endswith(
         "act='leaky_relu', augment=True, nonlinearity='sigmoid', " + "classifier_act='elu')"
