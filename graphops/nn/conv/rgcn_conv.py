@@ -283,21 +283,44 @@ class RGCNConv(MessagePassing):
         )  # fmt: skip
         return edge_index[0], edge_index[1], edge_type
 
-    def _relational_graph(
-        self, edge_index, edge_type, ids, featureless: bool, num_src: int, num_dst: int
-    ) -> RelationalGraph:
-        """Validates the graph and sorts it."""
+    def _relational_edges(self, edge_index, edge_type, ids, featureless, num_src, num_dst):
+        """``(src, dst, rel, num_weight_rows)``: the validated edges, sources mapped to the
+        weight rows they read."""
         src, dst, rel = self._edges(edge_index, edge_type, num_src, num_dst)
         if ids is not None:  # node ids: source j stands for weight row ids[j]
             src = ids.long()[src.long()]
         num_weight_rows = self.in_channels_l if featureless else num_src
-        return RelationalGraph(src, dst, rel, num_weight_rows, num_dst, self.num_relations)
+        return src, dst, rel, num_weight_rows
+
+    def _relational_graph(
+        self, edge_index, edge_type, ids, featureless: bool, num_src: int, num_dst: int
+    ) -> RelationalGraph:
+        """Validates the graph and sorts it."""
+        src, dst, rel, rows = self._relational_edges(
+            edge_index, edge_type, ids, featureless, num_src, num_dst
+        )
+        return RelationalGraph(src, dst, rel, rows, num_dst, self.num_relations)
 
     def _build(
-        self, edge_index, edge_type, ids, featureless: bool, num_src: int, num_dst: int
+        self,
+        edge_index,
+        edge_type,
+        ids,
+        featureless: bool,
+        num_src: int,
+        num_dst: int,
+        graph: RelationalGraph | None = None,
     ) -> tuple[RelationalGraph, StaticRelationalPlan]:
-        """What the cache holds: the sorted graph and the plan a compiled forward reads."""
-        graph = self._relational_graph(edge_index, edge_type, ids, featureless, num_src, num_dst)
+        """What the cache holds: the sorted graph (``graph`` when one is given, checked against
+        these edges) and the plan a compiled forward reads."""
+        if graph is None:
+            graph = self._relational_graph(
+                edge_index, edge_type, ids, featureless, num_src, num_dst
+            )
+        else:
+            self._check_shared_graph(
+                graph, edge_index, edge_type, ids, featureless, num_src, num_dst
+            )
         if featureless:
             return graph, static_plan(graph)
         return graph, static_plan(graph, self.in_channels_l, self.out_channels, self.num_bases)
@@ -362,11 +385,59 @@ class RGCNConv(MessagePassing):
         ids = x_src if (x_src is not None and featureless) else None
         return x_src, x_dst, featureless, ids, num_src, num_dst
 
-    def prepare(self, x, edge_index, edge_type: Tensor | None = None) -> RelationalGraph:
+    def _check_shared_graph(self, graph, edge_index, edge_type, ids, featureless, num_src, num_dst):
+        """``graph`` is the sorted graph this layer would build from these edges."""
+        if not isinstance(graph, RelationalGraph):
+            raise TypeError(
+                "graph must be a RelationalGraph (another layer's prepare() result), got "
+                f'{type(graph).__name__}'
+            )
+        src, dst, rel, rows = self._relational_edges(
+            edge_index, edge_type, ids, featureless, num_src, num_dst
+        )
+        sizes = (graph.num_src, graph.num_dst, graph.num_relations, graph.num_edges)
+        expected = (rows, num_dst, self.num_relations, src.numel())
+        same = sizes == expected and bool(
+            (graph.src == src.long()).all()
+            & (graph.dst == dst.long()).all()
+            & (graph.rel == rel.long()).all()
+        )
+        if not same:
+            raise ValueError(
+                'graph was not built from these edges for this layer (its (num_src, num_dst, '
+                f'num_relations, num_edges) are {sizes}, this layer needs {expected}, or its '
+                'edges differ); pass the prepare() result of a layer that saw the same '
+                'edge_index and edge_type'
+            )
+
+    def prepared_graph(self, x, edge_index, edge_type: Tensor | None = None):
+        """The sorted :class:`~graphops.ops.relational.RelationalGraph` this cached layer keeps
+        for exactly these inputs (the same tensors, unmodified), or ``None``: what another layer
+        on the same edges can reuse through ``prepare(..., graph=)``."""
+        if not self.cached or torch.compiler.is_compiling():
+            return None
+        x_src, x_dst, featureless, ids, num_src, num_dst = self._inputs(x)
+        key = self._cache_key(edge_index, edge_type, ids, featureless, num_src, num_dst)
+        found = self._cache.lookup(key)
+        return None if found is None else found[0]
+
+    def prepare(
+        self,
+        x,
+        edge_index,
+        edge_type: Tensor | None = None,
+        *,
+        graph: RelationalGraph | None = None,
+    ) -> RelationalGraph:
         r"""Builds the plan of a static graph now, in eager mode, and keeps it (``cached=True``):
         the step to run before ``torch.compile`` so that the compiled forward reads the plan
         instead of working without one. Takes the forward's arguments; returns the
         :class:`~graphops.ops.relational.RelationalGraph`.
+
+        ``graph`` (keyword-only): another layer's sorted graph of the same edges (its
+        :meth:`prepare` or :meth:`prepared_graph` result), reused instead of sorting again, so
+        stacked layers hold one copy; it is checked against the edges (``ValueError`` if it was
+        built from others or for other sizes).
         """
         if torch.compiler.is_compiling():
             raise RuntimeError('prepare() builds a plan eagerly; call it outside torch.compile')
@@ -377,7 +448,7 @@ class RGCNConv(MessagePassing):
             )
         x_src, x_dst, featureless, ids, num_src, num_dst = self._inputs(x)
         key = self._cache_key(edge_index, edge_type, ids, featureless, num_src, num_dst)
-        value = self._build(edge_index, edge_type, ids, featureless, num_src, num_dst)
+        value = self._build(edge_index, edge_type, ids, featureless, num_src, num_dst, graph)
         return self._cache.store(key, value)[0]
 
     def reset_cache(self) -> None:

@@ -103,3 +103,67 @@ def test_prepared_model_compiles_without_a_graph_break_and_equals_eager():
     assert explained.graph_break_count == 0, explained.break_reasons
     compiled = torch.compile(model, backend='aot_eager', fullgraph=True)
     assert torch.allclose(compiled(None, edge_index, edge_type), expected, atol=1e-10)
+
+
+@pytest.mark.parametrize(
+    'make_x',
+    [
+        lambda: None,
+        lambda: torch.randn(20, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1)),
+    ],
+)
+@pytest.mark.parametrize('through', ['forward', 'prepare'])
+def test_layers_share_one_sorted_graph_and_give_the_same_numbers(make_x, through):
+    edge_index, edge_type = relational_graph()
+    x = make_x()
+    kwargs = {} if x is None else {'in_channels': 4}
+    torch.manual_seed(0)
+    model = RGCN(20, 3, out_channels=4, hidden_channels=8, num_bases=2, **kwargs).double()
+    uncached = RGCN(20, 3, 4, 8, 2, cached=False, **kwargs).double()
+    uncached.load_state_dict(model.state_dict())
+    if through == 'prepare':
+        model.prepare(x, edge_index, edge_type)
+    out = model(x, edge_index, edge_type)
+    hidden = F.relu(model.conv1(x, edge_index, edge_type))
+    first = model.conv1.prepared_graph(x, edge_index, edge_type)
+    assert first is not None
+    assert model.conv2.prepared_graph(hidden, edge_index, edge_type) is first  # one copy
+    expected = uncached(x, edge_index, edge_type)
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+    out.square().sum().backward()
+    expected.square().sum().backward()
+    for (name, p), q in zip(model.named_parameters(), uncached.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-12, atol=1e-12, msg=name)
+
+
+def test_node_id_input_keeps_separate_graphs():
+    # Node ids map the first layer's sources to their rows: its sorted graph is not the second's.
+    edge_index, edge_type = relational_graph()
+    ids = torch.arange(20).flip(0)
+    model = RGCN(20, 3, out_channels=4, hidden_channels=8).double()
+    uncached = RGCN(20, 3, 4, 8, cached=False).double()
+    uncached.load_state_dict(model.state_dict())
+    out = model(ids, edge_index, edge_type)
+    hidden = F.relu(model.conv1(ids, edge_index, edge_type))
+    first = model.conv1.prepared_graph(ids, edge_index, edge_type)
+    second = model.conv2.prepared_graph(hidden, edge_index, edge_type)
+    assert first is not None and second is not None and first is not second
+    torch.testing.assert_close(out, uncached(ids, edge_index, edge_type))
+
+
+def test_prepare_with_a_graph_of_other_edges_is_refused():
+    edge_index, edge_type = relational_graph()
+    other_index, other_type = relational_graph(seed=1)
+    x = torch.randn(20, 4, dtype=torch.float64)
+    conv = RGCNConv(4, 5, 3, cached=True).double()
+    other = RGCNConv(4, 5, 3, cached=True).double().prepare(x, other_index, other_type)
+    with pytest.raises(ValueError, match='not built from these edges'):
+        conv.prepare(x, edge_index, edge_type, graph=other)
+    smaller = RGCNConv(4, 5, 3, cached=True).double().prepare(x[:10], *relational_graph(10, 30))
+    with pytest.raises(ValueError, match='not built from these edges'):
+        conv.prepare(x, edge_index, edge_type, graph=smaller)
+    with pytest.raises(TypeError, match='RelationalGraph'):
+        conv.prepare(x, edge_index, edge_type, graph=edge_index)
+    same = RGCNConv(4, 5, 3, cached=True).double().prepare(x, edge_index, edge_type)
+    assert conv.prepare(x, edge_index, edge_type, graph=same) is same
+    assert RGCNConv(4, 5, 3).prepared_graph(x, edge_index, edge_type) is None  # not cached
