@@ -80,12 +80,20 @@ def tiny_files(multi_label: bool = False) -> dict[str, str]:
 def write_zip(root: Path, name: str, files: dict[str, str], folder: str = '') -> Path:
     root.mkdir(parents=True, exist_ok=True)
     path = root / f'{name}.zip'
+
+    # A fixed timestamp per entry: writestr would stamp the current time, and two writes of the
+    # same files on either side of a 2-second tick would differ in bytes (and in cache key).
+    def write(archive, name, text):
+        info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
+        info.compress_type = zipfile.ZIP_DEFLATED
+        archive.writestr(info, text)
+
     with zipfile.ZipFile(path, 'w', zipfile.ZIP_DEFLATED) as archive:
         for file, text in files.items():
-            archive.writestr(folder + file, text)
+            write(archive, folder + file, text)
         if folder:  # what macOS zips carry along
-            archive.writestr(f'__MACOSX/{folder}._node.dat', 'junk')
-            archive.writestr(f'{folder}.DS_Store', 'junk')
+            write(archive, f'__MACOSX/{folder}._node.dat', 'junk')
+            write(archive, f'{folder}.DS_Store', 'junk')
     return path
 
 
