@@ -131,6 +131,7 @@ parser.add_argument(
 )
 parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
 args = parser.parse_args()
+GRAPH_CONFIG = GRAPH_CONFIGS.get(args.dataset, GRAPH_CONFIGS['PROTEINS'])  # graph classification
 device = torch.device(args.device)
 dataset = load(args.dataset)
 node_task = len(dataset) == 1 and 'train_mask' in dataset[0]
@@ -231,7 +232,7 @@ def evaluate(model, loader) -> tuple[float, float]:
 
 
 def graph_fold(data, folds, fold: int) -> tuple[float, float, int]:
-    config = GRAPH_CONFIGS.get(args.dataset, GRAPH_CONFIGS['PROTEINS'])
+    config = GRAPH_CONFIG
     test_idx = folds[fold]
     rest = np.setdiff1d(np.arange(len(data)), test_idx)
     labels = np.array([int(g.y) for g in data])
@@ -309,7 +310,7 @@ else:
         degree_features = DegreeFeatures.fit(data)  # (standardised past degree 999: REDDIT)
         data = [degree_features(g) for g in data]
     name = args.dataset if args.dataset in GRAPH_CONFIGS else 'PROTEINS (default)'
-    print(f'config {name}: {GRAPH_CONFIGS.get(args.dataset, GRAPH_CONFIGS["PROTEINS"])}')
+    print(f'config {name}: {GRAPH_CONFIG}')
     labels = np.array([int(g.y) for g in data])
     folds = stratified_folds(labels, 10, seed=0)
     chosen = range(10) if args.folds == 'all' else [int(f) for f in args.folds.split(',')]

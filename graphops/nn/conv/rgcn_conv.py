@@ -397,11 +397,7 @@ class RGCNConv(MessagePassing):
         )
         sizes = (graph.num_src, graph.num_dst, graph.num_relations, graph.num_edges)
         expected = (rows, num_dst, self.num_relations, src.numel())
-        same = sizes == expected and bool(
-            (graph.src == src.long()).all()
-            & (graph.dst == dst.long()).all()
-            & (graph.rel == rel.long()).all()
-        )
+        same = sizes == expected and bool(graph.same_edges(src, dst, rel))
         if not same:
             raise ValueError(
                 'graph was not built from these edges for this layer (its (num_src, num_dst, '
@@ -469,8 +465,7 @@ class RGCNConv(MessagePassing):
             if (graph.num_src, graph.num_dst, graph.num_edges) == (rows, num_dst, src.numel()) and (
                 plan.slot is None
             ) == (featureless or graph.num_edges == 0):
-                same = (src == graph.src).all() & (dst == graph.dst).all()
-                same = same & (rel == graph.rel).all()
+                same = graph.same_edges(src, dst, rel)
                 message = (
                     'the graph passed to this cached RGCNConv differs from the one its plan was '
                     'built from; call conv.prepare(x, edge_index, edge_type) on the new graph '

@@ -52,6 +52,12 @@ class RelationalGraph:
     def num_edges(self) -> int:
         return self.src.numel()
 
+    def same_edges(self, src: Tensor, dst: Tensor, rel: Tensor) -> Tensor:
+        """A 0-dim bool tensor: these edges, in this order, are the graph's (no value is read
+        back, so it serves inside ``torch.compile`` too). Sizes must match ``num_edges``."""
+        same = (self.src == src.long()).all() & (self.dst == dst.long()).all()
+        return same & (self.rel == rel.long()).all()
+
     @property
     def device(self) -> torch.device:
         return self.src.device
