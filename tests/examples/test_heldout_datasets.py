@@ -16,20 +16,26 @@ FILES = {
 }
 
 
+def _named_standin(root, name: str, suffixes=FILES['labelled']) -> dict:
+    """MUTAG's files with these suffixes under ``name`` in ``root``; the environment that points
+    there."""
+    (root / 'data' / name / 'raw').mkdir(parents=True)
+    for suffix in suffixes:
+        shutil.copy(
+            data_root() / 'MUTAG' / 'raw' / f'MUTAG_{suffix}.txt',
+            root / 'data' / name / 'raw' / f'{name}_{suffix}.txt',
+        )
+    return {'GRAPHOPS_DATA': str(root / 'data'), 'GRAPHOPS_CACHE': str(root / 'cache')}
+
+
 @pytest.fixture(scope='module')
 def heldout(tmp_path_factory):
     """A data folder with the two stand-ins, named ``HELDOUT-<kind>``, and its own cache."""
     root = tmp_path_factory.mktemp('heldout')
     for kind, suffixes in FILES.items():
-        name = f'HELDOUT-{kind}'
-        (root / 'data' / name / 'raw').mkdir(parents=True)
-        for suffix in suffixes:
-            shutil.copy(
-                data_root() / 'MUTAG' / 'raw' / f'MUTAG_{suffix}.txt',
-                root / 'data' / name / 'raw' / f'{name}_{suffix}.txt',
-            )
+        env = _named_standin(root, f'HELDOUT-{kind}', suffixes)
     assert {'HELDOUT-labelled', 'HELDOUT-featureless'} <= set(available(root / 'data'))
-    return {'GRAPHOPS_DATA': str(root / 'data'), 'GRAPHOPS_CACHE': str(root / 'cache')}
+    return env
 
 
 def _accuracy(pattern: str, out: str) -> float:
@@ -49,17 +55,6 @@ def test_eigen_pool_default_recipe(run_example, heldout, kind):
     expected = '7 features (label)' if kind == 'labelled' else '5 features (degree)'
     assert f'{name}: 188 graphs, {expected}, 2 classes' in out
     assert 0.0 <= _accuracy(rf'{name}: test accuracy ([\d.]+)', out) <= 100.0
-
-
-def _named_standin(root, name: str) -> dict:
-    """MUTAG's labelled files under ``name`` in ``root``; the environment that points there."""
-    (root / 'data' / name / 'raw').mkdir(parents=True)
-    for suffix in FILES['labelled']:
-        shutil.copy(
-            data_root() / 'MUTAG' / 'raw' / f'MUTAG_{suffix}.txt',
-            root / 'data' / name / 'raw' / f'{name}_{suffix}.txt',
-        )
-    return {'GRAPHOPS_DATA': str(root / 'data'), 'GRAPHOPS_CACHE': str(root / 'cache')}
 
 
 @pytest.mark.parametrize(
