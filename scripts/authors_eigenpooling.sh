@@ -18,6 +18,9 @@
 # same thing. Two run settings differ from run_example.sh, neither in the numbers: --num_workers 0
 # (the batches are built in the main process) and one thread ($AUTHORS_THREADS, default 1).
 # ENZYMES is the copy in the checkout (the same files as data/ENZYMES/raw here).
+# $AUTHORS_EXTRA adds flags of train.py for an ablation, e.g. AUTHORS_EXTRA=--nobn (no batch norm);
+# such a run keeps its own logs (shuffle0_nobn.log). Nothing else differs, so runs of one shuffle
+# with and without it share the seed, the initialisation, the batches and the dropout masks.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 checkout="${1:?usage: bash scripts/authors_eigenpooling.sh CHECKOUT [SHUFFLE ...]}"
@@ -27,6 +30,8 @@ shuffles=("$@")
 work="${AUTHORS_WORK:-$repo/outputs/authors_eigenpooling}"
 epochs="${AUTHORS_EPOCHS:-900}"
 threads="${AUTHORS_THREADS:-1}"
+read -r -a extra <<<"${AUTHORS_EXTRA:-}"
+tag="$(printf '%s' "${AUTHORS_EXTRA:-}" | tr -c 'A-Za-z0-9' '_' | sed 's/^_*//; s/^./_&/')"
 
 git -C "$checkout" cat-file -e HEAD:train.py 2>/dev/null \
   && git -C "$checkout" cat-file -e HEAD:encoders.py 2>/dev/null \
@@ -65,7 +70,7 @@ fi
 
 cd "$work"
 for s in "${shuffles[@]}"; do
-  log="$work/shuffle$s.log"
+  log="$work/shuffle$s$tag.log"
   if ! grep -q "^Test on shuffle" "$log" 2>/dev/null; then
     # The settings of the authors' run_example.sh, with --shuffle and --epochs from here.
     OMP_NUM_THREADS="$threads" MKL_NUM_THREADS="$threads" python -W ignore train.py \
@@ -74,19 +79,19 @@ for s in "${shuffles[@]}"; do
       --output-dim 128 --hidden-dim 128 --pred_hidden 256 --weight_decay 0 --num_shuffle 10 \
       --num-gc-layers 5 --mask 1 --norm 'l2' --pool_sizes 10 --out_dir results \
       --train-ratio 0.8 --with_test 1 --feat node-feat --epochs "$epochs" --num_workers 0 \
-      >"$log.part" 2>&1
+      "${extra[@]}" >"$log.part" 2>&1
     mv "$log.part" "$log"
   fi
   grep "^Test on shuffle" "$log"
 done
-python - "$work" "${shuffles[@]}" <<'EOF'
+python - "$work" "$tag" "${shuffles[@]}" <<'EOF'
 import re, statistics, sys
-work, shuffles = sys.argv[1], sys.argv[2:]
+work, tag, shuffles = sys.argv[1], sys.argv[2], sys.argv[3:]
 accs = []
 for s in shuffles:
-    text = open(f'{work}/shuffle{s}.log').read()
+    text = open(f'{work}/shuffle{s}{tag}.log').read()
     accs.append(100 * float(re.search(r'^Test on shuffle \d+\s*:\s*([0-9.]+)', text, re.M).group(1)))
 std = statistics.stdev(accs) if len(accs) > 1 else 0.0
-print(f'authors\' code, ENZYMES, shuffles {" ".join(shuffles)}: '
+print(f'authors\' code{tag.replace("_", " ")}, ENZYMES, shuffles {" ".join(shuffles)}: '
       f'{statistics.mean(accs):.2f} +- {std:.2f} ({", ".join(f"{a:.1f}" for a in accs)})')
 EOF
