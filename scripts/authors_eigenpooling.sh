@@ -21,6 +21,9 @@
 # $AUTHORS_EXTRA adds flags of train.py for an ablation, e.g. AUTHORS_EXTRA=--nobn (no batch norm);
 # such a run keeps its own logs (shuffle0_nobn.log). Nothing else differs, so runs of one shuffle
 # with and without it share the seed, the initialisation, the batches and the dropout masks.
+# One fix beyond renames makes --nobn reach the model: WavePoolingGcnEncoder did not pass its bn
+# argument on to GcnEncoderGraph, whose default (True) always won. With the default bn=True the
+# code computes what it did before; without the fix a --nobn run repeats the batch-norm run exactly.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 checkout="${1:?usage: bash scripts/authors_eigenpooling.sh CHECKOUT [SHUFFLE ...]}"
@@ -56,6 +59,10 @@ if [ ! -f "$work/.prepared" ]; then
     sed -i 's/init\.xavier_uniform(/init.xavier_uniform_(/; s/init\.constant(/init.constant_(/' \
       encoders.py
     sed -i 's/, size_average=True//' encoders.py
+    sed -i 's/pred_hidden_dims=pred_hidden_dims, concat=concat, args=args, device=device)/pred_hidden_dims=pred_hidden_dims, concat=concat, bn=bn, args=args, device=device)/' \
+      encoders.py
+    grep -q 'concat=concat, bn=bn, args=args' encoders.py \
+      || { echo "encoders.py: the bn fix did not apply" >&2; exit 2; }
     sed -i 's/nn\.utils\.clip_grad_norm(/nn.utils.clip_grad_norm_(/' train.py
     sed -i 's/if float(nx.__version__)<2.0:/if False:/' load_data.py
     sed -i 's/scipy\.sparse\.csr\.csr_matrix/scipy.sparse.csr_matrix/; s/^import matplotlib/#&/' \
