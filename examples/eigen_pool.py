@@ -7,7 +7,8 @@ Mutagenicity; any TU dataset whose raw files are in the data folder runs).
     python examples/eigen_pool.py --dataset NCI109     # the default recipe below
 
 Protocol (the authors' train.py): for split i the graphs are shuffled with seed i and cut 80/10/10
-into train/validation/test; after every epoch the validation accuracy is measured and the test
+into train/validation/test (the shuffle is ``torch.randperm`` seeded with i; theirs is
+``random.Random(i).shuffle``, so split i holds other graphs than their shuffle i); after every epoch the validation accuracy is measured and the test
 accuracy is read at the epoch of the best validation accuracy (ties go to the later epoch, as
 their ``>= best - 1e-7``). The mean and sample std over the splits are printed.
 
