@@ -23,6 +23,11 @@
 # such a run keeps its own logs (shuffle0_nobn.log). Nothing else differs, so runs of one shuffle
 # with and without it draw the same random numbers (a fresh BatchNorm1d draws none): the same
 # initialisation, batches and dropout masks.
+# $AUTHORS_READOUT=masked (default: padded, theirs) takes each max readout over the graph's own
+# rows only: their torch.max runs over the zero rows padding every graph to --max-nodes, which
+# clips each readout feature at 0 from below (for the final level's one row, too). The switch is
+# read at run time (AUTHORS_MASKED_READOUT=1), so the prepared tree serves both; such a run keeps
+# its own logs (shuffle0_nobn_masked.log) and draws the same random numbers.
 # One fix beyond renames makes --nobn reach the model: WavePoolingGcnEncoder did not pass its bn
 # argument on to GcnEncoderGraph, whose default (True) always won. With the default bn=True the
 # code computes what it did before; without the fix a --nobn run repeated the batch-norm run (its
@@ -38,6 +43,12 @@ epochs="${AUTHORS_EPOCHS:-900}"
 threads="${AUTHORS_THREADS:-1}"
 read -r -a extra <<<"${AUTHORS_EXTRA:-}"
 tag="$(printf '%s' "${AUTHORS_EXTRA:-}" | tr -c 'A-Za-z0-9' '_' | sed 's/^_*//; s/^./_&/')"
+readout="${AUTHORS_READOUT:-padded}"
+case "$readout" in
+  padded) masked=0 ;;
+  masked) masked=1 tag="${tag}_masked" ;;
+  *) echo "AUTHORS_READOUT must be padded or masked, got $readout" >&2; exit 2 ;;
+esac
 
 git -C "$checkout" cat-file -e HEAD:train.py 2>/dev/null \
   && git -C "$checkout" cat-file -e HEAD:encoders.py 2>/dev/null \
@@ -77,13 +88,40 @@ if [ ! -f "$work/.prepared" ]; then
   )
   touch "$work/.prepared"
 fi
+# The readout switch (a tree prepared before it existed gets it here too). Off, the three readouts
+# compute torch.max(embedding_tensor, dim=1) as before.
+if ! grep -q AUTHORS_MASKED_READOUT "$work/encoders.py"; then
+  python - "$work/encoders.py" <<'EOF'
+import sys
+path = sys.argv[1]
+src = open(path).read()
+helper = '''
+
+def _readout(t, mask):
+    if os.environ.get('AUTHORS_MASKED_READOUT') != '1':
+        return torch.max(t, dim=1)[0]
+    if mask is None:  # the final level: one row per graph, row 0
+        return t[:, 0, :]
+    return t.masked_fill(mask == 0, float('-inf')).max(dim=1)[0]
+'''
+head, sep, tail = src.partition('class WavePoolingGcnEncoder(')
+old = 'out, _ = torch.max(embedding_tensor, dim=1)'
+assert sep and tail.count(old) == 3
+tail = tail.replace(old, 'out = _readout(embedding_tensor, embedding_mask)', 2)
+tail = tail.replace(old, 'out = _readout(embedding_tensor, None)', 1)
+src = 'import os\n' + head.rstrip('\n') + '\n' + helper + '\n\n' + sep + tail
+open(path + '.tmp', 'w').write(src)
+EOF
+  mv "$work/encoders.py.tmp" "$work/encoders.py"
+fi
 
 cd "$work"
 for s in "${shuffles[@]}"; do
   log="$work/shuffle$s$tag.log"
   if ! grep -q "^Test on shuffle" "$log" 2>/dev/null; then
     # The settings of the authors' run_example.sh, with --shuffle and --epochs from here.
-    OMP_NUM_THREADS="$threads" MKL_NUM_THREADS="$threads" python -W ignore train.py \
+    AUTHORS_MASKED_READOUT="$masked" OMP_NUM_THREADS="$threads" MKL_NUM_THREADS="$threads" \
+      python -W ignore train.py \
       --bmname ENZYMES --num-classes 6 --batch-size 30 --max-nodes 130 --min_nodes 0 \
       --num_pool_matrix 1 --num_pool_final_matrix 1 --dropout 0.5 --shuffle "$s" --lr 0.001 \
       --output-dim 128 --hidden-dim 128 --pred_hidden 256 --weight_decay 0 --num_shuffle 10 \
