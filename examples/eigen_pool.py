@@ -7,10 +7,13 @@ Mutagenicity; any TU dataset whose raw files are in the data folder runs).
     python examples/eigen_pool.py --dataset NCI109     # the default recipe below
 
 Protocol (the authors' train.py): for split i the graphs are shuffled with seed i and cut 80/10/10
-into train/validation/test (the shuffle is ``torch.randperm`` seeded with i; theirs is
-``random.Random(i).shuffle``, so split i holds other graphs than their shuffle i); after every epoch the validation accuracy is measured and the test
+into train/validation/test; after every epoch the validation accuracy is measured and the test
 accuracy is read at the epoch of the best validation accuracy (ties go to the later epoch, as
-their ``>= best - 1e-7``). The mean and sample std over the splits are printed.
+their ``>= best - 1e-7``). The mean and sample std over the splits are printed. The shuffle is
+``torch.randperm`` seeded with i (``--split-order torch``, the default, which the 10-split rows of
+examples/README.md ran), or train.py's own ``random.Random(i).shuffle`` of the graphs in file order
+(``--split-order authors``): then split i holds the graphs of their shuffle i, for a comparison
+with their code paired by split (``scripts/authors_eigenpooling.sh``).
 
 Recipes (one per dataset the authors released settings for, each with its source; ``RECIPES``
 below holds them). The authors' run_example.sh is their one released script (ENZYMES); their
@@ -64,6 +67,7 @@ build a fresh, untrained BatchNorm1d over node positions at every call.
 """
 
 import argparse
+import random
 import statistics
 import time
 
@@ -150,6 +154,13 @@ parser.add_argument(
 parser.add_argument(
     '--features', default=None, choices=['attr', 'label', 'both', 'const', 'degree', 'auto']
 )
+parser.add_argument(
+    '--split-order',
+    default='torch',
+    choices=['torch', 'authors'],
+    help="'torch': torch.randperm seeded with the split (default); 'authors': train.py's "
+    'random.Random(split).shuffle, their shuffle i',
+)
 parser.add_argument('--threads', type=int, default=None)
 args = parser.parse_args()
 if args.threads:
@@ -217,9 +228,20 @@ def accuracy(model, loader) -> float:
 
 
 def run_split(split: int) -> tuple[float, float, int]:
-    gen = torch.Generator().manual_seed(split)
-    order = torch.randperm(len(graphs), generator=gen).tolist()
+    if args.split_order == 'authors':
+        # train.py shuffles its list of graphs (file order) in place; the permutation depends on
+        # the seed and the length only.
+        order = list(range(len(graphs)))
+        random.Random(split).shuffle(order)
+    else:
+        gen = torch.Generator().manual_seed(split)
+        order = torch.randperm(len(graphs), generator=gen).tolist()
     n_train, n_test = int(0.8 * len(graphs)), int(0.9 * len(graphs))
+    print(
+        f'  split {split} ({args.split_order} order): {n_train}/{n_test - n_train}/'
+        f'{len(graphs) - n_test} graphs, test starts {order[n_test : n_test + 5]}',
+        flush=True,
+    )
     train = [graphs[i] for i in order[:n_train]]
     val = [graphs[i] for i in order[n_train:n_test]]
     test = [graphs[i] for i in order[n_test:]]

@@ -1,0 +1,23 @@
+"""examples/eigen_pool.py draws split i as the authors' train.py does when asked: its shuffle i."""
+
+import random
+import re
+
+import pytest
+
+
+@pytest.mark.parametrize('order', ['torch', 'authors'])
+def test_split_order(run_example, order):
+    out = run_example(
+        'eigen_pool.py', '--dataset', 'MUTAG', '--splits', '1', '--first-split', '3',
+        '--epochs', '1', '--split-order', order,
+    )  # fmt: skip
+    found = re.search(r'split 3 \((\w+) order\): 150/19/19 graphs, test starts \[([\d, ]+)\]', out)
+    assert found, out[-2000:]
+    assert found.group(1) == order
+    starts = [int(i) for i in found.group(2).split(', ')]
+    # train.py: random.Random(seed).shuffle of its list of graphs, then the last 10% are the test
+    # set (int(0.9 * 188) = 169).
+    theirs = list(range(188))
+    random.Random(3).shuffle(theirs)
+    assert (starts == theirs[169:174]) == (order == 'authors')
