@@ -63,7 +63,10 @@ The paper's accuracy table could not be read from the stored pages here; example
 what was found and what was run. Differences from the authors' code, kept on purpose: GCN layers
 are PyG's GCNConv (the normalised adjacency with self-loops, as the paper's GCN) where the authors
 multiply by the raw adjacency; batch norm is a learned BatchNorm1d over nodes where the authors
-build a fresh, untrained BatchNorm1d over node positions at every call.
+build a fresh, untrained BatchNorm1d over node positions at every call (``--no-batch-norm`` drops
+ours, as their ``--nobn`` drops theirs); the max readouts run over each graph's own nodes where
+the authors' run over the zero rows padding every graph to ``--max-nodes`` too, which clips each
+readout feature at 0 from below.
 """
 
 import argparse
@@ -150,6 +153,13 @@ parser.add_argument(
     default='gcn',
     choices=['gcn', 'sum'],
     help="'gcn': the paper's normalised GCN (default); 'sum': the authors' code, raw adjacency",
+)
+parser.add_argument(
+    '--batch-norm',
+    action=argparse.BooleanOptionalAction,
+    default=True,
+    help="a learned BatchNorm1d after every GCN layer but a stage's last (default); "
+    "--no-batch-norm for none, as the authors' --nobn",
 )
 parser.add_argument(
     '--features', default=None, choices=['attr', 'label', 'both', 'const', 'degree', 'auto']
@@ -256,8 +266,11 @@ def run_split(split: int) -> tuple[float, float, int]:
         num_layers=args.layers,
         mlp_channels=args.mlp,
         dropout=args.dropout,
+        batch_norm=args.batch_norm,
         propagation=args.propagation,
     )
+    if split == args.first_split:
+        print(f'model: {model}', flush=True)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     train_loader = DataLoader(train, batch_size=args.batch_size, shuffle=True)
     val_loader = DataLoader(val, batch_size=args.batch_size)

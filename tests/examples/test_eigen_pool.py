@@ -1,4 +1,5 @@
-"""examples/eigen_pool.py draws split i as the authors' train.py does when asked: its shuffle i."""
+"""examples/eigen_pool.py draws split i as the authors' train.py does when asked (their shuffle i)
+and passes the ablation flags on to the model."""
 
 import random
 import re
@@ -8,10 +9,14 @@ import pytest
 
 @pytest.mark.parametrize('order', ['torch', 'authors'])
 def test_split_order(run_example, order):
+    # The authors' order runs with their ablation flags too: no batch norm, their propagation.
+    flags = ['--no-batch-norm', '--propagation', 'sum'] if order == 'authors' else []
     out = run_example(
         'eigen_pool.py', '--dataset', 'MUTAG', '--splits', '1', '--first-split', '3',
-        '--epochs', '1', '--split-order', order,
+        '--epochs', '1', '--split-order', order, *flags,
     )  # fmt: skip
+    ablation = "batch_norm=False, propagation='sum')" in out
+    assert ablation == (order == 'authors'), out[-2000:]
     found = re.search(r'split 3 \((\w+) order\): 150/19/19 graphs, test starts \[([\d, ]+)\]', out)
     assert found, out[-2000:]
     assert found.group(1) == order

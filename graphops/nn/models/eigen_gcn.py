@@ -310,6 +310,7 @@ class EigenGCN(Module):
             f'{self.__class__.__name__}({self.in_channels}, {self.hidden_channels}, '
             f'{self.out_channels}, num_pools={self.num_pools}, num_modes={self.num_modes}, '
             f'final_modes={self.final_modes}, num_layers={self.num_layers}'
+            + ('' if self.batch_norm else ', batch_norm=False')
             + (f", propagation='{self.propagation}'" if self.propagation != 'gcn' else '')
             + ')'
         )

@@ -216,6 +216,8 @@ def test_repr():
     )
     model = EigenGCN(3, 8, 2, propagation='sum')
     assert repr(model).endswith("num_layers=3, propagation='sum')")
+    model = EigenGCN(3, 8, 2, batch_norm=False, propagation='sum')
+    assert repr(model).endswith("num_layers=3, batch_norm=False, propagation='sum')")
     with pytest.raises(ValueError, match='propagation'):
         EigenGCN(3, 8, 2, propagation='mean')
 
