@@ -65,8 +65,8 @@ are PyG's GCNConv (the normalised adjacency with self-loops, as the paper's GCN)
 multiply by the raw adjacency; batch norm is a learned BatchNorm1d over nodes where the authors
 build a fresh, untrained BatchNorm1d over node positions at every call (``--no-batch-norm`` drops
 ours, as their ``--nobn`` drops theirs); the max readouts run over each graph's own nodes where
-the authors' readouts also run over the zero rows padding every graph to ``--max-nodes``, which clips each
-readout feature at 0 from below.
+the authors' readouts also run over the zero rows padding every graph to ``--max-nodes``, which
+clips each readout feature at 0 from below.
 """
 
 import argparse
